@@ -1,0 +1,3 @@
+from tfstorage.cli.main import main
+
+main()

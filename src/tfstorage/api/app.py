@@ -1,0 +1,76 @@
+"""`create_app(settings)`: the whole HTTP service, built on demand (nothing at import)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import anyio
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from tfstorage import __version__
+from tfstorage.api.errors import install_error_handlers
+from tfstorage.api.middleware import RequestIdMiddleware
+from tfstorage.api.routes import buckets, files, legacy, objects, storage
+from tfstorage.blobs.base import BlobStore
+from tfstorage.config import Settings
+from tfstorage.service.storage import Storage, build_blob_store, open_storage
+
+log = logging.getLogger(__name__)
+
+
+async def _collect_garbage_forever(store: Storage) -> None:
+    """GC at start-up, then every GC_INTERVAL_SECONDS; a failed run is retried later."""
+    interval = store.settings.gc_interval_seconds
+    while True:
+        try:
+            await store.gc.run_once()
+        except Exception:
+            log.exception("garbage collection failed; retrying at the next interval")
+        if interval <= 0:
+            return
+        await anyio.sleep(interval)
+
+
+def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> FastAPI:
+    """Build the app. `blobs` replaces the configured blob store (tests use it)."""
+
+    # Built here, not at start-up, so a bad STORAGE_TYPE fails before serving.
+    blob_store = blobs or build_blob_store(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = await open_storage(settings, blobs=blob_store)
+        app.state.storage = store
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_collect_garbage_forever, store)
+            try:
+                yield
+            finally:
+                tasks.cancel_scope.cancel()
+                await store.close()
+
+    app = FastAPI(
+        title="TensorFleet Storage",
+        version=__version__,
+        description="Indexed, checksummed storage for ML datasets, models and checkpoints.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for module in (files, objects, buckets, storage, legacy):
+        app.include_router(module.router)
+    origins = settings.cors_origin_list
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            # A wildcard origin never goes with credentials.
+            allow_credentials="*" not in origins,
+            allow_methods=["GET", "HEAD", "PUT", "POST", "DELETE"],
+            allow_headers=["*"],
+            expose_headers=["ETag", "Content-Range", "X-Request-ID", "X-File-Id"],
+        )
+    app.add_middleware(RequestIdMiddleware)
+    return app

@@ -1,0 +1,3 @@
+"""The routers, one module per group of routes."""
+
+from tfstorage.api.routes import convertors as convertors

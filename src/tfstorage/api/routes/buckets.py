@@ -1,0 +1,88 @@
+"""Buckets: list, create, inspect, change settings, delete, list files."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+
+from tfstorage.api.deps import CallerDep, StorageDep
+from tfstorage.api.routes.objects import Limit, list_objects
+from tfstorage.api.schemas import (
+    BucketCreate,
+    BucketDeleted,
+    BucketInfo,
+    BucketList,
+    BucketUpdate,
+    ListResponse,
+)
+
+router = APIRouter(prefix="/api/v1/buckets", tags=["buckets"])
+
+
+@router.get("")
+async def list_buckets(storage: StorageDep, caller: CallerDep) -> BucketList:
+    """Every bucket with its object count and size."""
+    buckets = await storage.buckets.list()
+    usage = await storage.buckets.usage()
+    return BucketList(buckets=[BucketInfo.of(b, usage.get(b.name)) for b in buckets])
+
+
+@router.post("", status_code=201, response_model=BucketInfo)
+async def create_bucket(body: BucketCreate, storage: StorageDep, caller: CallerDep) -> JSONResponse:
+    """Create a bucket (S3 naming rules; 409 BucketAlreadyExists)."""
+    bucket = await storage.buckets.create(
+        body.name,
+        versioning=body.versioning,
+        allowed_types=body.allowed_types,
+        quota_bytes=body.quota_bytes,
+        quota_objects=body.quota_objects,
+        description=body.description,
+    )
+    info = BucketInfo.of(bucket, None)
+    return JSONResponse(info.model_dump(), status_code=201)
+
+
+@router.get("/{name}")
+async def get_bucket(name: str, storage: StorageDep, caller: CallerDep) -> BucketInfo:
+    bucket = await storage.buckets.get(name)
+    usage = await storage.buckets.usage()
+    return BucketInfo.of(bucket, usage.get(name))
+
+
+@router.put("/{name}")
+async def update_bucket(
+    name: str, body: BucketUpdate, storage: StorageDep, caller: CallerDep
+) -> BucketInfo:
+    """Change a bucket's settings; only the fields sent change."""
+    changes = body.model_dump(exclude_unset=True)
+    bucket = await storage.buckets.update(name, **changes)
+    usage = await storage.buckets.usage()
+    return BucketInfo.of(bucket, usage.get(name))
+
+
+@router.delete("/{name}")
+async def delete_bucket(
+    name: str,
+    storage: StorageDep,
+    caller: CallerDep,
+    force: Annotated[bool, Query(description="delete even if it holds objects")] = False,
+) -> BucketDeleted:
+    """Delete a bucket; 409 BucketNotEmpty unless it is empty or `force=true`."""
+    await storage.buckets.delete(name, force=force)
+    return BucketDeleted(message="Bucket deleted successfully", bucket=name)
+
+
+@router.get("/{name}/files")
+async def list_bucket_files(
+    name: str,
+    storage: StorageDep,
+    caller: CallerDep,
+    prefix: Annotated[str, Query(max_length=1024)] = "",
+    delimiter: Annotated[str, Query(max_length=1)] = "",
+    marker: Annotated[str, Query(max_length=1024)] = "",
+    limit: Limit = None,
+) -> ListResponse:
+    """The same listing as `/api/v1/list/{bucket}`."""
+    return await list_objects(name, storage, caller, prefix, delimiter, marker, limit)

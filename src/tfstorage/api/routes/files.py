@@ -1,0 +1,125 @@
+"""Files by id (`file_id` names one immutable version) and search by metadata."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+
+from tfstorage.api.deps import CallerDep, StorageDep
+from tfstorage.api.download import object_response
+from tfstorage.api.routes.openapi import binary_response, multipart_body
+from tfstorage.api.routes.shaping import upload_response
+from tfstorage.api.schemas import DeleteResponse, FileInfo, FileSearchResponse, FileUpdate
+from tfstorage.api.uploads import receive_form
+from tfstorage.domain.metadata import parse_tag, parse_tags
+from tfstorage.domain.records import FileQuery
+from tfstorage.errors import InvalidArgument, NoSuchVersion
+
+router = APIRouter(prefix="/api/v1/files", tags=["files"])
+
+_FILE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _file_id(value: str) -> str:
+    # Anything that is not an id names nothing: 404, without touching the index.
+    if not _FILE_ID.fullmatch(value):
+        raise NoSuchVersion(value[:64])
+    return value
+
+
+@router.post("/upload", openapi_extra=multipart_body(many=True))
+async def upload_files(request: Request, storage: StorageDep, caller: CallerDep) -> dict[str, Any]:
+    """Upload one or many files (`file` parts) with `bucket`, `key`/`prefix`, `metadata`,
+    `tags`. All files become visible, or none."""
+    results = await receive_form(
+        request, storage, caller, default_bucket=storage.settings.default_bucket
+    )
+    return upload_response(results)
+
+
+@router.get("")
+async def search_files(
+    storage: StorageDep,
+    caller: CallerDep,
+    bucket: Annotated[str | None, Query(max_length=63)] = None,
+    prefix: Annotated[str | None, Query(max_length=1024)] = None,
+    tag: Annotated[list[str] | None, Query(description="k=v; repeat to AND")] = None,
+    content_type: Annotated[str | None, Query(max_length=255)] = None,
+    min_size: Annotated[int | None, Query(ge=0)] = None,
+    max_size: Annotated[int | None, Query(ge=0)] = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    marker: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int | None, Query(ge=1)] = None,
+) -> FileSearchResponse:
+    """Search latest versions by bucket, prefix, tags, content type, size and date."""
+    tags = tuple(parse_tag(t) for t in tag or [])
+    if len(tags) > 50:
+        raise InvalidArgument("at most 50 tag filters")
+    cap = storage.settings.max_listing_limit
+    page = await storage.objects.search(
+        FileQuery(
+            bucket=bucket,
+            prefix=prefix,
+            tags=tags,
+            content_type=content_type,
+            min_size=min_size,
+            max_size=max_size,
+            created_after=created_after,
+            created_before=created_before,
+            marker=marker,
+            limit=min(limit or cap, cap),
+        )
+    )
+    return FileSearchResponse(
+        files=[FileInfo.of(v) for v in page.files],
+        truncated=page.truncated,
+        next_marker=page.next_marker,
+    )
+
+
+@router.get(
+    "/download/{file_id}",
+    response_class=Response,
+    responses=binary_response("The version's bytes, as an attachment."),
+    operation_id="download_file",
+)
+@router.head("/download/{file_id}", response_class=Response, operation_id="head_file")
+async def download_file(
+    file_id: str, request: Request, storage: StorageDep, caller: CallerDep
+) -> Response:
+    """Download one version by id (its bytes never change)."""
+    version = await storage.reader.by_id(_file_id(file_id))
+    return await object_response(request, storage, version)
+
+
+@router.get("/{file_id}")
+async def get_file(file_id: str, storage: StorageDep, caller: CallerDep) -> FileInfo:
+    """Metadata of one version."""
+    return FileInfo.of(await storage.reader.by_id(_file_id(file_id)))
+
+
+@router.put("/{file_id}")
+async def update_file(
+    file_id: str, update: FileUpdate, storage: StorageDep, caller: CallerDep
+) -> FileInfo:
+    """Replace a version's user metadata, tags or content type (the bytes never change)."""
+    version = await storage.objects.update(
+        _file_id(file_id),
+        metadata=update.metadata,
+        tags=parse_tags(update.tags) if update.tags is not None else None,
+        content_type=update.content_type,
+    )
+    return FileInfo.of(version)
+
+
+@router.delete("/{file_id}")
+async def delete_file(file_id: str, storage: StorageDep, caller: CallerDep) -> DeleteResponse:
+    """Delete this version permanently; if it was the latest, the previous one is."""
+    gone = await storage.objects.delete_version(_file_id(file_id))
+    return DeleteResponse(
+        message="File deleted successfully", bucket=gone.bucket, key=gone.key, file_id=file_id
+    )

@@ -1,0 +1,135 @@
+"""Objects by path: upload, download, list, delete, versions, restore."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+
+from tfstorage.api.deps import CallerDep, StorageDep
+from tfstorage.api.download import object_response
+from tfstorage.api.routes.openapi import RAW_BODY, binary_response, multipart_body
+from tfstorage.api.routes.shaping import upload_response
+from tfstorage.api.schemas import (
+    DeleteResponse,
+    FileInfo,
+    ListedObject,
+    ListResponse,
+    VersionsResponse,
+)
+from tfstorage.api.uploads import put_raw, receive_form
+
+router = APIRouter(prefix="/api/v1", tags=["objects"])
+
+Limit = Annotated[int | None, Query(ge=1, description="at most this many entries (capped)")]
+VersionId = Annotated[str | None, Query(max_length=64)]
+
+
+@router.post("/upload", openapi_extra=multipart_body(many=False))
+async def upload(request: Request, storage: StorageDep, caller: CallerDep) -> dict[str, Any]:
+    """Upload one file (multipart `file`, `bucket`, `key`) into a bucket."""
+    results = await receive_form(
+        request, storage, caller, default_bucket=storage.settings.default_bucket, max_files=1
+    )
+    return upload_response(results)
+
+
+@router.post("/upload/stream", openapi_extra=multipart_body(many=False))
+async def upload_stream(request: Request, storage: StorageDep, caller: CallerDep) -> dict[str, Any]:
+    """Upload one large file; the form is streamed to storage in bounded memory."""
+    return await upload(request, storage, caller)
+
+
+@router.put("/objects/{bucket}/{key:objkey}", openapi_extra=RAW_BODY)
+async def put_object(
+    bucket: str, key: str, request: Request, storage: StorageDep, caller: CallerDep
+) -> dict[str, Any]:
+    """Store the raw request body as a new version of `bucket/key` (the fast path)."""
+    return upload_response([await put_raw(request, storage, caller, bucket, key)])
+
+
+@router.get(
+    "/download/{bucket}/{key:objkey}",
+    response_class=Response,
+    responses=binary_response("The object's bytes, as an attachment."),
+    operation_id="download_object",
+)
+@router.head("/download/{bucket}/{key:objkey}", response_class=Response, operation_id="head_object")
+async def download(
+    bucket: str,
+    key: str,
+    request: Request,
+    storage: StorageDep,
+    caller: CallerDep,
+    version_id: VersionId = None,
+) -> Response:
+    """Download the latest version of a key (or `version_id`); Range and conditionals."""
+    version = await storage.reader.resolve(bucket, key, version_id)
+    return await object_response(request, storage, version)
+
+
+@router.get("/list/{bucket}")
+async def list_objects(
+    bucket: str,
+    storage: StorageDep,
+    caller: CallerDep,
+    prefix: Annotated[str, Query(max_length=1024)] = "",
+    delimiter: Annotated[str, Query(max_length=1)] = "",
+    marker: Annotated[str, Query(max_length=1024)] = "",
+    limit: Limit = None,
+) -> ListResponse:
+    """Keys of a bucket in byte order, paged by `marker`; `delimiter` groups prefixes."""
+    listing = await storage.objects.list_objects(
+        bucket, prefix=prefix, delimiter=delimiter, marker=marker, limit=limit
+    )
+    return ListResponse(
+        bucket=bucket,
+        prefix=prefix,
+        delimiter=delimiter,
+        objects=[ListedObject.of(v) for v in listing.objects],
+        common_prefixes=listing.common_prefixes,
+        truncated=listing.truncated,
+        next_marker=listing.next_marker,
+    )
+
+
+@router.delete("/delete/{bucket}/{key:objkey}")
+async def delete_object(
+    bucket: str,
+    key: str,
+    storage: StorageDep,
+    caller: CallerDep,
+    version_id: VersionId = None,
+) -> DeleteResponse:
+    """Delete a key (restorable for RETENTION_DAYS), or one version for good."""
+    if version_id is not None:
+        gone = await storage.objects.delete_key_version(bucket, key, version_id)
+        message = "Version deleted permanently"
+    else:
+        gone = await storage.objects.delete_key(bucket, key)
+        message = "File deleted successfully"
+    return DeleteResponse(message=message, bucket=bucket, key=key, file_id=gone.file_id)
+
+
+@router.get("/versions/{bucket}/{key:objkey}")
+async def list_versions(
+    bucket: str, key: str, storage: StorageDep, caller: CallerDep
+) -> VersionsResponse:
+    """Every version of a key, newest first (including those of a deleted key)."""
+    versions = await storage.objects.versions(bucket, key)
+    return VersionsResponse(bucket=bucket, key=key, versions=[FileInfo.of(v) for v in versions])
+
+
+@router.post("/restore/{bucket}/{key:objkey}")
+async def restore_object(
+    bucket: str,
+    key: str,
+    storage: StorageDep,
+    caller: CallerDep,
+    version_id: VersionId = None,
+) -> FileInfo:
+    """Undelete a key, or make `version_id` the latest again."""
+    version = await storage.objects.restore(
+        bucket, key, version_id=version_id, created_by=caller.name
+    )
+    return FileInfo.of(version)

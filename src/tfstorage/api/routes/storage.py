@@ -1,0 +1,145 @@
+"""Statistics, health and metrics."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from tfstorage.api.deps import CallerDep, StorageDep
+from tfstorage.api.schemas import iso
+from tfstorage.domain.sizes import format_size
+
+router = APIRouter(tags=["storage"])
+
+
+def _now() -> str:
+    return iso(datetime.now(UTC))
+
+
+@router.get("/api/v1/stats")
+async def stats(storage: StorageDep, caller: CallerDep) -> dict[str, Any]:
+    """Totals, per bucket, used and free space, and what deduplication saved."""
+    s = await storage.stats.stats()
+    total_objects = sum(u.objects for u in s.index.buckets.values())
+    total_bytes = sum(u.bytes for u in s.index.buckets.values())
+    free = s.capacity.free_bytes
+    total = s.capacity.total_bytes
+    used = s.index.stored_bytes
+    saved = max(0, s.index.logical_bytes - s.index.stored_bytes)
+    return {
+        "total_buckets": len(s.index.buckets),
+        "total_objects": total_objects,
+        "total_size": format_size(total_bytes),
+        "total_size_bytes": total_bytes,
+        "buckets": {
+            name: {
+                "objects": u.objects,
+                "size": format_size(u.bytes),
+                "size_bytes": u.bytes,
+                "versions": u.versions,
+                "versions_size_bytes": u.version_bytes,
+            }
+            for name, u in sorted(s.index.buckets.items())
+        },
+        "storage_usage": {
+            "used_space": format_size(used),
+            "used_space_bytes": used,
+            "free_space": format_size(free) if free is not None else None,
+            "free_space_bytes": free,
+            "total_space_bytes": total,
+            "usage_percentage": round(100 * (total - free) / total, 1)
+            if total and free is not None
+            else None,
+        },
+        "dedup": {
+            "logical_bytes": s.index.logical_bytes,
+            "stored_bytes": s.index.stored_bytes,
+            "saved_bytes": saved,
+            "saved": format_size(saved),
+            "blobs": s.index.blobs,
+        },
+    }
+
+
+@router.get("/api/v1/storage/stats")
+async def storage_stats(storage: StorageDep, caller: CallerDep) -> dict[str, Any]:
+    """The same statistics as `/api/v1/stats`."""
+    return await stats(storage, caller)
+
+
+async def _health(storage: Any) -> tuple[bool, dict[str, Any]]:
+    index = await storage.stats.check_index()
+    blobs = await storage.stats.check_blobs()
+    healthy = index.ok and blobs.ok
+    body: dict[str, Any] = {
+        "status": "healthy" if healthy else "unhealthy",
+        "service": "storage",
+        # The original's field: is the blob backend reachable (MinIO then, any now).
+        "minio_connected": blobs.ok,
+        "storage_type": storage.settings.storage_type,
+        "blob_store": blobs.detail,
+        "index": index.detail,
+        "timestamp": _now(),
+    }
+    return healthy, body
+
+
+@router.get("/health")
+async def health(storage: StorageDep, caller: CallerDep) -> JSONResponse:
+    """Service health; 503 when the index or the blob store cannot serve."""
+    healthy, body = await _health(storage)
+    if healthy:
+        s = await storage.stats.stats()
+        body["buckets_available"] = len(s.index.buckets)
+        body["total_objects"] = sum(u.objects for u in s.index.buckets.values())
+    return JSONResponse(body, status_code=200 if healthy else 503)
+
+
+@router.get("/api/v1/storage/health")
+async def storage_health(storage: StorageDep, caller: CallerDep) -> JSONResponse:
+    """Health of the storage backends."""
+    healthy, body = await _health(storage)
+    return JSONResponse(body, status_code=200 if healthy else 503)
+
+
+@router.get("/api/v1/health/detailed")
+async def detailed_health(storage: StorageDep, caller: CallerDep) -> JSONResponse:
+    """Each check with its details: index, blob store, disk space, response time."""
+    start = time.perf_counter()
+    index = await storage.stats.check_index()
+    blobs = await storage.stats.check_blobs()
+    disk = await storage.stats.check_disk()
+    elapsed_ms = round((time.perf_counter() - start) * 1000, 2)
+    healthy = index.ok and blobs.ok
+    status = "healthy" if healthy and disk.ok else ("degraded" if healthy else "unhealthy")
+    body = {
+        "service": "storage",
+        "status": status,
+        "timestamp": _now(),
+        "checks": {
+            "index": {"ok": index.ok, **index.detail},
+            "blob_store": {"ok": blobs.ok, **blobs.detail},
+            "disk_space": {"ok": disk.ok, **disk.detail},
+            "response_time": {"ok": elapsed_ms < 1000, "ms": elapsed_ms},
+        },
+    }
+    return JSONResponse(body, status_code=200 if healthy else 503)
+
+
+@router.get("/api/v1/storage/metrics")
+async def storage_metrics(storage: StorageDep, caller: CallerDep) -> dict[str, Any]:
+    """The service's counters as JSON (the same numbers as `/metrics`)."""
+    await storage.stats.stats()  # refresh the usage gauges
+    return {"timestamp": _now(), "metrics": storage.ctx.metrics.snapshot()}
+
+
+@router.get("/metrics", response_class=Response)
+async def prometheus_metrics(storage: StorageDep, caller: CallerDep) -> Response:
+    """Prometheus text exposition."""
+    await storage.stats.stats()
+    return Response(storage.ctx.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,200 @@
+"""Response and request bodies. Field names keep the original service's shapes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tfstorage.domain.records import Bucket, BucketUsage, ObjectVersion
+from tfstorage.domain.sizes import format_size
+
+
+def iso(dt: datetime) -> str:
+    return dt.isoformat().replace("+00:00", "Z")
+
+
+class FileInfo(BaseModel):
+    file_id: str
+    version_id: str
+    bucket: str
+    key: str
+    filename: str
+    size: int
+    size_bytes: int
+    size_human: str
+    content_type: str
+    etag: str
+    sha256: str
+    metadata: dict[str, Any]
+    tags: dict[str, str]
+    created_at: str
+    last_modified: str
+    created_by: str
+    is_latest: bool
+    deleted: bool
+    url: str
+
+    @classmethod
+    def of(cls, v: ObjectVersion) -> FileInfo:
+        return cls(
+            file_id=v.file_id,
+            version_id=v.file_id,
+            bucket=v.bucket,
+            key=v.key,
+            filename=v.key.rsplit("/", 1)[-1],
+            size=v.size,
+            size_bytes=v.size,
+            size_human=format_size(v.size),
+            content_type=v.content_type,
+            etag=v.etag,
+            sha256=v.sha256,
+            metadata=v.metadata,
+            tags=v.tags,
+            created_at=iso(v.created_at),
+            last_modified=iso(v.created_at),
+            created_by=v.created_by,
+            is_latest=v.is_latest,
+            deleted=v.deleted_at is not None,
+            url=f"/api/v1/files/download/{v.file_id}",
+        )
+
+
+class UploadResult(FileInfo):
+    success: bool = True
+    message: str = "File uploaded successfully"
+    deduplicated: bool = False
+
+
+class UploadResponse(BaseModel):
+    """One file: its fields at the top level (the original shape) and in `files`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    success: bool = True
+    message: str
+    count: int
+    files: list[UploadResult]
+
+
+class ListedObject(BaseModel):
+    key: str
+    size: int
+    size_bytes: int
+    last_modified: str
+    etag: str
+    content_type: str
+    file_id: str
+    sha256: str
+
+    @classmethod
+    def of(cls, v: ObjectVersion) -> ListedObject:
+        return cls(
+            key=v.key,
+            size=v.size,
+            size_bytes=v.size,
+            last_modified=iso(v.created_at),
+            etag=v.etag,
+            content_type=v.content_type,
+            file_id=v.file_id,
+            sha256=v.sha256,
+        )
+
+
+class ListResponse(BaseModel):
+    bucket: str
+    prefix: str
+    delimiter: str
+    objects: list[ListedObject]
+    common_prefixes: list[str]
+    truncated: bool
+    next_marker: str
+
+
+class FileSearchResponse(BaseModel):
+    files: list[FileInfo]
+    truncated: bool
+    next_marker: str
+
+
+class VersionsResponse(BaseModel):
+    bucket: str
+    key: str
+    versions: list[FileInfo]
+
+
+class DeleteResponse(BaseModel):
+    success: bool = True
+    message: str
+    bucket: str
+    key: str
+    file_id: str | None = None
+
+
+class BucketInfo(BaseModel):
+    name: str
+    creation_date: str
+    objects: int
+    size: str
+    size_bytes: int
+    versioning: bool
+    allowed_types: list[str] | None
+    quota_bytes: int | None
+    quota_objects: int | None
+    description: str
+
+    @classmethod
+    def of(cls, b: Bucket, usage: BucketUsage | None) -> BucketInfo:
+        usage = usage or BucketUsage()
+        return cls(
+            name=b.name,
+            creation_date=iso(b.created_at),
+            objects=usage.objects,
+            size=format_size(usage.bytes),
+            size_bytes=usage.bytes,
+            versioning=b.versioning,
+            allowed_types=list(b.allowed_types) if b.allowed_types is not None else None,
+            quota_bytes=b.quota_bytes,
+            quota_objects=b.quota_objects,
+            description=b.description,
+        )
+
+
+class BucketList(BaseModel):
+    buckets: list[BucketInfo]
+
+
+class BucketCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=255)  # the name rules answer InvalidBucketName
+    versioning: bool = True
+    allowed_types: list[str] | None = Field(default=None, max_length=200)
+    quota_bytes: int | None = Field(default=None, ge=0)
+    quota_objects: int | None = Field(default=None, ge=0)
+    description: str = Field(default="", max_length=1024)
+
+
+class BucketUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    versioning: bool | None = None
+    allowed_types: list[str] | None = Field(default=None, max_length=200)
+    quota_bytes: int | None = Field(default=None, ge=0)
+    quota_objects: int | None = Field(default=None, ge=0)
+    description: str | None = Field(default=None, max_length=1024)
+
+
+class FileUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    metadata: dict[str, Any] | None = None
+    tags: dict[str, str] | list[str] | None = None
+    content_type: str | None = Field(default=None, max_length=255)
+
+
+class BucketDeleted(BaseModel):
+    success: bool = True
+    message: str
+    bucket: str

@@ -1,0 +1,403 @@
+"""Blobs as files under a root directory: `root/ab/cd/<blob_id>`, written atomically.
+
+Every file operation runs in a worker thread. A put writes `root/.tmp/<id>-<random>`,
+fsyncs it, renames it into place and fsyncs the directories it changed, so a crash leaves
+either nothing under the id or the whole blob.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import shutil
+import stat
+import weakref
+from collections.abc import AsyncIterable, AsyncIterator, Generator, Iterator
+from contextlib import contextmanager, suppress
+from itertools import islice
+from pathlib import Path
+from typing import Final
+
+import anyio
+import anyio.to_thread
+
+from tfstorage.blobs.base import (
+    BlobInfo,
+    BlobNotFound,
+    BlobStoreUnavailable,
+    ByteStream,
+    Capacity,
+    is_blob_id,
+)
+from tfstorage.errors import InsufficientStorage
+
+MiB: Final = 1024 * 1024
+TMP_DIR: Final = ".tmp"
+_FILE_MODE: Final = 0o640
+_DIR_MODE: Final = 0o750
+_NO_SPACE: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_MAX_IOV: Final = 512  # os.writev refuses more buffers than IOV_MAX (1024 on Linux, macOS)
+_HEX: Final = frozenset("0123456789abcdef")
+
+
+class LocalBlobStore:
+    """A `BlobStore` on a local (or mounted) POSIX file system."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        write_buffer_size: int = MiB,
+        read_chunk_size: int = MiB,
+        list_batch_size: int = 1000,
+    ) -> None:
+        if min(write_buffer_size, read_chunk_size, list_batch_size) < 1:
+            raise ValueError("buffer, chunk and batch sizes must be positive")
+        self._root = os.path.abspath(root)
+        self._tmp = os.path.join(self._root, TMP_DIR)
+        self._write_buffer_size = write_buffer_size
+        self._read_chunk_size = read_chunk_size
+        self._list_batch_size = list_batch_size
+        with _os_errors("creating the root directory"):
+            os.makedirs(self._tmp, mode=_DIR_MODE, exist_ok=True)
+
+    @property
+    def root(self) -> Path:
+        return Path(self._root)
+
+    def _paths(self, blob_id: str) -> tuple[str, str, str]:
+        # The one place a blob id becomes a path: anything but 32 hex characters is refused
+        # so that no string from elsewhere can name a file outside the fan-out tree.
+        if not (isinstance(blob_id, str) and is_blob_id(blob_id)):
+            raise ValueError("malformed blob id")
+        level1 = os.path.join(self._root, blob_id[:2])
+        level2 = os.path.join(level1, blob_id[2:4])
+        return level1, level2, os.path.join(level2, blob_id)
+
+    async def put(self, blob_id: str, chunks: AsyncIterable[bytes]) -> int:
+        level1, level2, final = self._paths(blob_id)
+        temp = _TempFile(self._tmp, f"{blob_id}-{secrets.token_hex(8)}")
+        try:
+            # Chunks are coalesced into ~write_buffer_size batches: one thread hop and one
+            # writev per batch, without copying the producer's bytes.
+            batch: list[bytes] = []
+            batch_size = total = 0
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                # Only bytes is immutable; a bytearray may be reused by its producer.
+                batch.append(chunk if type(chunk) is bytes else bytes(chunk))
+                batch_size += len(chunk)
+                if batch_size >= self._write_buffer_size or len(batch) >= _MAX_IOV:
+                    await anyio.to_thread.run_sync(temp.write, batch)
+                    total += batch_size
+                    batch_size = 0
+            await anyio.to_thread.run_sync(temp.commit, batch, self._root, level1, level2, final)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(temp.discard)
+            raise
+        return total + batch_size
+
+    async def open(self, blob_id: str, start: int = 0, end: int | None = None) -> ByteStream:
+        path = self._paths(blob_id)[2]
+        fd, size = await anyio.to_thread.run_sync(_open_for_reading, path, blob_id)
+        if end is None:
+            end = size
+        if not 0 <= start <= end <= size:
+            os.close(fd)
+            raise ValueError(f"invalid range [{start}, {end}) for a blob of {size} bytes")
+        return _FileReader(fd, start, end, self._read_chunk_size)
+
+    async def stat(self, blob_id: str) -> BlobInfo:
+        path = self._paths(blob_id)[2]
+        return await anyio.to_thread.run_sync(_stat_blob, path, blob_id)
+
+    async def delete(self, blob_id: str) -> None:
+        path = self._paths(blob_id)[2]
+        # No directory fsync: the index forgets a blob before its bytes go, so a delete
+        # lost in a crash only leaves an orphan for garbage collection.
+        await anyio.to_thread.run_sync(_unlink_if_present, path)
+
+    async def list_blobs(self) -> AsyncIterator[BlobInfo]:
+        # One lazy scan advanced a batch at a time in a worker thread: memory stays bounded
+        # however many blobs the store holds.
+        scan = _scan_blobs(self._root)
+        try:
+            while batch := await anyio.to_thread.run_sync(
+                list, islice(scan, self._list_batch_size)
+            ):
+                for info in batch:
+                    yield info
+        finally:
+            scan.close()
+
+    async def sweep_incomplete(self, older_than: float) -> int:
+        return await anyio.to_thread.run_sync(_sweep_temp_files, self._tmp, older_than)
+
+    async def capacity(self) -> Capacity:
+        with _os_errors("reading disk usage"):
+            usage = await anyio.to_thread.run_sync(shutil.disk_usage, self._root)
+        return Capacity(total_bytes=usage.total, free_bytes=usage.free)
+
+    async def check(self) -> None:
+        try:
+            await anyio.to_thread.run_sync(_probe_writable, self._tmp)
+        except OSError as exc:
+            raise BlobStoreUnavailable("local blob store: the root is not writable") from exc
+
+    async def close(self) -> None:
+        # Nothing is pooled: each operation owns its descriptors, and readers still open
+        # keep theirs until they finish.
+        return None
+
+
+class _TempFile:
+    """A blob being written under `.tmp/`; created on the first write (so a small put is a
+    single thread hop) and removed unless `commit` succeeds."""
+
+    __slots__ = ("fd", "path", "tmp_dir")
+
+    def __init__(self, tmp_dir: str, name: str) -> None:
+        self.tmp_dir = tmp_dir
+        self.path = os.path.join(tmp_dir, name)
+        self.fd: int | None = None
+
+    def write(self, buffers: list[bytes]) -> None:
+        with _os_errors("writing"):
+            if self.fd is None:
+                self.fd = _create_exclusive(self.tmp_dir, self.path)
+            if buffers:
+                _writev_all(self.fd, buffers)
+        # Emptied here because the worker thread keeps a reference to its last arguments,
+        # which would otherwise hold a second batch alive.
+        buffers.clear()
+
+    def commit(self, buffers: list[bytes], root: str, level1: str, level2: str, final: str) -> None:
+        self.write(buffers)
+        fd, self.fd = self.fd, None
+        assert fd is not None
+        with _os_errors("writing"):
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            # The rename, and each fan-out directory made for it, is durable only once the
+            # directory holding the new entry is fsynced.
+            dirty = [level2]
+            if _mkdir(level1):
+                dirty.append(root)
+            if _mkdir(level2):
+                dirty.append(level1)
+            os.replace(self.path, final)
+            try:
+                for directory in dirty:
+                    _fsync_dir(directory)
+            except OSError:
+                _unlink_if_present(final)
+                raise
+
+    def discard(self) -> None:
+        # Best effort: sweep_incomplete removes a leftover temp file later, whereas raising
+        # here would replace the error that brought us here.
+        fd, self.fd = self.fd, None
+        with suppress(OSError, BlobStoreUnavailable):
+            if fd is not None:
+                os.close(fd)
+            _unlink_if_present(self.path)
+
+
+class _FileReader(AsyncIterator[bytes]):
+    """Reads `[start, end)` of an open descriptor with `pread` (no shared file offset).
+
+    The descriptor outlives an unlink (POSIX), so a reader opened before a delete gets
+    every byte. It is closed when the range is exhausted, on `aclose()`, after a read
+    error, or when the reader is garbage collected.
+    """
+
+    def __init__(self, fd: int, start: int, end: int, chunk_size: int) -> None:
+        self._fd = fd
+        self._offset = start
+        self._end = end
+        self._chunk_size = chunk_size
+        self._reading = False
+        self._closed = False
+        self._finalizer = weakref.finalize(self, os.close, fd)
+
+    async def __anext__(self) -> bytes:
+        if self._reading:
+            raise RuntimeError("a blob stream cannot be read by two tasks at once")
+        if self._closed or self._offset >= self._end:
+            self._release()
+            raise StopAsyncIteration
+        size = min(self._chunk_size, self._end - self._offset)
+        self._reading = True
+        try:
+            data = await anyio.to_thread.run_sync(_pread_exact, self._fd, size, self._offset)
+        except Exception:
+            self._release()
+            raise
+        finally:
+            self._reading = False
+        if self._closed:  # aclose() was called while the thread was reading
+            self._release()
+            raise StopAsyncIteration
+        self._offset += size
+        return data
+
+    async def aclose(self) -> None:
+        self._closed = True
+        # A read in flight still uses the descriptor: __anext__ closes it on return, so the
+        # number can never be reused under a running pread.
+        if not self._reading:
+            self._release()
+
+    def _release(self) -> None:
+        self._closed = True
+        self._finalizer()
+
+
+@contextmanager
+def _os_errors(action: str) -> Iterator[None]:
+    """Turn an OSError into one of ours, with a message that names no path."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, BlobNotFound):
+            raise
+        reason = os.strerror(exc.errno) if exc.errno else "unknown error"
+        message = f"local blob store: {action} failed: {reason}"
+        if exc.errno in _NO_SPACE:
+            raise InsufficientStorage(message) from exc
+        raise BlobStoreUnavailable(message) from exc
+
+
+def _create_exclusive(tmp_dir: str, path: str) -> int:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, _FILE_MODE)
+    except FileNotFoundError:
+        # .tmp was removed (by a cleanup script?): recreate it, but never the root, whose
+        # absence may mean an unmounted volume.
+        _mkdir(tmp_dir)
+        return os.open(path, flags, _FILE_MODE)
+
+
+def _writev_all(fd: int, buffers: list[bytes]) -> None:
+    written = os.writev(fd, buffers)
+    if written == sum(map(len, buffers)):
+        return
+    # Short writes to regular files are rare (a signal, a disk filling up): finish with
+    # plain writes, which then complete or raise the real error (ENOSPC).
+    rest = memoryview(b"".join(buffers))[written:]
+    while rest:
+        rest = rest[os.write(fd, rest) :]
+
+
+def _mkdir(path: str) -> bool:
+    try:
+        os.mkdir(path, _DIR_MODE)
+    except FileExistsError:
+        return False
+    return True
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_if_present(path: str) -> None:
+    with _os_errors("deleting"), suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _open_for_reading(path: str, blob_id: str) -> tuple[int, int]:
+    with _os_errors("opening"):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise BlobNotFound(blob_id) from None
+        try:
+            return fd, os.fstat(fd).st_size
+        except BaseException:
+            os.close(fd)
+            raise
+
+
+def _pread_exact(fd: int, size: int, offset: int) -> bytes:
+    with _os_errors("reading"):
+        data = os.pread(fd, size, offset)
+        while len(data) < size:  # short reads are legal, if rare
+            more = os.pread(fd, size - len(data), offset + len(data))
+            if not more:
+                raise BlobStoreUnavailable("local blob store: a blob is shorter than expected")
+            data += more
+        return data
+
+
+def _stat_blob(path: str, blob_id: str) -> BlobInfo:
+    with _os_errors("reading metadata"):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise BlobNotFound(blob_id) from None
+    return BlobInfo(blob_id=blob_id, size=st.st_size, modified=st.st_mtime)
+
+
+def _entries(path: str) -> Iterator[os.DirEntry[str]]:
+    try:
+        with os.scandir(path) as entries:
+            yield from entries
+    except FileNotFoundError:
+        return  # removed while we were listing
+
+
+def _fanout_dirs(path: str) -> Iterator[os.DirEntry[str]]:
+    for entry in _entries(path):
+        name = entry.name
+        is_fanout = len(name) == 2 and name[0] in _HEX and name[1] in _HEX
+        if is_fanout and entry.is_dir(follow_symlinks=False):
+            yield entry
+
+
+def _scan_blobs(root: str) -> Generator[BlobInfo, None, None]:
+    with _os_errors("listing"):
+        for level1 in _fanout_dirs(root):
+            for level2 in _fanout_dirs(level1.path):
+                prefix = level1.name + level2.name
+                for entry in _entries(level2.path):
+                    if not (is_blob_id(entry.name) and entry.name.startswith(prefix)):
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # deleted since scandir saw it
+                    if stat.S_ISREG(st.st_mode):
+                        yield BlobInfo(blob_id=entry.name, size=st.st_size, modified=st.st_mtime)
+
+
+def _sweep_temp_files(tmp_dir: str, older_than: float) -> int:
+    removed = 0
+    with _os_errors("sweeping temporary files"):
+        for entry in _entries(tmp_dir):
+            try:
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and st.st_mtime < older_than:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                continue  # its writer finished or gave up meanwhile
+    return removed
+
+
+def _probe_writable(tmp_dir: str) -> None:
+    probe = os.path.join(tmp_dir, f"probe-{secrets.token_hex(8)}")
+    os.close(_create_exclusive(tmp_dir, probe))
+    os.unlink(probe)

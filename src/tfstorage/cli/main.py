@@ -1,0 +1,71 @@
+"""`tfstorage`: run the service (more commands arrive with the SDK)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from tfstorage.config import Settings, load_settings
+from tfstorage.errors import ConfigError
+
+app = typer.Typer(help="TensorFleet Storage", no_args_is_help=True, add_completion=False)
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        typer.echo(f"tfstorage: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    host: str | None = typer.Option(None, help="listen address (default: HOST)"),
+    port: int | None = typer.Option(None, help="listen port (default: PORT)"),
+) -> None:
+    """Run the storage service (configured by environment variables)."""
+    import uvicorn
+
+    from tfstorage.api.app import create_app
+
+    settings = _settings_or_exit()
+    if host is not None:
+        settings.host = host
+    if port is not None:
+        settings.port = port
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        app_ = create_app(settings)
+    except ConfigError as exc:
+        typer.echo(f"tfstorage: {exc}", err=True)
+        raise typer.Exit(2) from None
+    uvicorn.run(
+        app_,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        # Slow clients cannot hold a connection forever between requests.
+        timeout_keep_alive=30,
+        access_log=False,
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    from tfstorage import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as exc:
+        typer.echo(f"tfstorage: {exc}", err=True)
+        sys.exit(2)

@@ -1,0 +1,111 @@
+"""User metadata (a bounded JSON object) and tags (`key=value` pairs)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from tfstorage.errors import InvalidMetadata, InvalidTag, MetadataTooLarge
+
+MAX_METADATA_BYTES = 8 * 1024
+MAX_METADATA_DEPTH = 32
+MAX_TAGS = 50
+MAX_TAG_KEY = 128
+MAX_TAG_VALUE = 256
+_TAG_KEY_RE = re.compile(r"[A-Za-z0-9_.:/+\-@ ]+")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def parse_metadata(text: str | None) -> dict[str, Any]:
+    """Parse a metadata field sent as JSON text; empty means no metadata."""
+    if text is None or not text.strip():
+        return {}
+    if len(text.encode("utf-8")) > MAX_METADATA_BYTES:
+        raise MetadataTooLarge(f"metadata is larger than {MAX_METADATA_BYTES} bytes")
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise InvalidMetadata("metadata is not valid JSON") from None
+    return validate_metadata(value)
+
+
+def validate_metadata(value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidMetadata("metadata must be a JSON object")
+    if _depth(value) > MAX_METADATA_DEPTH:
+        raise InvalidMetadata(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels")
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    if size > MAX_METADATA_BYTES:
+        raise MetadataTooLarge(f"metadata is larger than {MAX_METADATA_BYTES} bytes")
+    return value
+
+
+def _depth(value: object) -> int:
+    # Iterative, so hostile nesting cannot exhaust the interpreter's stack.
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_METADATA_DEPTH:
+            break
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+def parse_tag(text: str) -> tuple[str, str]:
+    """ "k=v" -> ("k", "v"); the value may be empty, the key may not."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise InvalidTag(f"tag {text[:64]!r} is not key=value")
+    return validate_tag(key.strip(), value.strip())
+
+
+def validate_tag(key: str, value: str) -> tuple[str, str]:
+    if not key or len(key) > MAX_TAG_KEY or not _TAG_KEY_RE.fullmatch(key):
+        raise InvalidTag(
+            f"tag keys are 1-{MAX_TAG_KEY} characters of letters, digits, space and _.:/+-@"
+        )
+    if len(value) > MAX_TAG_VALUE or _CONTROL_RE.search(value):
+        raise InvalidTag(f"tag values are at most {MAX_TAG_VALUE} printable characters")
+    return key, value
+
+
+def parse_tags(value: str | list[str] | Mapping[str, object] | None) -> dict[str, str]:
+    """Tags from a form field or JSON: "a=1,b=2", ["a=1", "b=2"] or {"a": "1"}."""
+    if value is None:
+        return {}
+    pairs: list[tuple[str, str]]
+    if isinstance(value, Mapping):
+        pairs = [validate_tag(str(k), _tag_value(v)) for k, v in value.items()]
+    else:
+        items = value if isinstance(value, list) else _split_tag_text(value)
+        pairs = [parse_tag(item) for item in items if item.strip()]
+    if len(pairs) > MAX_TAGS:
+        raise InvalidTag(f"at most {MAX_TAGS} tags per object")
+    return dict(pairs)
+
+
+def _split_tag_text(text: str) -> list[str]:
+    text = text.strip()
+    if text.startswith(("{", "[")):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            raise InvalidTag("tags are not valid JSON") from None
+        if isinstance(parsed, dict):
+            return [f"{k}={_tag_value(v)}" for k, v in parsed.items()]
+        if isinstance(parsed, list) and all(isinstance(i, str) for i in parsed):
+            return list(parsed)
+        raise InvalidTag("tags must be a JSON object or a list of 'key=value' strings")
+    return text.replace("&", ",").split(",")
+
+
+def _tag_value(value: object) -> str:
+    if isinstance(value, str | int | float | bool):
+        return str(value).lower() if isinstance(value, bool) else str(value)
+    raise InvalidTag("tag values must be strings or numbers")

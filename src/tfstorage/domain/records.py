@@ -1,0 +1,116 @@
+"""The records the index hands to the service layer: frozen, plain values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    name: str
+    created_at: datetime
+    versioning: bool = True
+    # Lower-case extensions with the dot (".pt"); None means any type is allowed.
+    allowed_types: tuple[str, ...] | None = None
+    quota_bytes: int | None = None
+    quota_objects: int | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BucketUsage:
+    objects: int = 0  # live keys (latest version of each key that is not deleted)
+    bytes: int = 0  # sum of the sizes of those latest versions
+    versions: int = 0  # every version row, including non-current and deleted keys
+    version_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectVersion:
+    """One immutable upload to (bucket, key); `file_id` always names the same bytes."""
+
+    file_id: str
+    seq: int  # version order, from the database's sequence; larger is newer
+    bucket: str
+    key: str
+    blob_id: str
+    size: int
+    etag: str  # MD5 hex, as S3
+    sha256: str
+    content_type: str
+    metadata: dict[str, Any]
+    tags: dict[str, str]
+    created_at: datetime
+    created_by: str
+    is_latest: bool  # the head of its key (even if the key is deleted)
+    deleted_at: datetime | None  # set when the key is deleted (in the trash)
+
+    @property
+    def visible(self) -> bool:
+        """Served by (bucket, key) downloads and listings."""
+        return self.is_latest and self.deleted_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class NewVersion:
+    """What the write path hands the index once the blob is durable."""
+
+    bucket: str
+    key: str
+    blob_id: str
+    size: int
+    md5: str
+    sha256: str
+    content_type: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    created_by: str = "anonymous"
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    version: ObjectVersion
+    # The freshly written blob that turned out to be a duplicate of a stored one;
+    # the caller deletes it from the blob store. None when the new blob was kept.
+    duplicate_blob_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    objects: list[ObjectVersion]
+    common_prefixes: list[str]
+    truncated: bool
+    next_marker: str  # "" when not truncated
+
+
+@dataclass(frozen=True, slots=True)
+class FileQuery:
+    """Search of latest live versions by metadata (all filters combine with AND)."""
+
+    bucket: str | None = None
+    prefix: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+    content_type: str | None = None
+    min_size: int | None = None
+    max_size: int | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    marker: str | None = None  # opaque, from a previous page's next_marker
+    limit: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class FileSearchPage:
+    files: list[ObjectVersion]
+    truncated: bool
+    next_marker: str
+
+
+@dataclass(frozen=True, slots=True)
+class IndexStats:
+    buckets: dict[str, BucketUsage]
+    logical_bytes: int  # sum of the sizes of every version
+    stored_bytes: int  # sum of the sizes of distinct blobs (after dedup)
+    blobs: int

@@ -1,0 +1,114 @@
+"""Engines for the index (SQLite or PostgreSQL) and the schema migration entry point."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from tfstorage.errors import ConfigError
+
+# Execution option marking a connection whose transaction will write: on SQLite it
+# begins with BEGIN IMMEDIATE so writers queue on busy_timeout instead of failing with
+# SQLITE_BUSY_SNAPSHOT when a deferred read transaction tries to upgrade.
+WRITE_OPTION = "tfstorage_write"
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+# Arbitrary constant shared by every instance: serialises concurrent `migrate` calls.
+_MIGRATION_LOCK_ID = 0x7F5_0001
+# Alembic's `context` is a module-level proxy: two upgrades in one process at once would
+# share it. The database locks below only serialise separate processes.
+_PROCESS_LOCK = threading.Lock()
+
+
+def create_index_engine(url: str) -> Engine:
+    parsed = _parse_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed)
+    return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def migrate(engine: Engine) -> None:
+    """Upgrade the schema to the newest revision; safe to call on every start."""
+    with _PROCESS_LOCK, engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+            conn.commit()
+            try:
+                _upgrade(conn)
+            finally:
+                conn.rollback()
+                conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _MIGRATION_LOCK_ID})
+                conn.commit()
+        else:
+            # BEGIN IMMEDIATE: a second process waits, then finds the schema current.
+            _upgrade(conn.execution_options(**{WRITE_OPTION: True}))
+
+
+def _upgrade(conn: Connection) -> None:
+    config = Config()
+    # Config values go through configparser interpolation, hence the escaped '%'.
+    config.set_main_option("script_location", str(_MIGRATIONS).replace("%", "%%"))
+    config.attributes["connection"] = conn
+    command.upgrade(config, "head")
+    if conn.in_transaction():
+        conn.commit()
+
+
+def _parse_url(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError("DATABASE_URL is not a valid database URL") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed
+    if backend in ("postgresql", "postgres") and parsed.drivername in (
+        "postgresql",
+        "postgres",
+        "postgresql+psycopg",
+    ):
+        return parsed.set(drivername="postgresql+psycopg")
+    raise ConfigError(
+        "DATABASE_URL must be sqlite:///path or postgresql://... (driver psycopg), "
+        f"not {parsed.drivername!r}"
+    )
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    database = url.database or ""
+    in_memory = database in ("", ":memory:") or url.query.get("mode") == "memory"
+    if not in_memory and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    # A memory database lives in one connection (SingletonThreadPool): no pool sizing.
+    pooling: dict[str, Any] = {} if in_memory else {"pool_size": 10, "max_overflow": 20}
+    engine = create_engine(url, **pooling)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy (the "begin" hook below) own BEGIN instead of sqlite3's
+        # legacy implicit transactions, which never BEGIN before a SELECT.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            if not in_memory:
+                cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            # FULL: a committed transaction survives power loss, which a 2xx promises.
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get(WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine

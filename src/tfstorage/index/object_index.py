@@ -1,0 +1,308 @@
+"""ObjectIndex: the metadata index, one transaction per public method."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final, TypeVar
+
+from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from tfstorage.domain.records import (
+    Bucket,
+    CommitResult,
+    FileQuery,
+    FileSearchPage,
+    IndexStats,
+    Listing,
+    NewVersion,
+    ObjectVersion,
+)
+from tfstorage.errors import (
+    InternalError,
+    InvalidArgument,
+    NoSuchKey,
+    NoSuchVersion,
+    ServiceUnavailable,
+    StorageError,
+)
+from tfstorage.index import buckets as bucket_rows
+from tfstorage.index import writes
+from tfstorage.index.engine import WRITE_OPTION
+from tfstorage.index.listing import list_objects
+from tfstorage.index.reads import (
+    bucket_id,
+    chunks,
+    fetch_version,
+    fetch_versions,
+    require_aware,
+    utcnow,
+)
+from tfstorage.index.search import search_files
+from tfstorage.index.stats import index_stats
+from tfstorage.index.tables import blobs, object_keys, versions
+
+_T = TypeVar("_T")
+
+MAX_PAGE: Final = 1000
+# PostgreSQL rolls back the whole transaction on these, so running it again is safe.
+_RETRYABLE_SQLSTATES: Final = frozenset({"40001", "40P01"})  # serialization, deadlock
+_ATTEMPTS: Final = 5
+
+
+class ObjectIndex:
+    """Buckets, object versions, heads and blob reference counts.
+
+    Thread-safe: it holds nothing but the engine, whose pool hands each call its own
+    connection. Every public method is one transaction.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._read_options: dict[str, Any] = {}
+        if engine.dialect.name == "postgresql":
+            # Multi-statement reads (a listing page, then its rows and tags) see one
+            # snapshot; read-only snapshots never fail with serialization errors.
+            self._read_options = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        """ "sqlite" or "postgresql", for health reports."""
+        return str(self._engine.dialect.name)
+
+    def dispose(self) -> None:
+        """Close every pooled connection (at shutdown)."""
+        self._engine.dispose()
+
+    # buckets -----------------------------------------------------------------------
+    def create_bucket(
+        self,
+        name: str,
+        *,
+        allowed_types: Sequence[str] | None = None,
+        versioning: bool = True,
+        quota_bytes: int | None = None,
+        quota_objects: int | None = None,
+        description: str = "",
+    ) -> Bucket:
+        return self._write(
+            lambda conn: bucket_rows.insert_bucket(
+                conn,
+                name,
+                allowed_types=allowed_types,
+                versioning=versioning,
+                quota_bytes=quota_bytes,
+                quota_objects=quota_objects,
+                description=description,
+                exist_ok=False,
+            )
+        )
+
+    def ensure_bucket(self, name: str, *, allowed_types: Sequence[str] | None = None) -> Bucket:
+        """Create the bucket unless it exists; an existing one is returned unchanged."""
+        return self._write(
+            lambda conn: bucket_rows.insert_bucket(
+                conn,
+                name,
+                allowed_types=allowed_types,
+                versioning=True,
+                quota_bytes=None,
+                quota_objects=None,
+                description="",
+                exist_ok=True,
+            )
+        )
+
+    def get_bucket(self, name: str) -> Bucket:
+        return self._read(lambda conn: bucket_rows.get_bucket(conn, name))
+
+    def list_buckets(self) -> list[Bucket]:
+        return self._read(bucket_rows.list_buckets)
+
+    def update_bucket(self, name: str, **fields: Any) -> Bucket:
+        return self._write(lambda conn: bucket_rows.update_bucket(conn, name, fields))
+
+    def delete_bucket(self, name: str, *, force: bool) -> None:
+        self._write(lambda conn: bucket_rows.delete_bucket(conn, name, force=force))
+
+    # versions ----------------------------------------------------------------------
+    def commit_version(self, new: NewVersion) -> CommitResult:
+        return self._write(lambda conn: writes.commit_version(conn, new))
+
+    def get_version(self, file_id: str) -> ObjectVersion:
+        def run(conn: Connection) -> ObjectVersion:
+            found = fetch_version(conn, versions.c.file_id == file_id)
+            if found is None:
+                raise NoSuchVersion(file_id)
+            return found
+
+        return self._read(run)
+
+    def resolve_latest(self, bucket: str, key: str) -> ObjectVersion:
+        def run(conn: Connection) -> ObjectVersion:
+            found = _head(conn, bucket, key)
+            if found is None or found.deleted_at is not None:
+                raise NoSuchKey(bucket, key)
+            return found
+
+        return self._read(run)
+
+    def list_versions(self, bucket: str, key: str) -> list[ObjectVersion]:
+        def run(conn: Connection) -> list[ObjectVersion]:
+            bid = bucket_id(conn, bucket)
+            found = fetch_versions(conn, (versions.c.bucket_id == bid) & (versions.c.key == key))
+            if not found:
+                raise NoSuchKey(bucket, key)
+            return found
+
+        return self._read(run)
+
+    def list_objects(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        delimiter: str = "",
+        marker: str = "",
+        limit: int = MAX_PAGE,
+    ) -> Listing:
+        page = _page_size(limit)
+        return self._read(
+            lambda conn: list_objects(
+                conn,
+                bucket_id(conn, bucket),
+                prefix=prefix,
+                delimiter=delimiter,
+                marker=marker,
+                limit=page,
+            )
+        )
+
+    def search_files(self, q: FileQuery) -> FileSearchPage:
+        return self._read(lambda conn: search_files(conn, q))
+
+    def delete_key(self, bucket: str, key: str) -> ObjectVersion:
+        return self._write(
+            lambda conn: _head_of(conn, writes.set_deleted(conn, bucket, key, utcnow()))
+        )
+
+    def restore_key(self, bucket: str, key: str) -> ObjectVersion:
+        return self._write(lambda conn: _head_of(conn, writes.set_deleted(conn, bucket, key, None)))
+
+    def restore_version(self, file_id: str, created_by: str) -> CommitResult:
+        return self._write(lambda conn: writes.restore_version(conn, file_id, created_by))
+
+    def delete_version(self, file_id: str) -> ObjectVersion:
+        return self._write(lambda conn: writes.delete_version(conn, file_id))
+
+    def update_version(
+        self,
+        file_id: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> ObjectVersion:
+        return self._write(
+            lambda conn: writes.update_version(
+                conn, file_id, metadata=metadata, tag_map=tags, content_type=content_type
+            )
+        )
+
+    # maintenance -------------------------------------------------------------------
+    def claim_unreferenced_blobs(self, limit: int = MAX_PAGE) -> list[str]:
+        page = _page_size(limit)
+        return self._write(lambda conn: writes.claim_unreferenced_blobs(conn, page))
+
+    def known_blob_ids(self, ids: Iterable[str]) -> set[str]:
+        wanted = list(dict.fromkeys(ids))
+
+        def run(conn: Connection) -> set[str]:
+            found: set[str] = set()
+            for batch in chunks(wanted):
+                stmt = select(blobs.c.blob_id).where(blobs.c.blob_id.in_(batch))
+                found.update(conn.execute(stmt).scalars())
+            return found
+
+        return self._read(run)
+
+    def purge_deleted(self, before: datetime, limit: int = MAX_PAGE) -> int:
+        """Permanently delete up to `limit` trashed keys (all their versions); returns
+        the number of versions deleted."""
+        page = _page_size(limit)
+        require_aware(before, "before")
+        return self._write(lambda conn: writes.purge_deleted(conn, before, page))
+
+    def stats(self) -> IndexStats:
+        return self._read(index_stats)
+
+    def ping(self) -> None:
+        self._read(lambda conn: conn.execute(text("SELECT 1")).scalar_one())
+
+    # transactions ------------------------------------------------------------------
+    def _read(self, work: Callable[[Connection], _T]) -> _T:
+        return self._transaction(work, self._read_options)
+
+    def _write(self, work: Callable[[Connection], _T]) -> _T:
+        return self._transaction(work, {WRITE_OPTION: True})
+
+    def _transaction(self, work: Callable[[Connection], _T], options: dict[str, Any]) -> _T:
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                with self._engine.connect() as conn:
+                    conn.execution_options(**options)
+                    with conn.begin():
+                        return work(conn)
+            except StorageError:
+                raise
+            except DBAPIError as exc:
+                if attempt < _ATTEMPTS and _retryable(exc):
+                    # Jittered backoff so the transactions that collided do not again.
+                    time.sleep(random.uniform(0, 0.01 * 2**attempt))
+                    continue
+                raise _translate(exc) from exc
+            except SQLAlchemyError as exc:
+                raise _translate(exc) from exc
+        raise InternalError("unreachable")  # pragma: no cover
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
+
+
+def _translate(exc: SQLAlchemyError) -> StorageError:
+    # Messages stay generic: the SQL and driver text go to logs via __cause__ only.
+    if isinstance(exc, OperationalError | PoolTimeout) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    ):
+        return ServiceUnavailable("the metadata index is unavailable; retry later")
+    return InternalError("the metadata index failed")
+
+
+def _page_size(limit: int) -> int:
+    if limit < 1:
+        raise InvalidArgument("limit must be at least 1")
+    return min(limit, MAX_PAGE)
+
+
+def _head(conn: Connection, bucket: str, key: str) -> ObjectVersion | None:
+    bid = bucket_id(conn, bucket)
+    head = select(object_keys.c.current_id).where(
+        object_keys.c.bucket_id == bid, object_keys.c.key == key
+    )
+    return fetch_version(conn, versions.c.id == head.scalar_subquery())
+
+
+def _head_of(conn: Connection, seq: int) -> ObjectVersion:
+    found = fetch_version(conn, versions.c.id == seq)
+    if found is None:
+        raise InternalError("a head points at no version")
+    return found

@@ -1,0 +1,290 @@
+"""Statements that change versions, heads and blob reference counts.
+
+Lock order on PostgreSQL, kept the same everywhere a deadlock could otherwise form:
+bucket row -> version row -> blob row -> head row (object_keys). SQLite needs none of
+this: BEGIN IMMEDIATE lets one writer in at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+from uuid import uuid4
+
+from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, tuple_, update
+
+from tfstorage.domain.records import CommitResult, NewVersion, ObjectVersion
+from tfstorage.errors import InternalError, NoSuchKey, NoSuchVersion
+from tfstorage.index.reads import bucket_id, chunks, fetch_version, upsert, utcnow
+from tfstorage.index.tables import blobs, buckets, object_keys, tags, versions
+
+# Keys per statement when purging: two bound parameters each.
+_PURGE_BATCH = 200
+
+
+def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
+    bid = bucket_id(conn, new.bucket, lock="share")
+    now = utcnow()
+    # Dedup in one statement: take a reference on the stored blob with this sha256, or
+    # record ours. Unlike UPDATE-then-INSERT this never fails on a concurrent insert of
+    # the same sha256 (PostgreSQL waits for it, then updates), so it needs no retry; and
+    # a concurrent `DELETE ... WHERE refcount = 0` either sees our increment and keeps
+    # the row, or removes it first and we insert ours.
+    stmt = upsert(conn, blobs).values(
+        blob_id=new.blob_id,
+        sha256=new.sha256,
+        md5=new.md5,
+        size=new.size,
+        refcount=1,
+        created_at=now,
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[blobs.c.sha256], set_={"refcount": blobs.c.refcount + 1}
+    )
+    stored = conn.execute(stmt.returning(blobs.c.blob_id)).scalar_one()
+    seq = _insert_version(
+        conn,
+        bucket_id=bid,
+        key=new.key,
+        blob_id=stored,
+        size=new.size,
+        etag=new.md5,
+        sha256=new.sha256,
+        content_type=new.content_type,
+        metadata=new.metadata,
+        tag_map=new.tags,
+        created_by=new.created_by,
+        now=now,
+    )
+    _advance_head(conn, bid, new.key, seq)
+    duplicate = None if stored == new.blob_id else new.blob_id
+    return CommitResult(version=_by_seq(conn, seq), duplicate_blob_id=duplicate)
+
+
+def restore_version(conn: Connection, file_id: str, created_by: str) -> CommitResult:
+    src = conn.execute(select(versions).where(versions.c.file_id == file_id)).first()
+    if src is None:
+        raise NoSuchVersion(file_id)
+    conn.execute(
+        select(buckets.c.id)
+        .where(buckets.c.id == src.bucket_id)
+        .with_for_update(read=True, key_share=True)
+    )
+    # KEY SHARE: a concurrent delete_version of the source waits until we hold our own
+    # reference on its blob; re-read in case it was deleted before we got the lock.
+    locked = select(versions.c.id).where(versions.c.id == src.id)
+    if conn.execute(locked.with_for_update(read=True, key_share=True)).first() is None:
+        raise NoSuchVersion(file_id)
+    _add_reference(conn, src.blob_id)
+    old_tags = conn.execute(select(tags.c.key, tags.c.value).where(tags.c.version_id == src.id))
+    seq = _insert_version(
+        conn,
+        bucket_id=src.bucket_id,
+        key=src.key,
+        blob_id=src.blob_id,
+        size=src.size,
+        etag=src.etag,
+        sha256=src.sha256,
+        content_type=src.content_type,
+        metadata=dict(src.user_metadata or {}),
+        tag_map={key: value for key, value in old_tags},
+        created_by=created_by,
+        now=utcnow(),
+    )
+    _advance_head(conn, src.bucket_id, src.key, seq)
+    return CommitResult(version=_by_seq(conn, seq), duplicate_blob_id=None)
+
+
+def delete_version(conn: Connection, file_id: str) -> ObjectVersion:
+    # FOR UPDATE first: two deletes of one version must not both drop a reference.
+    stmt = select(versions.c.id, versions.c.bucket_id, versions.c.key, versions.c.blob_id)
+    row = conn.execute(stmt.where(versions.c.file_id == file_id).with_for_update()).first()
+    if row is None:
+        raise NoSuchVersion(file_id)
+    before = _by_seq(conn, row.id)
+    _drop_reference(conn, row.blob_id)
+    head_of_key = (object_keys.c.bucket_id == row.bucket_id) & (object_keys.c.key == row.key)
+    head = conn.execute(
+        select(object_keys.c.current_id).where(head_of_key).with_for_update()
+    ).scalar_one_or_none()
+    if head == row.id:
+        newest = conn.execute(
+            select(func.max(versions.c.id)).where(
+                versions.c.bucket_id == row.bucket_id,
+                versions.c.key == row.key,
+                versions.c.id != row.id,
+            )
+        ).scalar_one_or_none()
+        if newest is None:
+            conn.execute(delete(object_keys).where(head_of_key))
+        else:
+            conn.execute(update(object_keys).where(head_of_key).values(current_id=newest))
+    conn.execute(delete(tags).where(tags.c.version_id == row.id))
+    conn.execute(delete(versions).where(versions.c.id == row.id))
+    return before
+
+
+def update_version(
+    conn: Connection,
+    file_id: str,
+    *,
+    metadata: Mapping[str, Any] | None,
+    tag_map: Mapping[str, str] | None,
+    content_type: str | None,
+) -> ObjectVersion:
+    stmt = select(versions.c.id).where(versions.c.file_id == file_id).with_for_update()
+    seq = conn.execute(stmt).scalar_one_or_none()
+    if seq is None:
+        raise NoSuchVersion(file_id)
+    values: dict[str, Any] = {}
+    if metadata is not None:
+        values["user_metadata"] = dict(metadata)
+    if content_type is not None:
+        values["content_type"] = content_type
+    if values:
+        conn.execute(update(versions).where(versions.c.id == seq).values(**values))
+    if tag_map is not None:
+        conn.execute(delete(tags).where(tags.c.version_id == seq))
+        _insert_tags(conn, seq, tag_map)
+    return _by_seq(conn, seq)
+
+
+def set_deleted(conn: Connection, bucket: str, key: str, deleted_at: datetime | None) -> int:
+    """Soft delete (a time) or restore (None) a key's head; returns the head's seq."""
+    bid = bucket_id(conn, bucket)
+    stmt = update(object_keys).where(object_keys.c.bucket_id == bid, object_keys.c.key == key)
+    if deleted_at is not None:
+        stmt = stmt.where(object_keys.c.deleted_at.is_(None))
+    head = conn.execute(
+        stmt.values(deleted_at=deleted_at).returning(object_keys.c.current_id)
+    ).scalar_one_or_none()
+    if head is None:
+        raise NoSuchKey(bucket, key)
+    return int(head)
+
+
+def remove_versions(
+    conn: Connection, where: ColumnElement[bool], heads: ColumnElement[bool]
+) -> int:
+    """Delete the versions matching `where` and the heads matching `heads`."""
+    per_blob = (
+        select(func.count())
+        .select_from(versions)
+        .where(versions.c.blob_id == blobs.c.blob_id, where)
+        .scalar_subquery()
+    )
+    conn.execute(
+        update(blobs)
+        .where(blobs.c.blob_id.in_(select(versions.c.blob_id).where(where)))
+        .values(refcount=blobs.c.refcount - per_blob)
+    )
+    conn.execute(delete(object_keys).where(heads))
+    conn.execute(delete(tags).where(tags.c.version_id.in_(select(versions.c.id).where(where))))
+    return conn.execute(delete(versions).where(where)).rowcount
+
+
+def purge_deleted(conn: Connection, before: datetime, limit: int) -> int:
+    # SKIP LOCKED (PostgreSQL): purgers on several instances take disjoint keys. The
+    # head locks keep commits to these keys from landing while we delete; taking them
+    # before the blob rows breaks the lock order, so a rare deadlock with a commit is
+    # possible and ObjectIndex retries it.
+    stmt = (
+        select(object_keys.c.bucket_id, object_keys.c.key)
+        .where(object_keys.c.deleted_at < before)
+        .order_by(object_keys.c.deleted_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    keys = [(row.bucket_id, row.key) for row in conn.execute(stmt)]
+    removed = 0
+    for batch in chunks(keys, _PURGE_BATCH):
+        removed += remove_versions(
+            conn,
+            tuple_(versions.c.bucket_id, versions.c.key).in_(batch),
+            tuple_(object_keys.c.bucket_id, object_keys.c.key).in_(batch),
+        )
+    return removed
+
+
+def claim_unreferenced_blobs(conn: Connection, limit: int) -> list[str]:
+    candidates = select(blobs.c.blob_id).where(blobs.c.refcount == 0).limit(limit)
+    # refcount is checked again on the row itself: PostgreSQL re-evaluates it after
+    # waiting for a commit that was taking a reference, and then keeps the row.
+    stmt = (
+        delete(blobs)
+        .where(blobs.c.blob_id.in_(candidates), blobs.c.refcount == 0)
+        .returning(blobs.c.blob_id)
+    )
+    return list(conn.execute(stmt).scalars())
+
+
+def _insert_version(
+    conn: Connection,
+    *,
+    bucket_id: int,
+    key: str,
+    blob_id: str,
+    size: int,
+    etag: str,
+    sha256: str,
+    content_type: str,
+    metadata: Mapping[str, Any],
+    tag_map: Mapping[str, str],
+    created_by: str,
+    now: datetime,
+) -> int:
+    stmt = insert(versions).values(
+        file_id=uuid4().hex,
+        bucket_id=bucket_id,
+        key=key,
+        blob_id=blob_id,
+        size=size,
+        etag=etag,
+        sha256=sha256,
+        content_type=content_type,
+        user_metadata=dict(metadata),
+        created_at=now,
+        created_by=created_by,
+    )
+    seq = int(conn.execute(stmt.returning(versions.c.id)).scalar_one())
+    _insert_tags(conn, seq, tag_map)
+    return seq
+
+
+def _insert_tags(conn: Connection, seq: int, tag_map: Mapping[str, str]) -> None:
+    if tag_map:
+        rows = [{"version_id": seq, "key": k, "value": v} for k, v in tag_map.items()]
+        conn.execute(insert(tags), rows)
+
+
+def _advance_head(conn: Connection, bid: int, key: str, seq: int) -> None:
+    # Only a newer seq moves the head: when commits to one key overlap on PostgreSQL,
+    # the one holding the larger seq wins whatever order they commit in (the WHERE is
+    # re-checked on the locked row).
+    stmt = upsert(conn, object_keys).values(bucket_id=bid, key=key, current_id=seq, deleted_at=None)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[object_keys.c.bucket_id, object_keys.c.key],
+        set_={"current_id": stmt.excluded.current_id, "deleted_at": None},
+        where=object_keys.c.current_id < stmt.excluded.current_id,
+    )
+    conn.execute(stmt)
+
+
+def _add_reference(conn: Connection, blob_id: str) -> None:
+    stmt = update(blobs).where(blobs.c.blob_id == blob_id).values(refcount=blobs.c.refcount + 1)
+    if conn.execute(stmt).rowcount != 1:
+        # A version row always holds a reference, so its blob row cannot be gone.
+        raise InternalError("the index lost track of a blob")
+
+
+def _drop_reference(conn: Connection, blob_id: str) -> None:
+    stmt = update(blobs).where(blobs.c.blob_id == blob_id).values(refcount=blobs.c.refcount - 1)
+    conn.execute(stmt)
+
+
+def _by_seq(conn: Connection, seq: int) -> ObjectVersion:
+    found = fetch_version(conn, versions.c.id == seq)
+    if found is None:
+        raise InternalError("a version vanished inside its own transaction")
+    return found

@@ -1,0 +1,1 @@
+"""Use-cases: upload, download, versions, delete, buckets, garbage collection, stats."""

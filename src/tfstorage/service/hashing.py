@@ -1,0 +1,120 @@
+"""Checksums computed while the bytes flow to the blob store, and client digests."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+from collections.abc import AsyncIterable, AsyncIterator
+
+from tfstorage.errors import EntityTooLarge, IncompleteBody, InvalidDigest
+
+CHUNK_SIZE = 1024 * 1024
+
+
+class HashingStream:
+    """Re-chunks a byte stream to ~1 MiB, counts it, and computes MD5 + SHA-256.
+
+    The digests run in worker threads (hashlib releases the GIL) while the consumer
+    writes the same chunk, so hashing overlaps the disk or network write instead of
+    adding to it. Raises `EntityTooLarge` as soon as more than `limit` bytes arrive.
+    """
+
+    def __init__(
+        self,
+        source: AsyncIterable[bytes],
+        *,
+        limit: int,
+        expected_size: int | None = None,
+        chunk_size: int = CHUNK_SIZE,
+    ) -> None:
+        self._source = source
+        self._limit = limit
+        self._expected = expected_size
+        self._chunk_size = chunk_size
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._sha256 = hashlib.sha256()
+        self.size = 0
+        self.finished = False
+
+    @property
+    def md5(self) -> str:
+        return self._md5.hexdigest()
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256.hexdigest()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        pending: list[asyncio.Future[None]] = []
+        try:
+            async for chunk in self._rechunk():
+                self.size += len(chunk)
+                if self.size > self._limit:
+                    raise EntityTooLarge(self._limit)
+                if pending:
+                    await asyncio.gather(*pending)
+                pending = [
+                    loop.run_in_executor(None, self._md5.update, chunk),
+                    loop.run_in_executor(None, self._sha256.update, chunk),
+                ]
+                yield chunk
+            if pending:
+                await asyncio.gather(*pending)
+                pending = []
+        finally:
+            # Never leave a hash thread touching a digest we are about to discard.
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        if self._expected is not None and self.size != self._expected:
+            raise IncompleteBody(
+                f"received {self.size} bytes but Content-Length declared {self._expected}"
+            )
+        self.finished = True
+
+    async def _rechunk(self) -> AsyncIterator[bytes]:
+        buffer = bytearray()
+        async for piece in self._source:
+            if not buffer and len(piece) >= self._chunk_size:
+                yield piece
+                continue
+            buffer += piece
+            if len(buffer) >= self._chunk_size:
+                yield bytes(buffer)
+                buffer.clear()
+        if buffer:
+            yield bytes(buffer)
+
+
+def parse_content_md5(value: str | None) -> str | None:
+    """`Content-MD5` is base64 of the 16-byte digest (RFC 1864); return it as hex."""
+    if value is None:
+        return None
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 16:
+        raise InvalidDigest("Content-MD5 must be the base64 of a 16-byte MD5 digest")
+    return raw.hex()
+
+
+def parse_sha256(value: str | None) -> str | None:
+    """`X-Checksum-SHA256`: 64 hex characters, or base64 of 32 bytes (as S3's header)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if len(text) == 64:
+        try:
+            return bytes.fromhex(text).hex()
+        except ValueError:
+            pass
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise InvalidDigest("X-Checksum-SHA256 must be 64 hex characters or base64 of 32 bytes")
+    return raw.hex()

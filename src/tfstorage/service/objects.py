@@ -1,0 +1,112 @@
+"""Listing, searching, versions, metadata updates, delete and restore of objects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tfstorage.domain.metadata import validate_metadata
+from tfstorage.domain.names import validate_bucket_name, validate_key, validate_prefix
+from tfstorage.domain.records import FileQuery, FileSearchPage, Listing, ObjectVersion
+from tfstorage.errors import InvalidArgument, NoSuchKey
+from tfstorage.service.context import StorageContext
+
+
+class ObjectCatalog:
+    def __init__(self, ctx: StorageContext) -> None:
+        self._ctx = ctx
+
+    def _limit(self, limit: int | None) -> int:
+        cap = self._ctx.settings.max_listing_limit
+        if limit is None:
+            return cap
+        if limit < 1:
+            raise InvalidArgument("limit must be at least 1")
+        return min(limit, cap)
+
+    async def list_objects(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        delimiter: str = "",
+        marker: str = "",
+        limit: int | None = None,
+    ) -> Listing:
+        validate_bucket_name(bucket)
+        validate_prefix(prefix)
+        if len(delimiter) > 1:
+            raise InvalidArgument("the delimiter must be a single character")
+        await self._ctx.db(self._ctx.index.get_bucket, bucket)
+        return await self._ctx.db(
+            self._ctx.index.list_objects,
+            bucket,
+            prefix=prefix,
+            delimiter=delimiter,
+            marker=marker,
+            limit=self._limit(limit),
+        )
+
+    async def search(self, query: FileQuery) -> FileSearchPage:
+        if query.bucket is not None:
+            validate_bucket_name(query.bucket)
+            await self._ctx.db(self._ctx.index.get_bucket, query.bucket)
+        if query.prefix:
+            validate_prefix(query.prefix)
+        return await self._ctx.db(self._ctx.index.search_files, query)
+
+    async def versions(self, bucket: str, key: str) -> list[ObjectVersion]:
+        validate_bucket_name(bucket)
+        validate_key(key)
+        await self._ctx.db(self._ctx.index.get_bucket, bucket)
+        return await self._ctx.db(self._ctx.index.list_versions, bucket, key)
+
+    async def update(
+        self,
+        file_id: str,
+        *,
+        metadata: dict[str, Any] | None,
+        tags: dict[str, str] | None,
+        content_type: str | None,
+    ) -> ObjectVersion:
+        if metadata is not None:
+            validate_metadata(metadata)
+        return await self._ctx.db(
+            self._ctx.index.update_version,
+            file_id,
+            metadata=metadata,
+            tags=tags,
+            content_type=content_type,
+        )
+
+    async def delete_key(self, bucket: str, key: str) -> ObjectVersion:
+        """Hide the key; its versions stay restorable for RETENTION_DAYS."""
+        validate_bucket_name(bucket)
+        validate_key(key)
+        await self._ctx.db(self._ctx.index.get_bucket, bucket)
+        return await self._ctx.db(self._ctx.index.delete_key, bucket, key)
+
+    async def delete_version(self, file_id: str) -> ObjectVersion:
+        """Remove one version for good (its bytes go when nothing else references them)."""
+        return await self._ctx.db(self._ctx.index.delete_version, file_id)
+
+    async def delete_key_version(self, bucket: str, key: str, file_id: str) -> ObjectVersion:
+        version = await self._ctx.db(self._ctx.index.get_version, file_id)
+        if version.bucket != bucket or version.key != key:
+            raise NoSuchKey(bucket, key)
+        return await self.delete_version(file_id)
+
+    async def restore(
+        self, bucket: str, key: str, *, version_id: str | None, created_by: str
+    ) -> ObjectVersion:
+        """Undelete a key, or make an older version the latest again (as a new version
+        sharing its bytes, so history stays immutable)."""
+        validate_bucket_name(bucket)
+        validate_key(key)
+        await self._ctx.db(self._ctx.index.get_bucket, bucket)
+        if version_id is None:
+            return await self._ctx.db(self._ctx.index.restore_key, bucket, key)
+        version = await self._ctx.db(self._ctx.index.get_version, version_id)
+        if version.bucket != bucket or version.key != key:
+            raise NoSuchKey(bucket, key)
+        result = await self._ctx.db(self._ctx.index.restore_version, version_id, created_by)
+        return result.version

@@ -1,0 +1,81 @@
+"""`Storage`: every use-case over one index and one blob store, built from settings."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import anyio.to_thread
+
+from tfstorage.blobs.base import BlobStore
+from tfstorage.blobs.local import LocalBlobStore
+from tfstorage.config import Settings
+from tfstorage.errors import ConfigError
+from tfstorage.index.engine import create_index_engine, migrate
+from tfstorage.index.object_index import ObjectIndex
+from tfstorage.metrics import Metrics
+from tfstorage.service.buckets import BucketService
+from tfstorage.service.context import StorageContext
+from tfstorage.service.gc import GarbageCollector
+from tfstorage.service.objects import ObjectCatalog
+from tfstorage.service.reads import ObjectReader
+from tfstorage.service.stats import StatsService
+from tfstorage.service.writes import ObjectWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Storage:
+    ctx: StorageContext
+    writer: ObjectWriter
+    reader: ObjectReader
+    objects: ObjectCatalog
+    buckets: BucketService
+    gc: GarbageCollector
+    stats: StatsService
+
+    @classmethod
+    def from_context(cls, ctx: StorageContext) -> Storage:
+        return cls(
+            ctx=ctx,
+            writer=ObjectWriter(ctx),
+            reader=ObjectReader(ctx),
+            objects=ObjectCatalog(ctx),
+            buckets=BucketService(ctx),
+            gc=GarbageCollector(ctx),
+            stats=StatsService(ctx),
+        )
+
+    @property
+    def settings(self) -> Settings:
+        return self.ctx.settings
+
+    async def close(self) -> None:
+        await self.ctx.blobs.close()
+        self.ctx.index.dispose()
+
+
+def build_blob_store(settings: Settings) -> BlobStore:
+    if settings.storage_type == "local":
+        return LocalBlobStore(settings.blob_dir)
+    raise ConfigError(
+        f"invalid STORAGE_TYPE: {settings.storage_type!r} is not available in this version"
+        " (use 'local')"
+    )
+
+
+async def open_storage(settings: Settings, *, blobs: BlobStore | None = None) -> Storage:
+    """Open the index (applying migrations), the blob store and the standard buckets."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_index_engine(settings.index_url)
+    await anyio.to_thread.run_sync(migrate, engine)
+    ctx = StorageContext(
+        settings=settings,
+        index=ObjectIndex(engine),
+        blobs=blobs or build_blob_store(settings),
+        metrics=Metrics(),
+    )
+    storage = Storage.from_context(ctx)
+    await storage.buckets.ensure_standard()
+    return storage

@@ -1,0 +1,168 @@
+"""The write path (DESIGN.md): validate, stream + hash into a new blob, verify, commit."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from tfstorage.blobs.base import new_blob_id
+from tfstorage.domain.filetypes import guess_content_type, is_allowed
+from tfstorage.domain.names import validate_bucket_name, validate_key
+from tfstorage.domain.records import Bucket, NewVersion, ObjectVersion
+from tfstorage.errors import BadDigest, EntityTooLarge, UnsupportedFileType
+from tfstorage.service.context import StorageContext
+from tfstorage.service.hashing import HashingStream
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StagedBlob:
+    """Bytes that are durable in the blob store but not yet visible in the index."""
+
+    blob_id: str
+    size: int
+    md5: str
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class Checksums:
+    """Digests the client declared (hex), verified after the bytes are stored."""
+
+    md5: str | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    version: ObjectVersion
+    deduplicated: bool
+
+
+class ObjectWriter:
+    def __init__(self, ctx: StorageContext) -> None:
+        self._ctx = ctx
+
+    @property
+    def max_size(self) -> int:
+        return self._ctx.settings.max_file_size
+
+    def check_declared_size(self, size: int | None) -> None:
+        """Refuse a declared length over the limit before reading any of the body."""
+        if size is not None and size > self.max_size:
+            raise EntityTooLarge(self.max_size)
+
+    async def check_target(self, bucket: str, key: str) -> Bucket:
+        """Validate names, bucket existence and the bucket's allowed file types."""
+        validate_bucket_name(bucket)
+        validate_key(key)
+        record = await self._ctx.db(self._ctx.index.get_bucket, bucket)
+        if not is_allowed(key, record.allowed_types):
+            allowed = ", ".join(record.allowed_types or ())
+            raise UnsupportedFileType(
+                f"file type of {key.rsplit('/', 1)[-1]!r} is not allowed in bucket"
+                f" {bucket!r} (allowed: {allowed})"
+            )
+        return record
+
+    async def stage(
+        self, body: AsyncIterable[bytes], *, declared_size: int | None = None
+    ) -> StagedBlob:
+        """Stream `body` into a new blob, hashing it; durable when this returns."""
+        self.check_declared_size(declared_size)
+        stream = HashingStream(body, limit=self.max_size, expected_size=declared_size)
+        blob_id = new_blob_id()
+        size = await self._ctx.blobs.put(blob_id, stream)
+        if not stream.finished or size != stream.size:  # a backend that stopped reading early
+            await self.discard(blob_id)
+            raise RuntimeError("blob store did not consume the whole stream")
+        self._ctx.metrics.bytes_in.inc(size)
+        return StagedBlob(blob_id, size, stream.md5, stream.sha256)
+
+    async def discard(self, blob_id: str) -> None:
+        # Shielded: a request cancelled mid-cleanup must still remove what it wrote.
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._ctx.blobs.delete(blob_id)
+            except Exception:  # the orphan sweep gets it; the request's error matters more
+                log.warning("could not remove staged blob %s; left for the orphan sweep", blob_id)
+
+    async def commit(
+        self,
+        staged: StagedBlob,
+        *,
+        bucket: str,
+        key: str,
+        content_type: str | None,
+        metadata: dict[str, Any],
+        tags: dict[str, str],
+        checksums: Checksums,
+        created_by: str,
+    ) -> WriteResult:
+        """Verify client checksums, then make the version visible in one transaction.
+
+        On any failure the staged blob is removed and nothing is recorded.
+        """
+        if checksums.md5 is not None and checksums.md5 != staged.md5:
+            await self.discard(staged.blob_id)
+            raise BadDigest("the Content-MD5 sent does not match the data received")
+        if checksums.sha256 is not None and checksums.sha256 != staged.sha256:
+            await self.discard(staged.blob_id)
+            raise BadDigest("the X-Checksum-SHA256 sent does not match the data received")
+        new = NewVersion(
+            bucket=bucket,
+            key=key,
+            blob_id=staged.blob_id,
+            size=staged.size,
+            md5=staged.md5,
+            sha256=staged.sha256,
+            content_type=content_type or guess_content_type(key),
+            metadata=metadata,
+            tags=tags,
+            created_by=created_by,
+        )
+        try:
+            result = await self._ctx.db(self._ctx.index.commit_version, new)
+        except Exception:
+            # The transaction did not commit. (On cancellation the blob stays: the commit
+            # may have happened, and the orphan sweep consults the index before deleting.)
+            await self.discard(staged.blob_id)
+            raise
+        if result.duplicate_blob_id is not None:
+            await self.discard(result.duplicate_blob_id)
+        self._ctx.metrics.uploads.labels(bucket=bucket).inc()
+        return WriteResult(result.version, deduplicated=result.duplicate_blob_id is not None)
+
+    async def put_object(
+        self,
+        bucket: str,
+        key: str,
+        body: AsyncIterable[bytes],
+        *,
+        declared_size: int | None,
+        content_type: str | None,
+        metadata: dict[str, Any],
+        tags: dict[str, str],
+        checksums: Checksums,
+        created_by: str,
+    ) -> WriteResult:
+        """The whole write path for a body whose target is known up front."""
+        self.check_declared_size(declared_size)
+        await self.check_target(bucket, key)
+        with self._ctx.metrics.time("put_object"):
+            staged = await self.stage(body, declared_size=declared_size)
+            return await self.commit(
+                staged,
+                bucket=bucket,
+                key=key,
+                content_type=content_type,
+                metadata=metadata,
+                tags=tags,
+                checksums=checksums,
+                created_by=created_by,
+            )

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from tfstorage.api.app import create_app
+from tfstorage.config import Settings
+
+
+def make_settings(tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "data_dir": tmp_path / "data",
+        "max_file_size": 4 * 1024 * 1024,
+        "gc_interval_seconds": 0,
+        "orphan_grace_seconds": 3600,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["code"] == code, body
+    assert isinstance(body["error"], str) and body["error"]
+    assert body["request_id"]
+    assert "Traceback" not in response.text and "/tmp" not in response.text
+
+
+async def send_raw(
+    app: FastAPI, method: str, raw_path: bytes, body: bytes = b""
+) -> tuple[int, dict[str, str], bytes]:
+    """Call the app with a path exactly as a client sent it on the wire.
+
+    httpx normalises `..` segments before sending; a hostile client does not. The path
+    is decoded as uvicorn decodes it (percent-decoding, invalid UTF-8 replaced).
+    """
+    from urllib.parse import unquote
+
+    path, _, query = raw_path.partition(b"?")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": unquote(path.decode("ascii")),
+        "raw_path": path,
+        "query_string": query,
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 1234),
+        "server": ("testserver", 80),
+        "state": {},
+    }
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    status = 0
+    headers: dict[str, str] = {}
+    chunks: list[bytes] = []
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = int(message["status"])  # type: ignore[call-overload]
+            for k, v in message.get("headers", []):  # type: ignore[attr-defined]
+                headers[k.decode().lower()] = v.decode()
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))  # type: ignore[arg-type]
+
+    await app(scope, receive, send)
+    return status, headers, b"".join(chunks)

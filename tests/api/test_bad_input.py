@@ -1,0 +1,374 @@
+"""Bad input: a JSON error with the right status and code, and nothing left behind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from tests.api.conftest import assert_error, send_raw
+from tfstorage.config import Settings
+
+pytestmark = pytest.mark.anyio
+
+
+def stored_files(settings: Settings) -> list[Path]:
+    """Every file under the blob directory, temp files included."""
+    return sorted(p for p in settings.blob_dir.rglob("*") if p.is_file())
+
+
+def error_code(body: bytes) -> str:
+    payload = json.loads(body)
+    assert isinstance(payload["error"], str) and payload["request_id"]
+    return str(payload["code"])
+
+
+BAD_KEYS = [
+    b"..",
+    b"a/../b",
+    b"a/./b",
+    b"%2e%2e/x",
+    b"a/%2e%2e/%2e%2e/etc/passwd",
+    b"%2e%2e%2fx",
+    b"a%5cb",  # backslash
+    b"..%5c..%5cwin",
+    b"a%00b",
+    b"a%0d%0ab",
+    b"tab%09key",
+    b"%c0%ae%c0%ae/x",  # overlong UTF-8 for ".."
+    b"%ff%fe",  # invalid UTF-8
+    b"%2fleading",  # decodes to a leading '/'
+    b"x" * 1025,
+    quote("é" * 513).encode(),  # 1026 bytes in UTF-8, 513 characters
+]
+
+
+@pytest.mark.parametrize("key", BAD_KEYS, ids=lambda k: k[:24].decode("latin-1"))
+async def test_bad_keys_rejected_on_put(app: FastAPI, settings: Settings, key: bytes) -> None:
+    status, _, body = await send_raw(app, "PUT", b"/api/v1/objects/artifacts/" + key, b"data")
+    assert status == 400, (key, body)
+    assert error_code(body) in ("InvalidObjectName", "KeyTooLong")
+    assert stored_files(settings) == []
+
+
+@pytest.mark.parametrize("key", BAD_KEYS[:8], ids=lambda k: k[:24].decode("latin-1"))
+async def test_bad_keys_rejected_on_read_routes(app: FastAPI, key: bytes) -> None:
+    for method, prefix in (
+        ("GET", b"/api/v1/download/artifacts/"),
+        ("DELETE", b"/api/v1/delete/artifacts/"),
+        ("GET", b"/api/v1/versions/artifacts/"),
+        ("POST", b"/api/v1/restore/artifacts/"),
+        ("GET", b"/download/"),
+    ):
+        status, _, body = await send_raw(app, method, prefix + key)
+        assert status == 400, (method, key, body)
+        assert error_code(body) in ("InvalidObjectName", "KeyTooLong")
+
+
+@pytest.mark.parametrize(
+    "bucket",
+    [
+        b"..",
+        b"%2e%2e",
+        b"ART",
+        b"a%2fb",
+        b"..%5c",
+        b"%c0%ae%c0%ae",
+        quote("\uff41rtifacts").encode(),  # fullwidth look-alike
+    ],
+)
+async def test_bad_buckets_in_paths(app: FastAPI, settings: Settings, bucket: bytes) -> None:
+    status, _, body = await send_raw(app, "PUT", b"/api/v1/objects/" + bucket + b"/k", b"1")
+    assert status in (400, 404), body  # 404: the path no longer matches a route
+    assert error_code(body) in ("InvalidBucketName", "NotFound")
+    status, _, body = await send_raw(app, "GET", b"/api/v1/list/" + bucket)
+    assert status in (400, 404), body
+    assert stored_files(settings) == []
+
+
+async def test_key_of_exactly_1024_bytes_is_fine(client: httpx.AsyncClient) -> None:
+    key = "k" * 1024
+    assert (await client.put(f"/api/v1/objects/artifacts/{key}", content=b"1")).status_code == 200
+
+
+async def test_bad_key_in_form(client: httpx.AsyncClient, settings: Settings) -> None:
+    r = await client.post(
+        "/api/v1/upload",
+        files={"file": ("a.txt", b"1")},
+        data={"bucket": "artifacts", "key": "../x"},
+    )
+    assert_error(r, 400, "InvalidObjectName")
+    r = await client.post(
+        "/api/v1/upload", files={"file": ("a.txt", b"1")}, data={"bucket": "Bad_Bucket"}
+    )
+    assert_error(r, 400, "InvalidBucketName")
+    assert stored_files(settings) == []
+
+
+async def test_filename_paths_are_reduced_to_their_last_segment(client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/api/v1/upload", files={"file": ("../../etc/passwd", b"1")}, data={"bucket": "artifacts"}
+    )
+    assert r.status_code == 200 and r.json()["key"] == "passwd"
+    r = await client.post(
+        "/api/v1/upload", files={"file": ("..\\..\\boot.ini", b"1")}, data={"bucket": "artifacts"}
+    )
+    assert r.status_code == 200 and r.json()["key"] == "boot.ini"
+    r = await client.post(
+        "/api/v1/upload", files={"file": ("..", b"1")}, data={"bucket": "artifacts"}
+    )
+    assert_error(r, 400, "InvalidObjectName")
+
+
+async def test_missing_file_field(client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/api/v1/upload", data={"bucket": "artifacts"}, files={"notes": (None, "x")}
+    )
+    assert_error(r, 400, "MissingFile")
+
+
+async def test_not_multipart(client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/api/v1/upload", content=b"hello", headers={"content-type": "text/plain"}
+    )
+    assert_error(r, 400, "MalformedPOSTRequest")
+    r = await client.post(
+        "/api/v1/upload", content=b"hello", headers={"content-type": "multipart/form-data"}
+    )
+    assert_error(r, 400, "MalformedPOSTRequest")
+
+
+async def test_truncated_multipart(client: httpx.AsyncClient, settings: Settings) -> None:
+    boundary = "B0UND"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.bin"\r\n\r\n'
+    ).encode() + b"x" * 5000  # no closing boundary
+    r = await client.post(
+        "/api/v1/upload",
+        content=body,
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] in ("IncompleteBody", "MalformedPOSTRequest")
+    assert stored_files(settings) == []
+    listing = (await client.get("/api/v1/list/tensorfleet")).json()
+    assert listing["objects"] == []
+
+
+async def test_garbage_multipart(client: httpx.AsyncClient, settings: Settings) -> None:
+    r = await client.post(
+        "/api/v1/upload",
+        content=b"--zz\r\nno headers here\r\n\r\n\x00\x01--zz--",
+        headers={"content-type": "multipart/form-data; boundary=zz"},
+    )
+    assert r.status_code == 400, r.text
+    assert stored_files(settings) == []
+
+
+async def test_declared_length_over_limit_is_413_before_reading(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    async def body():  # would fail the test if the server read it
+        raise AssertionError("body was read")
+        yield b""
+
+    r = await client.put(
+        "/api/v1/objects/artifacts/big.bin",
+        content=body(),
+        headers={"content-length": str(settings.max_file_size + 1)},
+    )
+    assert_error(r, 413, "EntityTooLarge")
+
+
+async def test_streamed_body_over_limit_is_aborted(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    await client.put("/api/v1/objects/artifacts/big.bin", content=b"previous")
+    chunk = b"z" * 65536
+    sent = 0
+
+    async def body():
+        nonlocal sent
+        while sent <= settings.max_file_size:
+            sent += len(chunk)
+            yield chunk
+
+    r = await client.put("/api/v1/objects/artifacts/big.bin", content=body())  # chunked
+    assert_error(r, 413, "EntityTooLarge")
+    assert (await client.get("/api/v1/download/artifacts/big.bin")).content == b"previous"
+    assert len(stored_files(settings)) == 1  # only the previous version's blob
+
+
+async def test_exactly_max_size_is_accepted(client: httpx.AsyncClient, settings: Settings) -> None:
+    r = await client.put(
+        "/api/v1/objects/artifacts/edge.bin", content=b"e" * settings.max_file_size
+    )
+    assert r.status_code == 200, r.text
+
+
+async def test_form_file_over_limit(client: httpx.AsyncClient, settings: Settings) -> None:
+    r = await client.post(
+        "/api/v1/upload",
+        files={"file": ("huge.bin", b"h" * (settings.max_file_size + 1))},
+        data={"bucket": "artifacts"},
+    )
+    assert_error(r, 413, "EntityTooLarge")
+    assert stored_files(settings) == []
+
+
+async def test_body_shorter_than_content_length(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    async def body():
+        yield b"only-this"
+
+    r = await client.put(
+        "/api/v1/objects/artifacts/short.bin", content=body(), headers={"content-length": "100"}
+    )
+    assert_error(r, 400, "IncompleteBody")
+    assert stored_files(settings) == []
+
+
+@pytest.mark.parametrize(
+    ("metadata", "code"),
+    [
+        ("[1, 2]", "InvalidMetadata"),
+        ('"text"', "InvalidMetadata"),
+        ("{bad json", "InvalidMetadata"),
+        ('{"x": "' + "y" * 9000 + '"}', "MetadataTooLarge"),
+        ("[" * 10000 + "]" * 10000, "MetadataTooLarge"),
+    ],
+)
+async def test_bad_metadata(
+    client: httpx.AsyncClient, settings: Settings, metadata: str, code: str
+) -> None:
+    r = await client.post(
+        "/api/v1/upload",
+        files={"file": ("a.txt", b"1")},
+        data={"bucket": "artifacts", "metadata": metadata},
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] in (code, "RequestTooLarge")
+    r = await client.put(
+        "/api/v1/objects/artifacts/a.txt", content=b"1", headers={"X-Metadata": metadata[:4000]}
+    )
+    assert r.status_code == 400
+    assert stored_files(settings) == []
+
+
+async def test_deeply_nested_metadata(client: httpx.AsyncClient) -> None:
+    deep = '{"a":' * 100 + "1" + "}" * 100
+    r = await client.put(
+        "/api/v1/objects/artifacts/a.txt", content=b"1", headers={"X-Metadata": deep}
+    )
+    assert_error(r, 400, "InvalidMetadata")
+
+
+async def test_bad_tags(client: httpx.AsyncClient) -> None:
+    r = await client.put(
+        "/api/v1/objects/artifacts/a.txt", content=b"1", headers={"X-Tags": "novalue"}
+    )
+    assert_error(r, 400, "InvalidTag")
+    many = ",".join(f"k{i}=v" for i in range(51))
+    r = await client.put("/api/v1/objects/artifacts/a.txt", content=b"1", headers={"X-Tags": many})
+    assert_error(r, 400, "InvalidTag")
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ('quote"d.txt', "attachment; filename=\"quote_d.txt\"; filename*=UTF-8''quote%22d.txt"),
+        (
+            "naïve résumé.pdf",
+            "attachment; filename=\"na_ve r_sum_.pdf\"; filename*=UTF-8''na%C3%AFve%20r%C3%A9sum%C3%A9.pdf",
+        ),
+        (
+            "semi;colon.txt",
+            "attachment; filename=\"semi_colon.txt\"; filename*=UTF-8''semi%3Bcolon.txt",
+        ),
+        ("back\\slash", None),  # refused at upload: backslashes never become keys
+    ],
+)
+async def test_content_disposition_is_well_formed(
+    client: httpx.AsyncClient, key: str, expected: str | None
+) -> None:
+    url = f"/api/v1/objects/artifacts/{quote(key)}"
+    r = await client.put(url, content=b"1")
+    if expected is None:
+        assert_error(r, 400, "InvalidObjectName")
+        return
+    assert r.status_code == 200, r.text
+    dl = await client.get(f"/api/v1/download/artifacts/{quote(key)}")
+    assert dl.headers.get_list("content-disposition") == [expected]
+
+
+async def test_crlf_in_filename_cannot_inject_headers(client: httpx.AsyncClient) -> None:
+    r = await client.put("/api/v1/objects/artifacts/a%0d%0aSet-Cookie:%20x=1.txt", content=b"1")
+    assert_error(r, 400, "InvalidObjectName")
+    # In a form, httpx (like browsers) percent-encodes CR/LF in the filename; the result
+    # is a literal, harmless key, and its download header stays one clean line.
+    r = await client.post(
+        "/api/v1/upload",
+        files={"file": ("a\r\nSet-Cookie: x=1.txt", b"1")},
+        data={"bucket": "artifacts"},
+    )
+    assert r.status_code == 200, r.text
+    key = r.json()["key"]
+    assert "\r" not in key and "\n" not in key
+    dl = await client.get(f"/api/v1/download/artifacts/{quote(key)}")
+    assert dl.status_code == 200
+    assert "set-cookie" not in dl.headers
+    [disposition] = dl.headers.get_list("content-disposition")
+    assert "\r" not in disposition and "\n" not in disposition
+
+
+@pytest.mark.parametrize(
+    ("name", "ctype"), [("page.html", "text/html"), ("img.svg", "image/svg+xml")]
+)
+async def test_active_content_served_as_attachment(
+    client: httpx.AsyncClient, name: str, ctype: str
+) -> None:
+    await client.put(
+        f"/api/v1/objects/artifacts/{name}",
+        content=b"<script>alert(1)</script>",
+        headers={"content-type": ctype},
+    )
+    r = await client.get(f"/api/v1/download/artifacts/{name}")
+    assert r.headers["content-disposition"].startswith("attachment;")
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert "sandbox" in r.headers["content-security-policy"]
+
+
+async def test_listing_limit_capped_and_validated(client: httpx.AsyncClient) -> None:
+    assert_error(
+        await client.get("/api/v1/list/artifacts", params={"limit": 0}), 400, "InvalidArgument"
+    )
+    assert_error(
+        await client.get("/api/v1/list/artifacts", params={"limit": "x"}), 400, "InvalidArgument"
+    )
+    assert (await client.get("/api/v1/list/artifacts", params={"limit": 10**9})).status_code == 200
+    assert_error(
+        await client.get("/api/v1/list/artifacts", params={"delimiter": "//"}),
+        400,
+        "InvalidArgument",
+    )
+
+
+@pytest.mark.parametrize("value", ["'; DROP TABLE versions; --", "%", "_", "\\", "' OR '1'='1"])
+async def test_sql_metacharacters_in_filters(client: httpx.AsyncClient, value: str) -> None:
+    await client.put("/api/v1/objects/artifacts/plain.txt", content=b"1", headers={"X-Tags": "k=v"})
+    r = await client.get("/api/v1/list/artifacts", params={"prefix": value, "marker": value})
+    assert r.status_code in (200, 400)
+    if r.status_code == 200:
+        assert r.json()["objects"] == []
+    r = await client.get(
+        "/api/v1/files", params={"prefix": value, "content_type": value, "tag": f"k={value}"}
+    )
+    assert r.status_code in (200, 400)
+    if r.status_code == 200:
+        assert r.json()["files"] == []
+    assert (await client.get("/api/v1/download/artifacts/plain.txt")).status_code == 200

@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import update
+
+from tfstorage.domain.records import FileQuery, FileSearchPage
+from tfstorage.errors import InvalidArgument, NoSuchBucket
+from tfstorage.index import ObjectIndex
+from tfstorage.index.tables import versions
+
+from .builders import new_version
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def catalog(index: ObjectIndex) -> ObjectIndex:
+    index.create_bucket("models")
+    index.create_bucket("datasets")
+    files = [
+        (
+            "models",
+            "vision/resnet.pt",
+            100,
+            "application/x-pytorch",
+            {"team": "cv", "stage": "prod"},
+        ),
+        ("models", "vision/vit.pt", 300, "application/x-pytorch", {"team": "cv", "stage": "dev"}),
+        ("models", "nlp/bert.pt", 200, "application/x-pytorch", {"team": "nlp", "stage": "prod"}),
+        ("datasets", "vision/imagenet.tar", 5000, "application/x-tar", {"team": "cv"}),
+        ("datasets", "old.csv", 10, "text/csv", {}),
+    ]
+    for day, (bucket, key, size, ctype, tags) in enumerate(files):
+        v = index.commit_version(
+            new_version(bucket, key, key.encode().ljust(size, b"."), content_type=ctype, tags=tags)
+        ).version
+        with index.engine.begin() as conn:  # a known creation time for the date filters
+            conn.execute(
+                update(versions)
+                .where(versions.c.id == v.seq)
+                .values(created_at=T0 + timedelta(days=day))
+            )
+    # Not latest, not live: never found.
+    index.commit_version(new_version("models", "vision/resnet.pt", b"v2" * 60, tags={"team": "cv"}))
+    index.commit_version(new_version("datasets", "gone.csv", b"x", content_type="text/csv"))
+    index.delete_key("datasets", "gone.csv")
+    return index
+
+
+def keys(page: FileSearchPage) -> list[str]:
+    return [f"{v.bucket}:{v.key}" for v in page.files]
+
+
+def test_no_filters_lists_latest_live_by_seq(catalog: ObjectIndex) -> None:
+    page = catalog.search_files(FileQuery())
+    assert keys(page) == [
+        "models:vision/vit.pt",
+        "models:nlp/bert.pt",
+        "datasets:vision/imagenet.tar",
+        "datasets:old.csv",
+        "models:vision/resnet.pt",
+    ]
+    assert [v.seq for v in page.files] == sorted(v.seq for v in page.files)
+    assert all(v.visible for v in page.files)
+    assert not page.truncated and page.next_marker == ""
+
+
+def test_tags_are_anded(catalog: ObjectIndex) -> None:
+    cv = catalog.search_files(FileQuery(tags=(("team", "cv"),)))
+    assert keys(cv) == [
+        "models:vision/vit.pt",
+        "datasets:vision/imagenet.tar",
+        "models:vision/resnet.pt",
+    ]
+    prod = catalog.search_files(FileQuery(tags=(("stage", "prod"),)))
+    assert keys(prod) == ["models:nlp/bert.pt"]  # resnet's latest lost its stage tag
+    both = catalog.search_files(FileQuery(tags=(("team", "cv"), ("stage", "dev"))))
+    assert keys(both) == ["models:vision/vit.pt"]
+    none = catalog.search_files(FileQuery(tags=(("team", "nlp"), ("stage", "dev"))))
+    assert keys(none) == []
+
+
+def test_bucket_prefix_type_and_size(catalog: ObjectIndex) -> None:
+    assert keys(catalog.search_files(FileQuery(bucket="datasets"))) == [
+        "datasets:vision/imagenet.tar",
+        "datasets:old.csv",
+    ]
+    assert keys(catalog.search_files(FileQuery(prefix="vision/", bucket="models"))) == [
+        "models:vision/vit.pt",
+        "models:vision/resnet.pt",
+    ]
+    assert keys(catalog.search_files(FileQuery(content_type="text/csv"))) == ["datasets:old.csv"]
+    assert keys(catalog.search_files(FileQuery(min_size=200, max_size=300))) == [
+        "models:vision/vit.pt",
+        "models:nlp/bert.pt",
+    ]
+    assert keys(catalog.search_files(FileQuery(max_size=10))) == ["datasets:old.csv"]
+    with pytest.raises(NoSuchBucket):
+        catalog.search_files(FileQuery(bucket="missing"))
+
+
+def test_dates_are_half_open(catalog: ObjectIndex) -> None:
+    window = FileQuery(created_after=T0 + timedelta(days=1), created_before=T0 + timedelta(days=3))
+    assert keys(catalog.search_files(window)) == ["models:vision/vit.pt", "models:nlp/bert.pt"]
+    # The same instant in another zone is the same filter.
+    plus_five = T0.astimezone(timezone(timedelta(hours=5)))
+    assert keys(catalog.search_files(FileQuery(created_before=plus_five + timedelta(days=2)))) == [
+        "models:vision/vit.pt"
+    ]
+
+
+def test_paging_with_opaque_marker(catalog: ObjectIndex) -> None:
+    everything = keys(catalog.search_files(FileQuery()))
+    seen: list[str] = []
+    marker: str | None = None
+    while True:
+        page = catalog.search_files(FileQuery(limit=2, marker=marker))
+        assert len(page.files) <= 2
+        seen += keys(page)
+        if not page.truncated:
+            break
+        marker = page.next_marker
+    assert seen == everything
+    with pytest.raises(InvalidArgument):
+        catalog.search_files(FileQuery(marker="12"))
+    with pytest.raises(InvalidArgument):
+        catalog.search_files(FileQuery(marker="s-1"))
+    with pytest.raises(InvalidArgument):
+        catalog.search_files(FileQuery(limit=0))
+    assert len(catalog.search_files(FileQuery(limit=5000)).files) == 5
