@@ -33,9 +33,81 @@ class Settings(BaseSettings):
     minio_secret_key: str = "minioadmin"  # noqa: S105 - the original service's documented default
     minio_secure: bool = False
 
+    # --- S3 engine (STORAGE_TYPE=s3|minio) and blob replica; read by service/backends.py --
+    s3_endpoint_url: str = ""  # full URL; wins over MINIO_ENDPOINT and MINIO_SECURE
+    s3_region: str = "us-east-1"
+    s3_bucket: str = ""  # physical bucket; empty: DEFAULT_BUCKET
+    s3_prefix: str = ""  # objects go under {S3_PREFIX}/blobs/
+    s3_part_size: int = 16 * 1024**2  # multipart part size, with units (5MB .. 5GB)
+    s3_timeout_seconds: float = 10.0  # connect, and idle wait for bytes
+    s3_max_retries: int = 3  # for connection errors, timeouts of reads, 5xx and SlowDown
+
+    replica_storage_type: Literal["", "local", "minio", "s3"] = ""  # empty: no replica
+    replica_data_dir: Path | None = None  # local replica root; empty: DATA_DIR/replica
+    replica_s3_endpoint_url: str = ""
+    replica_minio_endpoint: str = ""  # the replica's engine: one of these two is required
+    replica_minio_access_key: str = ""  # empty: MINIO_ACCESS_KEY
+    replica_minio_secret_key: str = ""  # empty: MINIO_SECRET_KEY
+    replica_minio_secure: bool = False
+    replica_s3_region: str = ""  # empty: S3_REGION
+    replica_s3_bucket: str = ""  # empty: the primary's bucket name (on the replica's engine)
+    replica_s3_prefix: str = ""
+
+    @field_validator("s3_part_size", mode="before")
+    @classmethod
+    def _parse_part_size(cls, value: object) -> object:
+        return parse_size(value) if isinstance(value, str) else value
+
+    @field_validator("s3_part_size")
+    @classmethod
+    def _part_size_range(cls, value: int) -> int:
+        if not 5 * 1024**2 <= value <= 5 * 1024**3:
+            raise ValueError("S3 parts must be between 5MB and 5GB")
+        return value
+
+    @field_validator("s3_timeout_seconds")
+    @classmethod
+    def _positive_timeout(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+
+    @field_validator("s3_max_retries")
+    @classmethod
+    def _retries(cls, value: int) -> int:
+        if not 0 <= value <= 20:
+            raise ValueError("must be between 0 and 20")
+        return value
+
+    @field_validator("s3_endpoint_url", "replica_s3_endpoint_url")
+    @classmethod
+    def _endpoint_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be a full URL such as http://seaweedfs:8333")
+        return value.rstrip("/")
+
+    @field_validator("s3_bucket", "replica_s3_bucket")
+    @classmethod
+    def _physical_bucket(cls, value: str) -> str:
+        try:
+            return validate_bucket_name(value) if value else value
+        except InvalidBucketName as exc:
+            raise ValueError(exc.message) from None
+
+    @field_validator("replica_storage_type", mode="before")
+    @classmethod
+    def _lower_replica(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    # --- end of the S3 / replica block ----------------------------------------------------
+
     default_bucket: str = "tensorfleet"
     max_file_size: int = 100 * 1024**2
     retention_days: int = 30
+
+    # Access control.
+    auth_enabled: bool = True
+    admin_token: str = ""  # empty: generated on first start into DATA_DIR/admin.token
 
     gc_interval_seconds: float = 3600.0
     orphan_grace_seconds: float = 3600.0

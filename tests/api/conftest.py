@@ -10,6 +10,9 @@ from fastapi import FastAPI
 from tfstorage.api.app import create_app
 from tfstorage.config import Settings
 
+ADMIN_TOKEN = "tfs_test-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
@@ -17,6 +20,7 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "max_file_size": 4 * 1024 * 1024,
         "gc_interval_seconds": 0,
         "orphan_grace_seconds": 3600,
+        "admin_token": ADMIN_TOKEN,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -36,6 +40,17 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client holding the admin token."""
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=ADMIN
+    ) as c:
+        yield c
+
+
+@pytest.fixture
+async def anon(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client without any token."""
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         yield c
@@ -71,7 +86,11 @@ async def send_raw(
         "raw_path": path,
         "query_string": query,
         "root_path": "",
-        "headers": [(b"host", b"testserver"), (b"content-length", str(len(body)).encode())],
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-length", str(len(body)).encode()),
+            (b"authorization", ADMIN["Authorization"].encode()),
+        ],
         "client": ("127.0.0.1", 1234),
         "server": ("testserver", 80),
         "state": {},

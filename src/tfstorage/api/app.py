@@ -13,10 +13,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from tfstorage import __version__
 from tfstorage.api.errors import install_error_handlers
 from tfstorage.api.middleware import RequestIdMiddleware
-from tfstorage.api.routes import buckets, files, legacy, objects, storage
+from tfstorage.api.routes import access, buckets, files, legacy, objects, storage
 from tfstorage.blobs.base import BlobStore
 from tfstorage.config import Settings
-from tfstorage.service.storage import Storage, build_blob_store, open_storage
+from tfstorage.service.backends import build_blob_store
+from tfstorage.service.storage import Storage, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ async def _collect_garbage_forever(store: Storage) -> None:
     interval = store.settings.gc_interval_seconds
     while True:
         try:
-            await store.gc.run_once()
+            await store.run_maintenance()
         except Exception:
             log.exception("garbage collection failed; retrying at the next interval")
         if interval <= 0:
@@ -59,7 +60,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> FastAPI
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (files, objects, buckets, storage, legacy):
+    for module in (files, objects, buckets, access, storage, legacy):
         app.include_router(module.router)
     origins = settings.cors_origin_list
     if origins:

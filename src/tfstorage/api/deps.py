@@ -1,8 +1,9 @@
 """Dependencies every route resolves: the storage services and the caller.
 
-`get_caller` is the single place a request's identity is decided. Every route takes
-`CallerDep` (a test walks the route table to make sure), so access control can fill
-it in without touching the routes.
+`get_caller` is the single place a request's identity is decided (a test walks the
+route table to make sure every route takes `CallerDep`). Routes then ask `authorize`
+for the scope their operation needs, before they look anything up, so that a 403
+never reveals whether an object exists.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from tfstorage.domain.caller import Caller
+from tfstorage.errors import AccessDenied, Unauthenticated
+from tfstorage.service.access import SIGNATURE_PARAMS
 from tfstorage.service.storage import Storage
+
+# Tokens travel only in the Authorization header: query strings end up in logs,
+# browser history and Referer headers.
+_QUERY_TOKEN_NAMES = ("token", "access_token", "api_key", "apikey", "auth")
 
 
 def get_storage(request: Request) -> Storage:
@@ -21,7 +28,54 @@ def get_storage(request: Request) -> Storage:
 
 
 async def get_caller(request: Request) -> Caller:
-    return Caller.anonymous()
+    storage = get_storage(request)
+    if not storage.access.enabled:
+        return Caller.unrestricted()
+    query = request.query_params
+    if any(name in query for name in _QUERY_TOKEN_NAMES):
+        raise Unauthenticated(
+            "tokens are accepted only in the Authorization header, never in the URL",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if "X-Tfs-Signature" in query:
+        bucket = request.path_params.get("bucket")
+        key = request.path_params.get("key")
+        if not isinstance(bucket, str) or not isinstance(key, str):
+            raise AccessDenied("presigned URLs work only on object download and upload routes")
+        params = {name: query[name] for name in SIGNATURE_PARAMS if name in query}
+        return await storage.access.verify_presigned(request.method, bucket, key, params)
+    header = request.headers.get("authorization")
+    if header is None:
+        return Caller.nobody()
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise Unauthenticated(
+            "the Authorization header must be 'Bearer <token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    try:
+        return await storage.access.authenticate(secret.strip())
+    except Unauthenticated as exc:
+        exc.headers.setdefault("WWW-Authenticate", 'Bearer error="invalid_token"')
+        raise
+
+
+async def authorize(
+    storage: Storage, caller: Caller, scope: str, bucket: str | None = None, key: str | None = None
+) -> None:
+    """Raise 401 (no token) or 403 (a token without this right) unless allowed.
+
+    Reads of a public-read bucket need no token.
+    """
+    if caller.allows(scope, bucket, key):
+        return
+    public = scope == "read" and bucket is not None and caller.grant is None
+    if public and bucket is not None and await storage.buckets.is_public_read(bucket):
+        return
+    if caller.anonymous:
+        raise Unauthenticated("a token is required", headers={"WWW-Authenticate": "Bearer"})
+    target = f"{bucket}/{key}" if bucket and key else (bucket or "every bucket")
+    raise AccessDenied(f"this token may not {scope} {target}")
 
 
 StorageDep = Annotated[Storage, Depends(get_storage)]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tfstorage.domain.records import Bucket, BucketUsage, ObjectVersion
+from tfstorage.domain.records import AuditEntry, Bucket, BucketUsage, ObjectVersion, Token
 from tfstorage.domain.sizes import format_size
 
 
@@ -143,6 +143,7 @@ class BucketInfo(BaseModel):
     quota_bytes: int | None
     quota_objects: int | None
     description: str
+    public_read: bool
 
     @classmethod
     def of(cls, b: Bucket, usage: BucketUsage | None) -> BucketInfo:
@@ -158,6 +159,7 @@ class BucketInfo(BaseModel):
             quota_bytes=b.quota_bytes,
             quota_objects=b.quota_objects,
             description=b.description,
+            public_read=b.public_read,
         )
 
 
@@ -174,6 +176,7 @@ class BucketCreate(BaseModel):
     quota_bytes: int | None = Field(default=None, ge=0)
     quota_objects: int | None = Field(default=None, ge=0)
     description: str = Field(default="", max_length=1024)
+    public_read: bool = False
 
 
 class BucketUpdate(BaseModel):
@@ -184,6 +187,7 @@ class BucketUpdate(BaseModel):
     quota_bytes: int | None = Field(default=None, ge=0)
     quota_objects: int | None = Field(default=None, ge=0)
     description: str | None = Field(default=None, max_length=1024)
+    public_read: bool | None = None
 
 
 class FileUpdate(BaseModel):
@@ -198,3 +202,93 @@ class BucketDeleted(BaseModel):
     success: bool = True
     message: str
     bucket: str
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=255)
+    scopes: list[str] = Field(min_length=1, max_length=4)
+    buckets: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=100)
+    prefix: str = Field(default="", max_length=1024)
+    expires_in: int | None = Field(default=None, gt=0, description="seconds")
+    owner: str | None = Field(default=None, max_length=255)
+
+
+class TokenInfo(BaseModel):
+    id: str
+    name: str
+    owner: str
+    scopes: list[str]
+    buckets: list[str]
+    prefix: str
+    created_at: str
+    expires_at: str | None
+    last_used_at: str | None
+    revoked: bool
+
+    @classmethod
+    def of(cls, t: Token) -> TokenInfo:
+        return cls(
+            id=t.id,
+            name=t.name,
+            owner=t.owner,
+            scopes=list(t.scopes),
+            buckets=list(t.buckets),
+            prefix=t.prefix,
+            created_at=iso(t.created_at),
+            expires_at=iso(t.expires_at) if t.expires_at else None,
+            last_used_at=iso(t.last_used_at) if t.last_used_at else None,
+            revoked=t.revoked_at is not None,
+        )
+
+
+class TokenCreated(TokenInfo):
+    token: str = Field(description="the secret: shown once, store it now")
+
+
+class TokenList(BaseModel):
+    tokens: list[TokenInfo]
+
+
+class PresignRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["GET", "PUT"]
+    bucket: str = Field(max_length=255)
+    key: str = Field(max_length=4096)
+    expires_in: int = Field(default=3600, gt=0)
+    max_size: int | None = Field(default=None, gt=0, description="largest PUT body, bytes")
+
+
+class PresignResponse(BaseModel):
+    url: str
+    expires_at: str
+    method: str
+
+
+class AuditRecord(BaseModel):
+    id: int
+    at: str
+    actor: str
+    token_id: str | None
+    action: str
+    bucket: str | None
+    key: str | None
+    file_id: str | None
+    client: str | None
+    request_id: str | None
+    detail: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, e: AuditEntry) -> AuditRecord:
+        return cls(
+            id=e.id, at=iso(e.at), actor=e.actor, token_id=e.token_id, action=e.action,
+            bucket=e.bucket, key=e.key, file_id=e.file_id, client=e.client,
+            request_id=e.request_id, detail=e.detail,
+        )  # fmt: skip
+
+
+class AuditPage(BaseModel):
+    entries: list[AuditRecord]
+    next_after: int | None

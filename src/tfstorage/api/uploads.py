@@ -12,11 +12,18 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from tfstorage.api.deps import authorize
 from tfstorage.api.multipart import MultipartStream
 from tfstorage.domain.caller import Caller
 from tfstorage.domain.metadata import parse_metadata, parse_tags
 from tfstorage.domain.names import key_from_filename, validate_bucket_name, validate_key
-from tfstorage.errors import InvalidArgument, InvalidRequest, MissingFile, RequestTooLarge
+from tfstorage.errors import (
+    InvalidArgument,
+    InvalidRequest,
+    MissingFile,
+    RequestTooLarge,
+    StorageError,
+)
 from tfstorage.service.hashing import parse_content_md5, parse_sha256
 from tfstorage.service.storage import Storage
 from tfstorage.service.writes import Checksums, StagedBlob, WriteResult
@@ -53,6 +60,7 @@ async def put_raw(
             sha256=parse_sha256(h.get("x-checksum-sha256")),
         ),
         created_by=caller.name,
+        max_size=caller.max_upload,
     )
 
 
@@ -98,8 +106,11 @@ async def receive_form(
                 raise RequestTooLarge(f"at most {max_files} files per request")
             filename = part.filename
             bucket = form.fields.get("bucket") or default_bucket
+            # Refuse early what can be refused before reading the file: no right to
+            # write, a missing bucket, a disallowed type. Fields sent after the file
+            # are checked again, with the final keys, before anything is committed.
+            await authorize(storage, caller, "write", bucket, _early_key(form, filename))
             if "key" not in form.fields and "prefix" not in form.fields:
-                # Refuse early what can be refused: a missing bucket or a disallowed type.
                 await writer.check_target(bucket, key_from_filename(filename))
             blob = await writer.stage(part)
             form.files.append(_StagedFile(blob, filename, part.content_type))
@@ -132,6 +143,7 @@ async def _commit_all(
     if len(set(keys)) != len(keys):
         raise InvalidArgument("two files in one upload would have the same key")
     for key in keys:
+        await authorize(storage, caller, "write", bucket, key)
         await storage.writer.check_target(bucket, key)
 
     results: list[WriteResult] = []
@@ -169,6 +181,17 @@ def _keys_for(form: _Form) -> list[str]:
     if prefix and not prefix.endswith("/"):
         prefix += "/"
     return [validate_key(prefix + key_from_filename(s.filename)) for s in form.files]
+
+
+def _early_key(form: _Form, filename: str) -> str | None:
+    """The key this file will most likely get, for an early authorization check."""
+    try:
+        return _keys_for(_Form(form.fields, [_StagedFile(_NO_BLOB, filename, None)]))[0]
+    except StorageError:
+        return None  # validation reports it properly once the form is complete
+
+
+_NO_BLOB = StagedBlob("", 0, "", "")
 
 
 def _part_type(value: str | None) -> str | None:

@@ -27,13 +27,19 @@ STANDARD_BUCKET_TYPES: dict[str, tuple[str, ...] | None] = {
     "jobs": None,
 }
 
+# The system's MIME tables know some of these extensions as something else entirely
+# (".pt" is a SNES page table there); ML formats are opaque binary unless listed.
+_BINARY_TYPES = (
+    ".safetensors", ".pt", ".pth", ".ckpt", ".bin", ".onnx", ".gguf", ".pkl", ".pickle",
+    ".h5", ".hdf5", ".joblib", ".keras", ".npy", ".npz", ".tfrecord", ".tfrecords", ".pb",
+    ".tflite", ".msgpack", ".model", ".lance", ".feather", ".avro", ".orc",
+)  # fmt: skip
 _EXTRA_TYPES = {
-    ".safetensors": "application/octet-stream",
+    **dict.fromkeys(_BINARY_TYPES, "application/octet-stream"),
     ".parquet": "application/vnd.apache.parquet",
     ".jsonl": "application/jsonl",
     ".ndjson": "application/x-ndjson",
     ".arrow": "application/vnd.apache.arrow.file",
-    ".npy": "application/octet-stream",
     ".yaml": "application/yaml",
     ".yml": "application/yaml",
 }

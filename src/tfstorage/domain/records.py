@@ -17,6 +17,7 @@ class Bucket:
     quota_bytes: int | None = None
     quota_objects: int | None = None
     description: str = ""
+    public_read: bool = False  # GET, HEAD and listings need no token
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,3 +115,34 @@ class IndexStats:
     logical_bytes: int  # sum of the sizes of every version
     stored_bytes: int  # sum of the sizes of distinct blobs (after dedup)
     blobs: int
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """An API token as stored (its secret exists only as a hash)."""
+
+    id: str
+    name: str
+    owner: str
+    scopes: tuple[str, ...]
+    buckets: tuple[str, ...]  # patterns: "models", "ckpt-*", "*"
+    prefix: str  # keys must start with it ("" = any key)
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: int
+    at: datetime
+    actor: str
+    token_id: str | None
+    action: str
+    bucket: str | None
+    key: str | None
+    file_id: str | None
+    client: str | None
+    request_id: str | None
+    detail: dict[str, Any] | None

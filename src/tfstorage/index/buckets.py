@@ -14,7 +14,7 @@ from tfstorage.index.tables import buckets, object_keys, versions
 from tfstorage.index.writes import remove_versions
 
 UPDATABLE = frozenset(
-    {"versioning", "allowed_types", "quota_bytes", "quota_objects", "description"}
+    {"versioning", "allowed_types", "quota_bytes", "quota_objects", "description", "public_read"}
 )
 
 
@@ -32,6 +32,7 @@ def insert_bucket(
     quota_objects: int | None,
     description: str,
     exist_ok: bool,
+    public_read: bool = False,
 ) -> Bucket:
     # ON CONFLICT DO NOTHING rather than catching IntegrityError: a failed statement
     # would abort the whole PostgreSQL transaction, and racing creators must both succeed.
@@ -45,6 +46,7 @@ def insert_bucket(
             quota_bytes=quota_bytes,
             quota_objects=quota_objects,
             description=description,
+            public_read=public_read,
         )
         .on_conflict_do_nothing(index_elements=[buckets.c.name])
         .returning(buckets.c.id)

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import random
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Final, TypeVar
+from typing import Any
 
-from sqlalchemy import Connection, Engine, select, text
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy import Connection, select, text
 
 from tfstorage.domain.records import (
     Bucket,
@@ -27,12 +23,9 @@ from tfstorage.errors import (
     InvalidArgument,
     NoSuchKey,
     NoSuchVersion,
-    ServiceUnavailable,
-    StorageError,
 )
 from tfstorage.index import buckets as bucket_rows
 from tfstorage.index import writes
-from tfstorage.index.engine import WRITE_OPTION
 from tfstorage.index.listing import list_objects
 from tfstorage.index.reads import (
     bucket_id,
@@ -45,42 +38,15 @@ from tfstorage.index.reads import (
 from tfstorage.index.search import search_files
 from tfstorage.index.stats import index_stats
 from tfstorage.index.tables import blobs, object_keys, versions
-
-_T = TypeVar("_T")
-
-MAX_PAGE: Final = 1000
-# PostgreSQL rolls back the whole transaction on these, so running it again is safe.
-_RETRYABLE_SQLSTATES: Final = frozenset({"40001", "40P01"})  # serialization, deadlock
-_ATTEMPTS: Final = 5
+from tfstorage.index.transactions import MAX_PAGE, IndexStore
 
 
-class ObjectIndex:
+class ObjectIndex(IndexStore):
     """Buckets, object versions, heads and blob reference counts.
 
     Thread-safe: it holds nothing but the engine, whose pool hands each call its own
     connection. Every public method is one transaction.
     """
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._read_options: dict[str, Any] = {}
-        if engine.dialect.name == "postgresql":
-            # Multi-statement reads (a listing page, then its rows and tags) see one
-            # snapshot; read-only snapshots never fail with serialization errors.
-            self._read_options = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
-
-    @property
-    def engine(self) -> Engine:
-        return self._engine
-
-    @property
-    def dialect(self) -> str:
-        """ "sqlite" or "postgresql", for health reports."""
-        return str(self._engine.dialect.name)
-
-    def dispose(self) -> None:
-        """Close every pooled connection (at shutdown)."""
-        self._engine.dispose()
 
     # buckets -----------------------------------------------------------------------
     def create_bucket(
@@ -92,6 +58,7 @@ class ObjectIndex:
         quota_bytes: int | None = None,
         quota_objects: int | None = None,
         description: str = "",
+        public_read: bool = False,
     ) -> Bucket:
         return self._write(
             lambda conn: bucket_rows.insert_bucket(
@@ -102,6 +69,7 @@ class ObjectIndex:
                 quota_bytes=quota_bytes,
                 quota_objects=quota_objects,
                 description=description,
+                public_read=public_read,
                 exist_ok=False,
             )
         )
@@ -246,45 +214,6 @@ class ObjectIndex:
 
     def ping(self) -> None:
         self._read(lambda conn: conn.execute(text("SELECT 1")).scalar_one())
-
-    # transactions ------------------------------------------------------------------
-    def _read(self, work: Callable[[Connection], _T]) -> _T:
-        return self._transaction(work, self._read_options)
-
-    def _write(self, work: Callable[[Connection], _T]) -> _T:
-        return self._transaction(work, {WRITE_OPTION: True})
-
-    def _transaction(self, work: Callable[[Connection], _T], options: dict[str, Any]) -> _T:
-        for attempt in range(1, _ATTEMPTS + 1):
-            try:
-                with self._engine.connect() as conn:
-                    conn.execution_options(**options)
-                    with conn.begin():
-                        return work(conn)
-            except StorageError:
-                raise
-            except DBAPIError as exc:
-                if attempt < _ATTEMPTS and _retryable(exc):
-                    # Jittered backoff so the transactions that collided do not again.
-                    time.sleep(random.uniform(0, 0.01 * 2**attempt))
-                    continue
-                raise _translate(exc) from exc
-            except SQLAlchemyError as exc:
-                raise _translate(exc) from exc
-        raise InternalError("unreachable")  # pragma: no cover
-
-
-def _retryable(exc: DBAPIError) -> bool:
-    return getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
-
-
-def _translate(exc: SQLAlchemyError) -> StorageError:
-    # Messages stay generic: the SQL and driver text go to logs via __cause__ only.
-    if isinstance(exc, OperationalError | PoolTimeout) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    ):
-        return ServiceUnavailable("the metadata index is unavailable; retry later")
-    return InternalError("the metadata index failed")
 
 
 def _page_size(limit: int) -> int:

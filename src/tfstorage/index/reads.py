@@ -73,6 +73,7 @@ def to_bucket(row: Row[Any]) -> Bucket:
         quota_bytes=row.quota_bytes,
         quota_objects=row.quota_objects,
         description=row.description,
+        public_read=bool(row.public_read),
     )
 
 

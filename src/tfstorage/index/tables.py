@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Table,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -84,6 +85,7 @@ buckets = Table(
     Column("quota_bytes", BigInteger, nullable=True),
     Column("quota_objects", BigInteger, nullable=True),
     Column("description", String(1024), nullable=False),
+    Column("public_read", Boolean, nullable=False, server_default=false()),  # revision 0002
 )
 
 blobs = Table(
@@ -135,4 +137,47 @@ tags = Table(
     Column("key", String(255), primary_key=True),
     Column("value", String(1024), nullable=False),
     Index("ix_tags_key_value", "key", "value"),
+)
+
+# Access control (revision 0002) ------------------------------------------------------
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("owner", String(255), nullable=False),
+    # SHA-256 of the secret: tokens are 256 random bits, so no slow hash is needed.
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("scopes", json_type(), nullable=False),
+    Column("buckets", json_type(), nullable=False),
+    Column("prefix", String(KEY_LENGTH), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=True),
+    Column("last_used_at", UTCDateTime(), nullable=True),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", seq_type(), primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime(), nullable=False, index=True),
+    Column("actor", String(255), nullable=False),
+    Column("token_id", String(32), nullable=True),
+    Column("action", String(64), nullable=False),
+    Column("bucket", String(255), nullable=True, index=True),
+    Column("key", key_type(), nullable=True),
+    Column("file_id", String(32), nullable=True),
+    Column("client", String(255), nullable=True),
+    Column("request_id", String(32), nullable=True),
+    Column("detail", json_type(), nullable=True),
+    sqlite_autoincrement=True,
+)
+
+# Secrets shared by every instance (the presigned-URL signing key).
+server_secrets = Table(
+    "server_secrets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(128), nullable=False),
 )

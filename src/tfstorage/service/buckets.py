@@ -5,7 +5,7 @@ from __future__ import annotations
 from tfstorage.domain.filetypes import STANDARD_BUCKET_TYPES, normalize_types
 from tfstorage.domain.names import validate_bucket_name
 from tfstorage.domain.records import Bucket, BucketUsage
-from tfstorage.errors import InvalidArgument
+from tfstorage.errors import InvalidArgument, InvalidBucketName, NoSuchBucket
 from tfstorage.service.context import StorageContext
 
 
@@ -29,6 +29,7 @@ class BucketService:
         quota_bytes: int | None = None,
         quota_objects: int | None = None,
         description: str = "",
+        public_read: bool = False,
     ) -> Bucket:
         validate_bucket_name(name)
         _check_quota(quota_bytes, quota_objects)
@@ -40,11 +41,21 @@ class BucketService:
             quota_bytes=quota_bytes,
             quota_objects=quota_objects,
             description=description,
+            public_read=public_read,
         )
 
     async def get(self, name: str) -> Bucket:
         validate_bucket_name(name)
         return await self._ctx.db(self._ctx.index.get_bucket, name)
+
+    async def is_public_read(self, name: str) -> bool:
+        """False for a bucket that does not exist (or a name that cannot be one)."""
+        try:
+            validate_bucket_name(name)
+            bucket = await self._ctx.db(self._ctx.index.get_bucket, name)
+        except (InvalidBucketName, NoSuchBucket):
+            return False
+        return bucket.public_read
 
     async def list(self) -> list[Bucket]:
         return await self._ctx.db(self._ctx.index.list_buckets)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import anyio.to_thread
 
 from tfstorage.blobs.base import BlobStore
-from tfstorage.blobs.local import LocalBlobStore
 from tfstorage.config import Settings
-from tfstorage.errors import ConfigError
+from tfstorage.index.access import AccessIndex
 from tfstorage.index.engine import create_index_engine, migrate
 from tfstorage.index.object_index import ObjectIndex
 from tfstorage.metrics import Metrics
+from tfstorage.service.access import AccessService
+from tfstorage.service.backends import build_blob_store
 from tfstorage.service.buckets import BucketService
 from tfstorage.service.context import StorageContext
 from tfstorage.service.gc import GarbageCollector
@@ -34,9 +36,10 @@ class Storage:
     buckets: BucketService
     gc: GarbageCollector
     stats: StatsService
+    access: AccessService
 
     @classmethod
-    def from_context(cls, ctx: StorageContext) -> Storage:
+    def from_context(cls, ctx: StorageContext, access_index: AccessIndex) -> Storage:
         return cls(
             ctx=ctx,
             writer=ObjectWriter(ctx),
@@ -45,24 +48,22 @@ class Storage:
             buckets=BucketService(ctx),
             gc=GarbageCollector(ctx),
             stats=StatsService(ctx),
+            access=AccessService(ctx, access_index),
         )
 
     @property
     def settings(self) -> Settings:
         return self.ctx.settings
 
+    async def run_maintenance(self) -> None:
+        """Garbage collection, then the audit log's retention."""
+        await self.gc.run_once()
+        cutoff = datetime.now(UTC) - timedelta(days=self.settings.retention_days)
+        await self.access.purge_audit(cutoff)
+
     async def close(self) -> None:
         await self.ctx.blobs.close()
         self.ctx.index.dispose()
-
-
-def build_blob_store(settings: Settings) -> BlobStore:
-    if settings.storage_type == "local":
-        return LocalBlobStore(settings.blob_dir)
-    raise ConfigError(
-        f"invalid STORAGE_TYPE: {settings.storage_type!r} is not available in this version"
-        " (use 'local')"
-    )
 
 
 async def open_storage(settings: Settings, *, blobs: BlobStore | None = None) -> Storage:
@@ -76,6 +77,7 @@ async def open_storage(settings: Settings, *, blobs: BlobStore | None = None) ->
         blobs=blobs or build_blob_store(settings),
         metrics=Metrics(),
     )
-    storage = Storage.from_context(ctx)
+    storage = Storage.from_context(ctx, AccessIndex(engine))
     await storage.buckets.ensure_standard()
+    await storage.access.bootstrap()
     return storage

@@ -52,10 +52,15 @@ class ObjectWriter:
     def max_size(self) -> int:
         return self._ctx.settings.max_file_size
 
-    def check_declared_size(self, size: int | None) -> None:
+    def limit(self, max_size: int | None = None) -> int:
+        """MAX_FILE_SIZE, or a smaller limit of this request (a presigned upload's)."""
+        return self.max_size if max_size is None else min(max_size, self.max_size)
+
+    def check_declared_size(self, size: int | None, max_size: int | None = None) -> None:
         """Refuse a declared length over the limit before reading any of the body."""
-        if size is not None and size > self.max_size:
-            raise EntityTooLarge(self.max_size)
+        limit = self.limit(max_size)
+        if size is not None and size > limit:
+            raise EntityTooLarge(limit)
 
     async def check_target(self, bucket: str, key: str) -> Bucket:
         """Validate names, bucket existence and the bucket's allowed file types."""
@@ -71,11 +76,15 @@ class ObjectWriter:
         return record
 
     async def stage(
-        self, body: AsyncIterable[bytes], *, declared_size: int | None = None
+        self,
+        body: AsyncIterable[bytes],
+        *,
+        declared_size: int | None = None,
+        max_size: int | None = None,
     ) -> StagedBlob:
         """Stream `body` into a new blob, hashing it; durable when this returns."""
-        self.check_declared_size(declared_size)
-        stream = HashingStream(body, limit=self.max_size, expected_size=declared_size)
+        self.check_declared_size(declared_size, max_size)
+        stream = HashingStream(body, limit=self.limit(max_size), expected_size=declared_size)
         blob_id = new_blob_id()
         size = await self._ctx.blobs.put(blob_id, stream)
         if not stream.finished or size != stream.size:  # a backend that stopped reading early
@@ -150,12 +159,13 @@ class ObjectWriter:
         tags: dict[str, str],
         checksums: Checksums,
         created_by: str,
+        max_size: int | None = None,
     ) -> WriteResult:
         """The whole write path for a body whose target is known up front."""
-        self.check_declared_size(declared_size)
+        self.check_declared_size(declared_size, max_size)
         await self.check_target(bucket, key)
         with self._ctx.metrics.time("put_object"):
-            staged = await self.stage(body, declared_size=declared_size)
+            staged = await self.stage(body, declared_size=declared_size, max_size=max_size)
             return await self.commit(
                 staged,
                 bucket=bucket,

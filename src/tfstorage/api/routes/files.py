@@ -8,26 +8,43 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from tfstorage.api.deps import CallerDep, StorageDep
+from tfstorage.api.audit import audit
+from tfstorage.api.deps import CallerDep, StorageDep, authorize
 from tfstorage.api.download import object_response
 from tfstorage.api.routes.openapi import binary_response, multipart_body
-from tfstorage.api.routes.shaping import upload_response
+from tfstorage.api.routes.shaping import audit_uploads, upload_response
 from tfstorage.api.schemas import DeleteResponse, FileInfo, FileSearchResponse, FileUpdate
 from tfstorage.api.uploads import receive_form
+from tfstorage.domain.caller import Caller
 from tfstorage.domain.metadata import parse_tag, parse_tags
-from tfstorage.domain.records import FileQuery
-from tfstorage.errors import InvalidArgument, NoSuchVersion
+from tfstorage.domain.records import FileQuery, ObjectVersion
+from tfstorage.errors import AccessDenied, InvalidArgument, NoSuchVersion, Unauthenticated
+from tfstorage.service.storage import Storage
 
 router = APIRouter(prefix="/api/v1/files", tags=["files"])
 
 _FILE_ID = re.compile(r"[0-9a-f]{32}")
 
 
-def _file_id(value: str) -> str:
-    # Anything that is not an id names nothing: 404, without touching the index.
-    if not _FILE_ID.fullmatch(value):
-        raise NoSuchVersion(value[:64])
-    return value
+async def _version(storage: Storage, caller: Caller, file_id: str, scope: str) -> ObjectVersion:
+    """The version, if this caller may see it; else the same answer as for no version,
+    so ids of objects in other buckets reveal nothing."""
+    if not _FILE_ID.fullmatch(file_id):
+        if caller.anonymous:
+            raise Unauthenticated("a token is required", headers={"WWW-Authenticate": "Bearer"})
+        raise NoSuchVersion(file_id[:64])  # not an id: names nothing
+    try:
+        version = await storage.reader.by_id(file_id)
+        await authorize(storage, caller, "read", version.bucket, version.key)
+    except (NoSuchVersion, AccessDenied, Unauthenticated):
+        if caller.anonymous:
+            raise Unauthenticated(
+                "a token is required", headers={"WWW-Authenticate": "Bearer"}
+            ) from None
+        raise NoSuchVersion(file_id) from None
+    if scope != "read":
+        await authorize(storage, caller, scope, version.bucket, version.key)
+    return version
 
 
 @router.post("/upload", openapi_extra=multipart_body(many=True))
@@ -37,6 +54,7 @@ async def upload_files(request: Request, storage: StorageDep, caller: CallerDep)
     results = await receive_form(
         request, storage, caller, default_bucket=storage.settings.default_bucket
     )
+    await audit_uploads(request, storage, caller, results)
     return upload_response(results)
 
 
@@ -56,6 +74,8 @@ async def search_files(
     limit: Annotated[int | None, Query(ge=1)] = None,
 ) -> FileSearchResponse:
     """Search latest versions by bucket, prefix, tags, content type, size and date."""
+    # Without a bucket the search spans every bucket, which needs a `*` token.
+    await authorize(storage, caller, "read", bucket, prefix or "" if bucket else None)
     tags = tuple(parse_tag(t) for t in tag or [])
     if len(tags) > 50:
         raise InvalidArgument("at most 50 tag filters")
@@ -92,34 +112,50 @@ async def download_file(
     file_id: str, request: Request, storage: StorageDep, caller: CallerDep
 ) -> Response:
     """Download one version by id (its bytes never change)."""
-    version = await storage.reader.by_id(_file_id(file_id))
+    version = await _version(storage, caller, file_id, "read")
     return await object_response(request, storage, version)
 
 
 @router.get("/{file_id}")
 async def get_file(file_id: str, storage: StorageDep, caller: CallerDep) -> FileInfo:
     """Metadata of one version."""
-    return FileInfo.of(await storage.reader.by_id(_file_id(file_id)))
+    return FileInfo.of(await _version(storage, caller, file_id, "read"))
 
 
 @router.put("/{file_id}")
 async def update_file(
-    file_id: str, update: FileUpdate, storage: StorageDep, caller: CallerDep
+    file_id: str, update: FileUpdate, request: Request, storage: StorageDep, caller: CallerDep
 ) -> FileInfo:
     """Replace a version's user metadata, tags or content type (the bytes never change)."""
+    await _version(storage, caller, file_id, "write")
     version = await storage.objects.update(
-        _file_id(file_id),
+        file_id,
         metadata=update.metadata,
         tags=parse_tags(update.tags) if update.tags is not None else None,
         content_type=update.content_type,
+    )
+    await audit(
+        request, storage, caller, "update", bucket=version.bucket, key=version.key, file_id=file_id
     )
     return FileInfo.of(version)
 
 
 @router.delete("/{file_id}")
-async def delete_file(file_id: str, storage: StorageDep, caller: CallerDep) -> DeleteResponse:
+async def delete_file(
+    file_id: str, request: Request, storage: StorageDep, caller: CallerDep
+) -> DeleteResponse:
     """Delete this version permanently; if it was the latest, the previous one is."""
-    gone = await storage.objects.delete_version(_file_id(file_id))
+    await _version(storage, caller, file_id, "delete")
+    gone = await storage.objects.delete_version(file_id)
+    await audit(
+        request,
+        storage,
+        caller,
+        "delete_version",
+        bucket=gone.bucket,
+        key=gone.key,
+        file_id=file_id,
+    )
     return DeleteResponse(
         message="File deleted successfully", bucket=gone.bucket, key=gone.key, file_id=file_id
     )

@@ -6,10 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from tfstorage.api.deps import CallerDep, StorageDep
+from tfstorage.api.deps import CallerDep, StorageDep, authorize
 from tfstorage.api.download import object_response
 from tfstorage.api.routes.openapi import binary_response, multipart_body
-from tfstorage.api.routes.shaping import upload_response
+from tfstorage.api.routes.shaping import audit_uploads, upload_response
 from tfstorage.api.uploads import receive_form
 
 router = APIRouter(tags=["legacy"])
@@ -23,6 +23,7 @@ async def legacy_upload(request: Request, storage: StorageDep, caller: CallerDep
     results = await receive_form(
         request, storage, caller, default_bucket=default, max_files=1, allow_bucket=False
     )
+    await audit_uploads(request, storage, caller, results)
     return upload_response(results)
 
 
@@ -39,5 +40,6 @@ async def legacy_download(
     filename: str, request: Request, storage: StorageDep, caller: CallerDep
 ) -> Response:
     """Download `filename` from DEFAULT_BUCKET."""
+    await authorize(storage, caller, "read", storage.settings.default_bucket, filename)
     version = await storage.reader.resolve(storage.settings.default_bucket, filename)
     return await object_response(request, storage, version)

@@ -6,10 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from tfstorage.api.deps import CallerDep, StorageDep
+from tfstorage.api.audit import audit
+from tfstorage.api.deps import CallerDep, StorageDep, authorize
 from tfstorage.api.download import object_response
 from tfstorage.api.routes.openapi import RAW_BODY, binary_response, multipart_body
-from tfstorage.api.routes.shaping import upload_response
+from tfstorage.api.routes.shaping import audit_uploads, upload_response
 from tfstorage.api.schemas import (
     DeleteResponse,
     FileInfo,
@@ -31,6 +32,7 @@ async def upload(request: Request, storage: StorageDep, caller: CallerDep) -> di
     results = await receive_form(
         request, storage, caller, default_bucket=storage.settings.default_bucket, max_files=1
     )
+    await audit_uploads(request, storage, caller, results)
     return upload_response(results)
 
 
@@ -45,7 +47,10 @@ async def put_object(
     bucket: str, key: str, request: Request, storage: StorageDep, caller: CallerDep
 ) -> dict[str, Any]:
     """Store the raw request body as a new version of `bucket/key` (the fast path)."""
-    return upload_response([await put_raw(request, storage, caller, bucket, key)])
+    await authorize(storage, caller, "write", bucket, key)
+    result = await put_raw(request, storage, caller, bucket, key)
+    await audit_uploads(request, storage, caller, [result])
+    return upload_response([result])
 
 
 @router.get(
@@ -64,6 +69,7 @@ async def download(
     version_id: VersionId = None,
 ) -> Response:
     """Download the latest version of a key (or `version_id`); Range and conditionals."""
+    await authorize(storage, caller, "read", bucket, key)
     version = await storage.reader.resolve(bucket, key, version_id)
     return await object_response(request, storage, version)
 
@@ -79,6 +85,7 @@ async def list_objects(
     limit: Limit = None,
 ) -> ListResponse:
     """Keys of a bucket in byte order, paged by `marker`; `delimiter` groups prefixes."""
+    await authorize(storage, caller, "read", bucket, prefix)
     listing = await storage.objects.list_objects(
         bucket, prefix=prefix, delimiter=delimiter, marker=marker, limit=limit
     )
@@ -97,17 +104,21 @@ async def list_objects(
 async def delete_object(
     bucket: str,
     key: str,
+    request: Request,
     storage: StorageDep,
     caller: CallerDep,
     version_id: VersionId = None,
 ) -> DeleteResponse:
     """Delete a key (restorable for RETENTION_DAYS), or one version for good."""
+    await authorize(storage, caller, "delete", bucket, key)
     if version_id is not None:
         gone = await storage.objects.delete_key_version(bucket, key, version_id)
         message = "Version deleted permanently"
     else:
         gone = await storage.objects.delete_key(bucket, key)
         message = "File deleted successfully"
+    action = "delete_version" if version_id is not None else "delete"
+    await audit(request, storage, caller, action, bucket=bucket, key=key, file_id=gone.file_id)
     return DeleteResponse(message=message, bucket=bucket, key=key, file_id=gone.file_id)
 
 
@@ -116,6 +127,7 @@ async def list_versions(
     bucket: str, key: str, storage: StorageDep, caller: CallerDep
 ) -> VersionsResponse:
     """Every version of a key, newest first (including those of a deleted key)."""
+    await authorize(storage, caller, "read", bucket, key)
     versions = await storage.objects.versions(bucket, key)
     return VersionsResponse(bucket=bucket, key=key, versions=[FileInfo.of(v) for v in versions])
 
@@ -124,12 +136,17 @@ async def list_versions(
 async def restore_object(
     bucket: str,
     key: str,
+    request: Request,
     storage: StorageDep,
     caller: CallerDep,
     version_id: VersionId = None,
 ) -> FileInfo:
     """Undelete a key, or make `version_id` the latest again."""
+    await authorize(storage, caller, "write", bucket, key)
     version = await storage.objects.restore(
         bucket, key, version_id=version_id, created_by=caller.name
+    )
+    await audit(
+        request, storage, caller, "restore", bucket=bucket, key=key, file_id=version.file_id
     )
     return FileInfo.of(version)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import Request
+
+from tfstorage.api.audit import audit
 from tfstorage.api.schemas import FileInfo, UploadResponse, UploadResult
+from tfstorage.domain.caller import Caller
+from tfstorage.service.storage import Storage
 from tfstorage.service.writes import WriteResult
 
 
@@ -21,3 +26,14 @@ def upload_response(results: list[WriteResult]) -> dict[str, Any]:
         # The original service answered a single upload with the object's fields.
         body = {**files[0].model_dump(), **body}
     return body
+
+
+async def audit_uploads(
+    request: Request, storage: Storage, caller: Caller, results: list[WriteResult]
+) -> None:
+    for r in results:
+        v = r.version
+        await audit(
+            request, storage, caller, "upload",
+            bucket=v.bucket, key=v.key, file_id=v.file_id, size=v.size,
+        )  # fmt: skip

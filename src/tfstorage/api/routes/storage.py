@@ -10,9 +10,11 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from tfstorage.api.deps import CallerDep, StorageDep
+from tfstorage.api.deps import CallerDep, StorageDep, authorize
 from tfstorage.api.schemas import iso
+from tfstorage.domain.caller import Caller
 from tfstorage.domain.sizes import format_size
+from tfstorage.service.storage import Storage
 
 router = APIRouter(tags=["storage"])
 
@@ -24,6 +26,7 @@ def _now() -> str:
 @router.get("/api/v1/stats")
 async def stats(storage: StorageDep, caller: CallerDep) -> dict[str, Any]:
     """Totals, per bucket, used and free space, and what deduplication saved."""
+    await authorize(storage, caller, "admin")
     s = await storage.stats.stats()
     total_objects = sum(u.objects for u in s.index.buckets.values())
     total_bytes = sum(u.bytes for u in s.index.buckets.values())
@@ -72,7 +75,7 @@ async def storage_stats(storage: StorageDep, caller: CallerDep) -> dict[str, Any
     return await stats(storage, caller)
 
 
-async def _health(storage: Any) -> tuple[bool, dict[str, Any]]:
+async def _health(storage: Storage, caller: Caller) -> tuple[bool, dict[str, Any]]:
     index = await storage.stats.check_index()
     blobs = await storage.stats.check_blobs()
     healthy = index.ok and blobs.ok
@@ -86,14 +89,19 @@ async def _health(storage: Any) -> tuple[bool, dict[str, Any]]:
         "index": index.detail,
         "timestamp": _now(),
     }
+    if not storage.access.enabled:
+        body["warning"] = "AUTH_ENABLED=false: every caller has full rights"
+    if caller.anonymous:
+        # Open to load balancers, but without a token it says no more than up or down.
+        body = {"status": body["status"], "service": "storage", "timestamp": body["timestamp"]}
     return healthy, body
 
 
 @router.get("/health")
 async def health(storage: StorageDep, caller: CallerDep) -> JSONResponse:
     """Service health; 503 when the index or the blob store cannot serve."""
-    healthy, body = await _health(storage)
-    if healthy:
+    healthy, body = await _health(storage, caller)
+    if healthy and not caller.anonymous:
         s = await storage.stats.stats()
         body["buckets_available"] = len(s.index.buckets)
         body["total_objects"] = sum(u.objects for u in s.index.buckets.values())
@@ -103,13 +111,14 @@ async def health(storage: StorageDep, caller: CallerDep) -> JSONResponse:
 @router.get("/api/v1/storage/health")
 async def storage_health(storage: StorageDep, caller: CallerDep) -> JSONResponse:
     """Health of the storage backends."""
-    healthy, body = await _health(storage)
+    healthy, body = await _health(storage, caller)
     return JSONResponse(body, status_code=200 if healthy else 503)
 
 
 @router.get("/api/v1/health/detailed")
 async def detailed_health(storage: StorageDep, caller: CallerDep) -> JSONResponse:
     """Each check with its details: index, blob store, disk space, response time."""
+    await authorize(storage, caller, "admin")
     start = time.perf_counter()
     index = await storage.stats.check_index()
     blobs = await storage.stats.check_blobs()
@@ -134,6 +143,7 @@ async def detailed_health(storage: StorageDep, caller: CallerDep) -> JSONRespons
 @router.get("/api/v1/storage/metrics")
 async def storage_metrics(storage: StorageDep, caller: CallerDep) -> dict[str, Any]:
     """The service's counters as JSON (the same numbers as `/metrics`)."""
+    await authorize(storage, caller, "admin")
     await storage.stats.stats()  # refresh the usage gauges
     return {"timestamp": _now(), "metrics": storage.ctx.metrics.snapshot()}
 
@@ -141,5 +151,6 @@ async def storage_metrics(storage: StorageDep, caller: CallerDep) -> dict[str, A
 @router.get("/metrics", response_class=Response)
 async def prometheus_metrics(storage: StorageDep, caller: CallerDep) -> Response:
     """Prometheus text exposition."""
+    await authorize(storage, caller, "admin")
     await storage.stats.stats()
     return Response(storage.ctx.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

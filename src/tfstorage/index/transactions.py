@@ -1,0 +1,87 @@
+"""Transactions over the index's engine: retried on PostgreSQL conflicts, errors
+translated into the service's own (no SQL or driver text ever reaches a client)."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from tfstorage.errors import InternalError, ServiceUnavailable, StorageError
+from tfstorage.index.engine import WRITE_OPTION
+
+_T = TypeVar("_T")
+
+MAX_PAGE: Final = 1000
+# PostgreSQL rolls back the whole transaction on these, so running it again is safe.
+_RETRYABLE_SQLSTATES: Final = frozenset({"40001", "40P01"})  # serialization, deadlock
+_ATTEMPTS: Final = 5
+
+
+class IndexStore:
+    """Base of the index's stores: one transaction per public method, thread-safe
+    (it holds nothing but the engine, whose pool gives each call its own connection)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._read_options: dict[str, Any] = {}
+        if engine.dialect.name == "postgresql":
+            # Multi-statement reads (a listing page, then its rows and tags) see one
+            # snapshot; read-only snapshots never fail with serialization errors.
+            self._read_options = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        """ "sqlite" or "postgresql", for health reports."""
+        return str(self._engine.dialect.name)
+
+    def dispose(self) -> None:
+        """Close every pooled connection (at shutdown)."""
+        self._engine.dispose()
+
+    def _read(self, work: Callable[[Connection], _T]) -> _T:
+        return self._transaction(work, self._read_options)
+
+    def _write(self, work: Callable[[Connection], _T]) -> _T:
+        return self._transaction(work, {WRITE_OPTION: True})
+
+    def _transaction(self, work: Callable[[Connection], _T], options: dict[str, Any]) -> _T:
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                with self._engine.connect() as conn:
+                    conn.execution_options(**options)
+                    with conn.begin():
+                        return work(conn)
+            except StorageError:
+                raise
+            except DBAPIError as exc:
+                if attempt < _ATTEMPTS and _retryable(exc):
+                    # Jittered backoff so the transactions that collided do not again.
+                    time.sleep(random.uniform(0, 0.01 * 2**attempt))
+                    continue
+                raise _translate(exc) from exc
+            except SQLAlchemyError as exc:
+                raise _translate(exc) from exc
+        raise InternalError("unreachable")  # pragma: no cover
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
+
+
+def _translate(exc: SQLAlchemyError) -> StorageError:
+    # Messages stay generic: the SQL and driver text go to logs via __cause__ only.
+    if isinstance(exc, OperationalError | PoolTimeout) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    ):
+        return ServiceUnavailable("the metadata index is unavailable; retry later")
+    return InternalError("the metadata index failed")

@@ -1,0 +1,285 @@
+"""Tokens, the bootstrap admin token, presigned URLs and the audit log."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from tfstorage.domain.caller import SCOPES, Caller, validate_bucket_pattern
+from tfstorage.domain.names import validate_bucket_name, validate_key
+from tfstorage.domain.records import AuditEntry, Token
+from tfstorage.errors import AccessDenied, InvalidArgument, Unauthenticated
+from tfstorage.index.access import AccessIndex
+from tfstorage.service.context import StorageContext
+
+log = logging.getLogger(__name__)
+
+TOKEN_PREFIX = "tfs_"  # noqa: S105 - a marker that makes leaked tokens greppable
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600
+_TOUCH_EVERY = 60.0  # seconds between last-used updates of one token
+SIGNATURE_PARAMS = ("X-Tfs-Expires", "X-Tfs-Token", "X-Tfs-Max-Size", "X-Tfs-Signature")
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: Token
+    secret: str  # shown once, never stored
+
+
+@dataclass(frozen=True, slots=True)
+class Presigned:
+    url: str
+    expires_at: datetime
+
+
+class AccessService:
+    def __init__(self, ctx: StorageContext, index: AccessIndex) -> None:
+        self._ctx = ctx
+        self._index = index
+        self._touched: dict[str, float] = {}
+        self._signing_key: bytes | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self._ctx.settings.auth_enabled
+
+    # bootstrap -----------------------------------------------------------------------
+    async def bootstrap(self) -> None:
+        """ADMIN_TOKEN, or on first start a generated admin token in DATA_DIR/admin.token."""
+        settings = self._ctx.settings
+        self._signing_key = bytes.fromhex(
+            await self._ctx.db(self._index.shared_secret, "presign-signing-key")
+        )
+        if not self.enabled:
+            log.warning("AUTH_ENABLED=false: every request has full rights; never expose this port")
+            return
+        if settings.admin_token:
+            if await self._ctx.db(self._index.token_by_hash, hash_secret(settings.admin_token)):
+                return
+            await self._create(
+                name="admin (ADMIN_TOKEN)", owner="admin", secret=settings.admin_token
+            )
+            return
+        if await self._ctx.db(self._index.count_tokens):
+            return
+        secret = _new_secret()
+        await self._create(name="admin", owner="admin", secret=secret)
+        path = settings.data_dir / "admin.token"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secret + "\n")
+        os.chmod(path, 0o600)
+        log.warning("first start: an admin token was written to %s (mode 0600)", path.resolve())
+
+    async def _create(self, *, name: str, owner: str, secret: str) -> Token:
+        return await self._ctx.db(
+            self._index.create_token,
+            name=name,
+            owner=owner,
+            secret_hash=hash_secret(secret),
+            scopes=list(SCOPES),
+            buckets=["*"],
+            prefix="",
+            expires_at=None,
+        )
+
+    # authentication --------------------------------------------------------------------
+    async def authenticate(self, secret: str) -> Caller:
+        token = await self._ctx.db(self._index.token_by_hash, hash_secret(secret))
+        # The lookup is by a hash of the secret: timing reveals nothing about a valid token.
+        if token is None:
+            raise Unauthenticated("the token is not valid")
+        self._check_usable(token)
+        now = time.monotonic()
+        if now - self._touched.get(token.id, -_TOUCH_EVERY) >= _TOUCH_EVERY:
+            self._touched[token.id] = now
+            await self._ctx.db(self._index.touch_token, token.id, datetime.now(UTC))
+        return caller_of(token)
+
+    @staticmethod
+    def _check_usable(token: Token) -> None:
+        if token.revoked_at is not None:
+            raise Unauthenticated("the token has been revoked")
+        if token.expires_at is not None and token.expires_at <= datetime.now(UTC):
+            raise Unauthenticated("the token has expired")
+
+    # tokens ----------------------------------------------------------------------------
+    async def create_token(
+        self,
+        *,
+        name: str,
+        owner: str,
+        scopes: list[str],
+        buckets: list[str],
+        prefix: str,
+        expires_in: int | None,
+    ) -> IssuedToken:
+        if not name.strip():
+            raise InvalidArgument("a token needs a name")
+        unknown = sorted(set(scopes) - set(SCOPES))
+        if not scopes or unknown:
+            raise InvalidArgument(f"scopes must be some of {', '.join(SCOPES)}")
+        if not buckets:
+            raise InvalidArgument("a token needs at least one bucket pattern")
+        try:
+            patterns = [validate_bucket_pattern(b) for b in buckets]
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
+        if prefix:
+            validate_key(prefix + "x")
+        if expires_in is not None and expires_in <= 0:
+            raise InvalidArgument("expires_in must be a positive number of seconds")
+        expires_at = (
+            datetime.now(UTC) + timedelta(seconds=expires_in) if expires_in is not None else None
+        )
+        secret = _new_secret()
+        token = await self._ctx.db(
+            self._index.create_token,
+            name=name.strip(),
+            owner=owner,
+            secret_hash=hash_secret(secret),
+            scopes=sorted(set(scopes)),
+            buckets=patterns,
+            prefix=prefix,
+            expires_at=expires_at,
+        )
+        return IssuedToken(token, secret)
+
+    async def list_tokens(self) -> list[Token]:
+        return await self._ctx.db(self._index.list_tokens)
+
+    async def revoke_token(self, token_id: str) -> Token:
+        return await self._ctx.db(self._index.revoke_token, token_id)
+
+    # presigned URLs -------------------------------------------------------------------
+    def _sign(
+        self, method: str, bucket: str, key: str, expires: int, token_id: str, max_size: int
+    ) -> str:
+        assert self._signing_key is not None, "bootstrap() first"
+        message = "\n".join([method, bucket, key, str(expires), token_id, str(max_size)])
+        return hmac.new(self._signing_key, message.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def presign(
+        self,
+        caller: Caller,
+        *,
+        method: str,
+        bucket: str,
+        key: str,
+        expires_in: int,
+        max_size: int | None,
+    ) -> Presigned:
+        if method not in ("GET", "PUT"):
+            raise InvalidArgument("method must be GET or PUT")
+        if not 1 <= expires_in <= MAX_PRESIGN_SECONDS:
+            raise InvalidArgument(f"expires_in must be 1..{MAX_PRESIGN_SECONDS} seconds")
+        validate_bucket_name(bucket)
+        validate_key(key)
+        scope = "read" if method == "GET" else "write"
+        if not caller.allows(scope, bucket, key):
+            raise AccessDenied(f"the token may not {scope} {bucket}/{key}")
+        if caller.token_id is None or caller.grant is not None:
+            raise AccessDenied("presigned URLs are issued for API tokens only")
+        limit = self._ctx.settings.max_file_size
+        size = min(max_size, limit) if max_size is not None else limit
+        expires = int(time.time()) + expires_in
+        signature = self._sign(method, bucket, key, expires, caller.token_id, size)
+        route = "download" if method == "GET" else "objects"
+        query = urlencode(
+            dict(
+                zip(
+                    SIGNATURE_PARAMS,
+                    [str(expires), caller.token_id, str(size), signature],
+                    strict=True,
+                )
+            )
+        )
+        url = f"/api/v1/{route}/{bucket}/{quote(key)}?{query}"
+        return Presigned(url, datetime.fromtimestamp(expires, UTC))
+
+    async def verify_presigned(
+        self, method: str, bucket: str, key: str, params: dict[str, str]
+    ) -> Caller:
+        """The caller a presigned URL stands for; any edit or expiry -> 403."""
+        try:
+            expires = int(params["X-Tfs-Expires"])
+            token_id = params["X-Tfs-Token"]
+            max_size = int(params["X-Tfs-Max-Size"])
+            signature = params["X-Tfs-Signature"]
+        except (KeyError, ValueError):
+            raise AccessDenied("the presigned URL is incomplete") from None
+        sign_method = "GET" if method == "HEAD" else method
+        expected = self._sign(sign_method, bucket, key, expires, token_id, max_size)
+        if not hmac.compare_digest(expected, signature):
+            raise AccessDenied("the presigned URL's signature does not match")
+        if expires < time.time():
+            raise AccessDenied("the presigned URL has expired")
+        try:
+            token = await self._ctx.db(self._index.get_token, token_id)
+            self._check_usable(token)
+        except Exception:
+            raise AccessDenied("the token that signed this URL is no longer valid") from None
+        issuer = caller_of(token)
+        scope = "read" if sign_method == "GET" else "write"
+        if not issuer.allows(scope, bucket, key):
+            raise AccessDenied("the token that signed this URL may no longer do this")
+        return Caller(
+            name=f"{token.name} (presigned)",
+            scopes=frozenset({scope}),
+            buckets=(bucket,),
+            token_id=token.id,
+            grant=(scope, bucket, key),
+            max_upload=max_size,
+        )
+
+    # audit -------------------------------------------------------------------------------
+    async def record(self, caller: Caller, action: str, **fields: Any) -> None:
+        entry = {
+            "at": datetime.now(UTC),
+            "actor": caller.name,
+            "token_id": caller.token_id,
+            "action": action,
+            "bucket": fields.pop("bucket", None),
+            "key": fields.pop("key", None),
+            "file_id": fields.pop("file_id", None),
+            "client": fields.pop("client", None),
+            "request_id": fields.pop("request_id", None),
+            "detail": fields or None,
+        }
+        await self._ctx.db(self._index.record, [entry])
+
+    async def audit_entries(
+        self, *, bucket: str | None, since: datetime | None, after_id: int, limit: int
+    ) -> list[AuditEntry]:
+        return await self._ctx.db(
+            self._index.audit_entries, bucket=bucket, since=since, after_id=after_id, limit=limit
+        )
+
+    async def purge_audit(self, before: datetime) -> int:
+        return await self._ctx.db(self._index.purge_audit, before)
+
+
+def caller_of(token: Token) -> Caller:
+    return Caller(
+        name=token.name,
+        scopes=frozenset(token.scopes),
+        buckets=token.buckets,
+        prefix=token.prefix,
+        token_id=token.id,
+    )
+
+
+def _new_secret() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
