@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     auth_enabled: bool = True
     admin_token: str = ""  # empty: generated on first start into DATA_DIR/admin.token
 
+    # A client that sends no body bytes for this long is cut off (slow-body clients
+    # cannot hold an upload, its temp file and its memory forever).
+    body_timeout_seconds: float = 60.0
+
     gc_interval_seconds: float = 3600.0
     orphan_grace_seconds: float = 3600.0
     max_listing_limit: int = 1000
@@ -150,7 +154,7 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 1")
         return value
 
-    @field_validator("gc_interval_seconds", "orphan_grace_seconds")
+    @field_validator("gc_interval_seconds", "orphan_grace_seconds", "body_timeout_seconds")
     @classmethod
     def _non_negative(cls, value: float) -> float:
         if value < 0:

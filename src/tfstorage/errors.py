@@ -92,6 +92,12 @@ class InvalidTag(InvalidRequest):
     default_message = "tags must be key=value pairs"
 
 
+class RequestTimeout(StorageError):
+    status = 408
+    code = "RequestTimeout"
+    default_message = "the request body was not received in time"
+
+
 # 401 / 403 ----------------------------------------------------------------------------
 class Unauthenticated(StorageError):
     status = 401

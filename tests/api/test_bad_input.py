@@ -372,3 +372,101 @@ async def test_sql_metacharacters_in_filters(client: httpx.AsyncClient, value: s
     if r.status_code == 200:
         assert r.json()["files"] == []
     assert (await client.get("/api/v1/download/artifacts/plain.txt")).status_code == 200
+
+
+def _form(
+    parts: list[bytes], boundary: str = "bomb", preamble: bytes = b""
+) -> tuple[bytes, dict[str, str]]:
+    body = preamble + b"".join(f"--{boundary}\r\n".encode() + p + b"\r\n" for p in parts)
+    body += f"--{boundary}--\r\n".encode()
+    return body, {"content-type": f"multipart/form-data; boundary={boundary}"}
+
+
+async def test_multipart_with_thousands_of_parts(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    field = b'Content-Disposition: form-data; name="x"\r\n\r\n1'
+    file = b'Content-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\nhello'
+    body, headers = _form([file] + [field] * 5000)
+    r = await client.post("/api/v1/upload", content=body, headers=headers)
+    assert_error(r, 413, "RequestTooLarge")
+    assert stored_files(settings) == []
+
+
+async def test_multipart_with_many_files(client: httpx.AsyncClient, settings: Settings) -> None:
+    files = [
+        f'Content-Disposition: form-data; name="file"; filename="f{i}.txt"\r\n\r\nx'.encode()
+        for i in range(150)
+    ]
+    body, headers = _form(files)
+    r = await client.post("/api/v1/files/upload", content=body, headers=headers)
+    assert_error(r, 413, "RequestTooLarge")
+    assert stored_files(settings) == []
+
+
+async def test_multipart_with_a_huge_preamble(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    file = b'Content-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\nhello'
+    body, headers = _form([file], preamble=b"p" * (2 * 1024 * 1024))
+    r = await client.post("/api/v1/upload", content=body, headers=headers)
+    assert r.status_code in (400, 413), r.text
+    assert r.json()["code"] in ("MalformedPOSTRequest", "RequestTooLarge")
+    assert stored_files(settings) == []
+
+
+async def test_multipart_with_a_huge_field(client: httpx.AsyncClient, settings: Settings) -> None:
+    file = b'Content-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\nhello'
+    huge = b'Content-Disposition: form-data; name="tags"\r\n\r\n' + b"a=b," * (1024 * 1024)
+    body, headers = _form([file, huge])
+    r = await client.post("/api/v1/upload", content=body, headers=headers)
+    assert_error(r, 413, "RequestTooLarge")
+    assert stored_files(settings) == []
+
+
+async def test_multipart_with_huge_part_headers(client: httpx.AsyncClient) -> None:
+    part = (
+        b'Content-Disposition: form-data; name="file"; filename="a.txt"\r\nX-Pad: '
+        + b"p" * 100_000
+        + b"\r\n\r\nx"
+    )
+    body, headers = _form([part])
+    r = await client.post("/api/v1/upload", content=body, headers=headers)
+    assert r.status_code in (400, 413), r.text
+
+
+async def test_json_bodies_are_bounded(client: httpx.AsyncClient) -> None:
+    big = '{"name": "' + "x" * (2 * 1024 * 1024) + '"}'
+    r = await client.post(
+        "/api/v1/buckets", content=big, headers={"content-type": "application/json"}
+    )
+    assert_error(r, 413, "RequestTooLarge")
+
+    async def chunked():  # no Content-Length: counted as it arrives
+        yield b'{"name": "'
+        for _ in range(40):
+            yield b"x" * 65536
+        yield b'"}'
+
+    r = await client.post(
+        "/api/v1/buckets", content=chunked(), headers={"content-type": "application/json"}
+    )
+    assert_error(r, 413, "RequestTooLarge")
+
+
+async def test_ten_thousand_deep_json(client: httpx.AsyncClient) -> None:
+    up = await client.put("/api/v1/objects/artifacts/deep.txt", content=b"1")
+    deep = '{"metadata": {"a": ' + "[" * 10000 + "]" * 10000 + "}}"
+    r = await client.put(
+        f"/api/v1/files/{up.json()['file_id']}",
+        content=deep,
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 400, r.text
+    r = await client.post(
+        "/api/v1/tokens",
+        content='{"name": ' + "[" * 10000 + "]" * 10000 + "}",
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 400, r.text
+    assert (await client.get(f"/api/v1/files/{up.json()['file_id']}")).json()["metadata"] == {}

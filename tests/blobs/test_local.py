@@ -191,6 +191,9 @@ async def test_failed_and_cancelled_puts_remove_their_temp_file(
     async with anyio.create_task_group() as tg:
         tg.start_soon(store.put, new_blob_id(), stalls())
         await writing.wait()
+        with anyio.fail_after(5):  # the first batch is written in the background
+            while not temp_files(root):
+                await anyio.sleep(0.01)
         assert len(temp_files(root)) == 1  # the file exists while the put runs
         tg.cancel_scope.cancel()
     assert temp_files(root) == []

@@ -12,7 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from tfstorage import __version__
 from tfstorage.api.errors import install_error_handlers
-from tfstorage.api.middleware import RequestIdMiddleware
+from tfstorage.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from tfstorage.api.routes import access, buckets, files, legacy, objects, storage
 from tfstorage.blobs.base import BlobStore
 from tfstorage.config import Settings
@@ -73,5 +73,6 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> FastAPI
             allow_headers=["*"],
             expose_headers=["ETag", "Content-Range", "X-Request-ID", "X-File-Id"],
         )
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every answer has an id
     return app

@@ -8,8 +8,10 @@ staged blob and records nothing.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import anyio
 from fastapi import Request
 
 from tfstorage.api.deps import authorize
@@ -21,6 +23,7 @@ from tfstorage.errors import (
     InvalidArgument,
     InvalidRequest,
     MissingFile,
+    RequestTimeout,
     RequestTooLarge,
     StorageError,
 )
@@ -32,6 +35,21 @@ FORM_FIELDS = ("bucket", "key", "prefix", "metadata", "tags", "content_type", "s
 MAX_FILES_PER_REQUEST = 100
 _FORM_OVERHEAD = 1024 * 1024  # boundaries, part headers and small fields
 _MAX_FIELD = 64 * 1024
+
+
+async def request_body(request: Request) -> AsyncIterator[bytes]:
+    """The body as it arrives, cut off with 408 when the client stalls too long."""
+    idle = request.app.state.storage.settings.body_timeout_seconds
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            with anyio.fail_after(idle):
+                chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise RequestTimeout(f"no body bytes received for {idle:g} seconds") from None
+        yield chunk
 
 
 def declared_length(request: Request) -> int | None:
@@ -50,7 +68,7 @@ async def put_raw(
     return await storage.writer.put_object(
         bucket,
         key,
-        request.stream(),
+        request_body(request),
         declared_size=declared_length(request),
         content_type=h.get("content-type"),
         metadata=parse_metadata(h.get("x-metadata")),
@@ -95,7 +113,7 @@ async def receive_form(
     accepted = FORM_FIELDS if allow_bucket else tuple(f for f in FORM_FIELDS if f != "bucket")
     form = _Form(fields={k: v for k, v in request.query_params.items() if k in accepted})
     try:
-        async for part in MultipartStream(request.stream(), content_type):
+        async for part in MultipartStream(request_body(request), content_type):
             if part.filename is None:
                 if part.name in accepted:
                     # Bounded well above the metadata limit, so an oversized metadata

@@ -7,10 +7,12 @@ import sys
 
 import typer
 
+from tfstorage.cli import tokens
 from tfstorage.config import Settings, load_settings
 from tfstorage.errors import ConfigError
 
 app = typer.Typer(help="TensorFleet Storage", no_args_is_help=True, add_completion=False)
+app.add_typer(tokens.app, name="token")
 
 
 def _settings_or_exit() -> Settings:

@@ -4,6 +4,7 @@ translated into the service's own (no SQL or driver text ever reaches a client).
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
@@ -29,6 +30,10 @@ class IndexStore:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        # SQLite admits one writer; the others poll its lock with growing sleeps
+        # (sqlite3's busy handler), which made 8 concurrent small uploads crawl. Queueing
+        # this process's writers on a lock hands the database over without sleeping.
+        self._write_lock = _shared_write_lock(engine) if engine.dialect.name == "sqlite" else None
         self._read_options: dict[str, Any] = {}
         if engine.dialect.name == "postgresql":
             # Multi-statement reads (a listing page, then its rows and tags) see one
@@ -52,7 +57,10 @@ class IndexStore:
         return self._transaction(work, self._read_options)
 
     def _write(self, work: Callable[[Connection], _T]) -> _T:
-        return self._transaction(work, {WRITE_OPTION: True})
+        if self._write_lock is None:
+            return self._transaction(work, {WRITE_OPTION: True})
+        with self._write_lock:
+            return self._transaction(work, {WRITE_OPTION: True})
 
     def _transaction(self, work: Callable[[Connection], _T], options: dict[str, Any]) -> _T:
         for attempt in range(1, _ATTEMPTS + 1):
@@ -85,3 +93,13 @@ def _translate(exc: SQLAlchemyError) -> StorageError:
     ):
         return ServiceUnavailable("the metadata index is unavailable; retry later")
     return InternalError("the metadata index failed")
+
+
+_WRITE_LOCKS: dict[str, threading.Lock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def _shared_write_lock(engine: Engine) -> threading.Lock:
+    """One lock per database file, shared by every store of this process."""
+    with _WRITE_LOCKS_GUARD:
+        return _WRITE_LOCKS.setdefault(str(engine.url), threading.Lock())

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 TOKEN_PREFIX = "tfs_"  # noqa: S105 - a marker that makes leaked tokens greppable
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 _TOUCH_EVERY = 60.0  # seconds between last-used updates of one token
+# How long a token lookup is reused. Revocation through this instance takes effect at
+# once; through another instance sharing the index, within this many seconds.
+TOKEN_CACHE_SECONDS = 5.0
 SIGNATURE_PARAMS = ("X-Tfs-Expires", "X-Tfs-Token", "X-Tfs-Max-Size", "X-Tfs-Signature")
 
 
@@ -49,6 +52,7 @@ class AccessService:
         self._ctx = ctx
         self._index = index
         self._touched: dict[str, float] = {}
+        self._cache: dict[str, tuple[float, Token | None]] = {}
         self._signing_key: bytes | None = None
 
     @property
@@ -96,8 +100,19 @@ class AccessService:
         )
 
     # authentication --------------------------------------------------------------------
+    async def _lookup(self, secret_hash: str) -> Token | None:
+        now = time.monotonic()
+        cached = self._cache.get(secret_hash)
+        if cached is not None and now - cached[0] < TOKEN_CACHE_SECONDS:
+            return cached[1]
+        token = await self._ctx.db(self._index.token_by_hash, secret_hash)
+        if len(self._cache) > 10_000:  # bounded, whatever garbage clients send
+            self._cache.clear()
+        self._cache[secret_hash] = (now, token)
+        return token
+
     async def authenticate(self, secret: str) -> Caller:
-        token = await self._ctx.db(self._index.token_by_hash, hash_secret(secret))
+        token = await self._lookup(hash_secret(secret))
         # The lookup is by a hash of the secret: timing reveals nothing about a valid token.
         if token is None:
             raise Unauthenticated("the token is not valid")
@@ -161,7 +176,9 @@ class AccessService:
         return await self._ctx.db(self._index.list_tokens)
 
     async def revoke_token(self, token_id: str) -> Token:
-        return await self._ctx.db(self._index.revoke_token, token_id)
+        token = await self._ctx.db(self._index.revoke_token, token_id)
+        self._cache.clear()
+        return token
 
     # presigned URLs -------------------------------------------------------------------
     def _sign(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import logging
 from collections.abc import AsyncGenerator
 
 from tfstorage.blobs.base import BlobNotFound, ByteStream
@@ -10,6 +13,8 @@ from tfstorage.domain.ranges import ByteRange
 from tfstorage.domain.records import ObjectVersion
 from tfstorage.errors import NoSuchKey, ObjectCorrupted
 from tfstorage.service.context import StorageContext
+
+log = logging.getLogger(__name__)
 
 
 class ObjectReader:
@@ -38,12 +43,54 @@ class ObjectReader:
         except BlobNotFound:
             raise ObjectCorrupted(f"the stored data of {version.key!r} is missing") from None
         self._ctx.metrics.downloads.labels(bucket=version.bucket).inc()
-        return self._count(stream)
+        whole = start == 0 and end == version.size
+        return self._verified(stream, version) if whole else self._counted(stream)
 
-    async def _count(self, stream: ByteStream) -> AsyncGenerator[bytes, None]:
+    async def _counted(self, stream: ByteStream) -> AsyncGenerator[bytes, None]:
         try:
             async for chunk in stream:
                 self._ctx.metrics.bytes_out.inc(len(chunk))
                 yield chunk
         finally:
+            await stream.aclose()
+
+    async def _verified(
+        self, stream: ByteStream, version: ObjectVersion
+    ) -> AsyncGenerator[bytes, None]:
+        """Stream a whole object while checking it against its recorded SHA-256 and size.
+
+        The digest runs in a worker thread while the chunk is sent. A mismatch raises
+        before the last byte goes out, so the client sees an aborted transfer (its
+        Content-Length is never reached), never a clean response with wrong bytes.
+        """
+        loop = asyncio.get_running_loop()
+        digest = hashlib.sha256()
+        size = 0
+        hashing: asyncio.Future[None] | None = None
+        try:
+            async for chunk in stream:
+                size += len(chunk)
+                if size > version.size:
+                    raise ObjectCorrupted(f"the stored data of {version.key!r} is too long")
+                if hashing is not None:
+                    await hashing
+                hashing = loop.run_in_executor(None, digest.update, chunk)
+                if size == version.size:
+                    break  # hold the last chunk back until the digest is checked
+                self._ctx.metrics.bytes_out.inc(len(chunk))
+                yield chunk
+            else:
+                chunk = b""
+            if hashing is not None:
+                await hashing
+            if size != version.size or digest.hexdigest() != version.sha256:
+                log.error("object %s/%s (%s) failed its checksum on read", version.bucket,
+                          version.key, version.file_id)  # fmt: skip
+                raise ObjectCorrupted(f"the stored data of {version.key!r} failed its checksum")
+            if chunk:
+                self._ctx.metrics.bytes_out.inc(len(chunk))
+                yield chunk
+        finally:
+            if hashing is not None:
+                await asyncio.gather(hashing, return_exceptions=True)
             await stream.aclose()

@@ -1,0 +1,51 @@
+"""Bytes that rot on disk are never served as a clean response."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+
+import httpx
+import pytest
+
+from tests.server.conftest import ServerFactory
+
+pytestmark = pytest.mark.server
+
+
+def test_a_flipped_byte_aborts_the_download(make_server: ServerFactory) -> None:
+    server = make_server({"MAX_FILE_SIZE": "64MB"})
+    data = random.Random(7).randbytes(3 * 1024 * 1024 + 123)
+    with server.client() as client:
+        r = client.put("/api/v1/objects/artifacts/model.bin", content=data)
+        assert r.status_code == 200
+        [blob] = [
+            p
+            for p in (server.data_dir / "blobs").rglob("*")
+            if p.is_file() and ".tmp" not in p.parts
+        ]
+        with open(blob, "r+b") as f:
+            f.seek(len(data) // 2)
+            byte = f.read(1)
+            f.seek(len(data) // 2)
+            f.write(bytes([byte[0] ^ 0x01]))
+            f.flush()
+            os.fsync(f.fileno())
+
+        received = bytearray()
+        with (
+            pytest.raises(httpx.HTTPError),  # the connection ends before Content-Length
+            client.stream("GET", "/api/v1/download/artifacts/model.bin") as response,
+        ):
+            assert response.status_code == 200
+            for chunk in response.iter_bytes():
+                received += chunk
+        assert len(received) < len(data)
+        assert hashlib.sha256(received).hexdigest() != r.json()["sha256"]
+
+        # A range cannot be checked against the whole object's digest; it is served.
+        part = client.get("/api/v1/download/artifacts/model.bin", headers={"Range": "bytes=0-99"})
+        assert part.status_code == 206 and part.content == data[:100]
+        # The untouched service keeps answering.
+        assert client.get("/health").status_code == 200
