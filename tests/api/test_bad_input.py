@@ -470,3 +470,29 @@ async def test_ten_thousand_deep_json(client: httpx.AsyncClient) -> None:
     )
     assert r.status_code == 400, r.text
     assert (await client.get(f"/api/v1/files/{up.json()['file_id']}")).json()["metadata"] == {}
+
+
+@pytest.mark.parametrize(
+    ("header", "value", "code"),
+    [
+        ("X-Metadata", '{"a": NaN}', "InvalidMetadata"),
+        ("X-Metadata", '{"a": Infinity}', "InvalidMetadata"),
+        ("X-Metadata", '{"a": "\\ud800"}', "InvalidMetadata"),
+        ("X-Tags", "[" * 3000, "InvalidTag"),
+        ("X-Tags", '{"a": "\\ud800"}', "InvalidTag"),
+    ],
+)
+async def test_hostile_metadata_headers(
+    client: httpx.AsyncClient, settings: Settings, header: str, value: str, code: str
+) -> None:
+    r = await client.put("/api/v1/objects/artifacts/h.txt", content=b"1", headers={header: value})
+    assert_error(r, 400, code)
+    assert stored_files(settings) == []
+
+
+def test_absurd_max_file_size_is_a_config_error() -> None:
+    from tfstorage.config import load_settings
+    from tfstorage.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="MAX_FILE_SIZE"):
+        load_settings(max_file_size="9" * 400)

@@ -15,20 +15,25 @@ MAX_TAGS = 50
 MAX_TAG_KEY = 128
 MAX_TAG_VALUE = 256
 _TAG_KEY_RE = re.compile(r"[A-Za-z0-9_.:/+\-@ ]+")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def parse_metadata(text: str | None) -> dict[str, Any]:
     """Parse a metadata field sent as JSON text; empty means no metadata."""
     if text is None or not text.strip():
         return {}
-    if len(text.encode("utf-8")) > MAX_METADATA_BYTES:
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_METADATA_BYTES:
         raise MetadataTooLarge(f"metadata is larger than {MAX_METADATA_BYTES} bytes")
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_refuse_constant)
     except (ValueError, RecursionError):
         raise InvalidMetadata("metadata is not valid JSON") from None
     return validate_metadata(value)
+
+
+def _refuse_constant(name: str) -> object:
+    # NaN and Infinity are not JSON; PostgreSQL refuses them and SQLite turns them into null.
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def validate_metadata(value: object) -> dict[str, Any]:
@@ -36,7 +41,11 @@ def validate_metadata(value: object) -> dict[str, Any]:
         raise InvalidMetadata("metadata must be a JSON object")
     if _depth(value) > MAX_METADATA_DEPTH:
         raise InvalidMetadata(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels")
-    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        size = len(text.encode("utf-8"))
+    except ValueError:  # NaN / Infinity (UnicodeEncodeError, a lone surrogate, is one too)
+        raise InvalidMetadata("metadata must be valid JSON text in UTF-8") from None
     if size > MAX_METADATA_BYTES:
         raise MetadataTooLarge(f"metadata is larger than {MAX_METADATA_BYTES} bytes")
     return value
@@ -70,9 +79,17 @@ def validate_tag(key: str, value: str) -> tuple[str, str]:
         raise InvalidTag(
             f"tag keys are 1-{MAX_TAG_KEY} characters of letters, digits, space and _.:/+-@"
         )
-    if len(value) > MAX_TAG_VALUE or _CONTROL_RE.search(value):
+    if len(value) > MAX_TAG_VALUE or _CONTROL_RE.search(value) or not _is_utf8(value):
         raise InvalidTag(f"tag values are at most {MAX_TAG_VALUE} printable characters")
     return key, value
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
 
 
 def parse_tags(value: str | list[str] | Mapping[str, object] | None) -> dict[str, str]:
@@ -95,7 +112,7 @@ def _split_tag_text(text: str) -> list[str]:
     if text.startswith(("{", "[")):
         try:
             parsed = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise InvalidTag("tags are not valid JSON") from None
         if isinstance(parsed, dict):
             return [f"{k}={_tag_value(v)}" for k, v in parsed.items()]

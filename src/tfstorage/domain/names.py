@@ -12,6 +12,8 @@ _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _IPV4_RE = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
 # C0 controls, DEL and C1 controls: never part of a key a human meant to type.
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# "C:" would make a key an absolute path wherever it is joined as a Windows path.
+_DRIVE_RE = re.compile(r"[A-Za-z]:")
 
 
 def validate_bucket_name(name: str) -> str:
@@ -25,7 +27,8 @@ def validate_bucket_name(name: str) -> str:
         raise InvalidBucketName("bucket names cannot contain '..', '.-' or '-.'")
     if _IPV4_RE.fullmatch(name):
         raise InvalidBucketName("bucket names cannot look like an IP address")
-    if name.startswith(("xn--", "sthree-")) or name.endswith(("-s3alias", "--ol-s3")):
+    reserved_suffixes = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+    if name.startswith(("xn--", "sthree-", "amzn-s3-demo-")) or name.endswith(reserved_suffixes):
         raise InvalidBucketName("bucket names cannot use S3's reserved prefixes or suffixes")
     return name
 
@@ -54,6 +57,8 @@ def validate_key(key: str) -> str:
         raise InvalidObjectName("the object key contains a backslash")
     if key.startswith("/"):
         raise InvalidObjectName("the object key starts with '/'")
+    if _DRIVE_RE.match(key):
+        raise InvalidObjectName("the object key starts with a drive letter")
     if any(segment in (".", "..") for segment in key.split("/")):
         raise InvalidObjectName("the object key contains a '.' or '..' segment")
     return key
@@ -62,9 +67,9 @@ def validate_key(key: str) -> str:
 def validate_prefix(prefix: str) -> str:
     """A listing prefix: the same characters as a key, but may be empty or partial."""
     if prefix:
-        # A prefix ending in "/" or "." is a legitimate partial key; validate what a
-        # key starting with it would be, so forbidden characters are still refused.
-        validate_key(prefix + "x" if prefix.endswith(("/", ".")) else prefix)
+        # A prefix ending in "." ("runs/." of "runs/.hidden") is a legitimate partial
+        # key; validate a key of the same length starting like it.
+        validate_key(prefix[:-1] + "x" if prefix.endswith(".") else prefix)
     return prefix
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from tfstorage.errors import InvalidRange
 
-_RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE_RE = re.compile(r"bytes=([0-9]*)-([0-9]*)", re.IGNORECASE)  # units are case-insensitive
 _MAX_DIGITS = 20  # refuse absurd numbers before int() has to parse them
 
 

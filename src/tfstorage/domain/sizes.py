@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 _UNITS = {
     "": 1,
@@ -20,6 +21,7 @@ _UNITS = {
     "TB": 1024**4,
     "TIB": 1024**4,
 }
+MAX_SIZE = 2**63 - 1  # what the index's BIGINT columns hold
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([A-Za-z]*)")
 
 
@@ -32,7 +34,11 @@ def parse_size(text: str) -> int:
     multiplier = _UNITS.get(unit.upper())
     if multiplier is None:
         raise ValueError(f"unknown size unit {unit!r} (use B, KB, MB, GB or TB)")
-    value = int(float(number) * multiplier)
+    # Decimal, not float: "9007199254740993" must not round, and a 400-digit number
+    # must be a clean error rather than an OverflowError.
+    value = int(Decimal(number) * multiplier)
+    if value > MAX_SIZE:
+        raise ValueError(f"size {text[:32]!r} is larger than 8 EiB")
     if value <= 0:
         raise ValueError("size must be positive")
     return value
@@ -42,7 +48,7 @@ def format_size(size: int) -> str:
     """1234567 -> "1.2 MB", as the original service showed sizes."""
     value = float(size)
     for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1024 or unit == "TB":
+        if round(value, 1) < 1024 or unit == "TB":
             return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")

@@ -15,6 +15,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from tfstorage.errors import InternalError, ServiceUnavailable, StorageError
 from tfstorage.index.engine import WRITE_OPTION
+from tfstorage.index.group_commit import GroupCommitter
 
 _T = TypeVar("_T")
 
@@ -30,10 +31,10 @@ class IndexStore:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        # SQLite admits one writer; the others poll its lock with growing sleeps
-        # (sqlite3's busy handler), which made 8 concurrent small uploads crawl. Queueing
-        # this process's writers on a lock hands the database over without sleeping.
-        self._write_lock = _shared_write_lock(engine) if engine.dialect.name == "sqlite" else None
+        # SQLite admits one writer; the others would poll its lock with growing sleeps
+        # (sqlite3's busy handler), each then paying its own fsync. This process's
+        # writers queue on one group committer per database instead.
+        self._committer = _committer(engine) if engine.dialect.name == "sqlite" else None
         self._read_options: dict[str, Any] = {}
         if engine.dialect.name == "postgresql":
             # Multi-statement reads (a listing page, then its rows and tags) see one
@@ -57,18 +58,25 @@ class IndexStore:
         return self._transaction(work, self._read_options)
 
     def _write(self, work: Callable[[Connection], _T]) -> _T:
-        if self._write_lock is None:
+        committer = self._committer
+        if committer is None:
             return self._transaction(work, {WRITE_OPTION: True})
-        with self._write_lock:
-            return self._transaction(work, {WRITE_OPTION: True})
+        return self._retrying(lambda: committer.run(work))
 
     def _transaction(self, work: Callable[[Connection], _T], options: dict[str, Any]) -> _T:
+        def once() -> _T:
+            with self._engine.connect() as conn:
+                conn.execution_options(**options)
+                with conn.begin():
+                    return work(conn)
+
+        return self._retrying(once)
+
+    @staticmethod
+    def _retrying(attempt_once: Callable[[], _T]) -> _T:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                with self._engine.connect() as conn:
-                    conn.execution_options(**options)
-                    with conn.begin():
-                        return work(conn)
+                return attempt_once()
             except StorageError:
                 raise
             except DBAPIError as exc:
@@ -95,11 +103,11 @@ def _translate(exc: SQLAlchemyError) -> StorageError:
     return InternalError("the metadata index failed")
 
 
-_WRITE_LOCKS: dict[str, threading.Lock] = {}
-_WRITE_LOCKS_GUARD = threading.Lock()
+_COMMITTERS: dict[str, GroupCommitter] = {}
+_COMMITTERS_GUARD = threading.Lock()
 
 
-def _shared_write_lock(engine: Engine) -> threading.Lock:
-    """One lock per database file, shared by every store of this process."""
-    with _WRITE_LOCKS_GUARD:
-        return _WRITE_LOCKS.setdefault(str(engine.url), threading.Lock())
+def _committer(engine: Engine) -> GroupCommitter:
+    """One committer per database file, shared by every store of this process."""
+    with _COMMITTERS_GUARD:
+        return _COMMITTERS.setdefault(str(engine.url), GroupCommitter(engine))

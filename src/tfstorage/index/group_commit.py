@@ -1,0 +1,89 @@
+"""Group commit for SQLite: concurrent write transactions share one COMMIT (one fsync).
+
+SQLite admits one writer at a time and each COMMIT waits for an fsync, so N concurrent
+small uploads would cost N fsyncs in a row. Writers of this process queue here instead;
+whoever finds no batch running becomes the leader and runs everything queued so far in
+one transaction, each work inside its own SAVEPOINT so that one failing (NoSuchBucket,
+say) is rolled back alone and the others still commit together.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Connection, Engine
+
+from tfstorage.index.engine import WRITE_OPTION
+
+_T = TypeVar("_T")
+MAX_BATCH = 64
+
+
+@dataclass(eq=False)
+class _Pending(Generic[_T]):
+    work: Callable[[Connection], _T]
+    done: bool = False
+    result: Any = None
+    error: BaseException | None = field(default=None)
+
+
+class GroupCommitter:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._cond = threading.Condition()
+        self._queue: list[_Pending[Any]] = []
+        self._leading = False
+
+    def run(self, work: Callable[[Connection], _T]) -> _T:
+        item: _Pending[_T] = _Pending(work)
+        with self._cond:
+            self._queue.append(item)
+            while self._leading and not item.done:
+                self._cond.wait()
+            if not item.done:
+                self._leading = True
+        if not item.done:
+            try:
+                self._lead()
+            finally:
+                with self._cond:
+                    self._leading = False
+                    self._cond.notify_all()
+        if item.error is not None:
+            raise item.error
+        return item.result  # type: ignore[no-any-return]
+
+    def _lead(self) -> None:
+        while True:
+            with self._cond:
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            if not batch:
+                return
+            try:
+                self._commit(batch)
+            except BaseException as exc:  # the COMMIT itself failed: nothing was written
+                for item in batch:
+                    if item.error is None:
+                        item.error = exc
+                        item.result = None
+            with self._cond:
+                for item in batch:
+                    item.done = True
+                self._cond.notify_all()
+
+    def _commit(self, batch: list[_Pending[Any]]) -> None:
+        with self._engine.connect() as conn:
+            conn.execution_options(**{WRITE_OPTION: True})
+            with conn.begin():
+                for item in batch:
+                    savepoint = conn.begin_nested()
+                    try:
+                        item.result = item.work(conn)
+                    except Exception as exc:
+                        savepoint.rollback()
+                        item.error = exc
+                    else:
+                        savepoint.commit()
