@@ -111,6 +111,12 @@ class AccessDenied(StorageError):
     default_message = "access denied"
 
 
+class QuotaExceeded(StorageError):
+    status = 403
+    code = "QuotaExceeded"
+    default_message = "the bucket's quota would be exceeded"
+
+
 # 404 ----------------------------------------------------------------------------------
 class NotFound(StorageError):
     status = 404

@@ -545,3 +545,57 @@ async def test_auth_disabled(tmp_path: Path) -> None:
             health = (await c.get("/health")).json()
             assert "AUTH_ENABLED=false" in health["warning"]
     assert not (tmp_path / "data" / "admin.token").exists()
+
+
+async def test_prefix_token_cannot_search_every_bucket(
+    client: httpx.AsyncClient, anon: httpx.AsyncClient
+) -> None:
+    await client.put("/api/v1/objects/models/team-b/secret.bin", content=b"s")
+    h = bearer(await new_token(client, scopes=["read"], buckets=["*"], prefix="team-a/"))
+    assert_error(await anon.get("/api/v1/files", headers=h), 403, "AccessDenied")
+    assert_error(
+        await anon.get(
+            "/api/v1/files", params={"bucket": "models", "prefix": "team-b/"}, headers=h
+        ),
+        403,
+        "AccessDenied",
+    )
+    r = await anon.get("/api/v1/files", params={"bucket": "models", "prefix": "team-a/"}, headers=h)
+    assert r.status_code == 200 and r.json()["files"] == []
+
+
+async def test_presigned_get_opens_nothing_but_its_download(
+    client: httpx.AsyncClient, anon: httpx.AsyncClient
+) -> None:
+    old = (await client.put("/api/v1/objects/models/p.bin", content=b"OLD-SECRET")).json()
+    await client.put("/api/v1/objects/models/p.bin", content=b"new-public")
+    url = (
+        await client.post(
+            "/api/v1/presign", json={"method": "GET", "bucket": "models", "key": "p.bin"}
+        )
+    ).json()["url"]
+    assert (await anon.get(url)).content == b"new-public"
+    query = urlsplit(url).query
+    assert_error(await anon.get(f"/api/v1/versions/models/p.bin?{query}"), 403, "AccessDenied")
+    assert_error(await anon.get(f"{url}&version_id={old['file_id']}"), 403, "AccessDenied")
+    assert_error(await anon.get(f"/api/v1/list/models?{query}"), 403, "AccessDenied")
+
+
+async def test_fields_after_the_file_are_authorized_as_sent(
+    client: httpx.AsyncClient, anon: httpx.AsyncClient
+) -> None:
+    h = bearer(await new_token(client, scopes=["write"], buckets=["models"], prefix="team-a/"))
+    boundary = "B"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="w.bin"\r\n\r\nweights\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="bucket"\r\n\r\nmodels\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="key"\r\n\r\nteam-a/w.bin\r\n--{boundary}--\r\n'
+    ).encode()
+    headers = {**h, "content-type": f"multipart/form-data; boundary={boundary}"}
+    r = await anon.post("/api/v1/upload", content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    assert (r.json()["bucket"], r.json()["key"]) == ("models", "team-a/w.bin")
+    outside = body.replace(b"team-a/w.bin", b"team-b/w.bin")
+    assert_error(
+        await anon.post("/api/v1/upload", content=outside, headers=headers), 403, "AccessDenied"
+    )

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from urllib.parse import quote
 
+import anyio
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -496,3 +497,70 @@ def test_absurd_max_file_size_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="MAX_FILE_SIZE"):
         load_settings(max_file_size="9" * 400)
+
+
+@pytest.mark.parametrize(
+    "ctype",
+    ["text/plain\r\nSet-Cookie: pwn=1", "text/plain; name=中", "nonsense", "a" * 300 + "/b"],
+)
+async def test_bad_content_types_are_refused(
+    client: httpx.AsyncClient, settings: Settings, ctype: str
+) -> None:
+    r = await client.post(
+        "/api/v1/upload",
+        files={"file": ("a.txt", b"1")},
+        data={"bucket": "artifacts", "content_type": ctype},
+    )
+    assert_error(r, 400, "InvalidArgument")
+    assert stored_files(settings) == []
+    ok = await client.put("/api/v1/objects/artifacts/ok.txt", content=b"1")
+    r = await client.put(f"/api/v1/files/{ok.json()['file_id']}", json={"content_type": ctype})
+    assert_error(r, 400, "InvalidArgument")
+    assert (await client.get("/api/v1/download/artifacts/ok.txt")).status_code == 200
+
+
+async def test_raw_put_with_a_bad_content_type_is_refused_before_reading(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    r = await client.put(
+        "/api/v1/objects/artifacts/x.txt", content=b"1", headers={"content-type": "a\tb/c"}
+    )
+    assert_error(r, 400, "InvalidArgument")
+    assert stored_files(settings) == []
+
+
+async def test_curl_default_content_type_is_replaced_by_a_guess(client: httpx.AsyncClient) -> None:
+    r = await client.put(
+        "/api/v1/objects/artifacts/d.csv",
+        content=b"1",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert r.json()["content_type"] == "text/csv"
+
+
+async def test_a_form_slower_than_half_the_orphan_grace_is_refused(tmp_path: Path) -> None:
+    from tests.api.conftest import ADMIN, make_settings
+    from tfstorage.api.app import create_app
+
+    settings = make_settings(tmp_path, orphan_grace_seconds=2)
+    app = create_app(settings)
+
+    async def slow_form():
+        yield (
+            b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.bin"\r\n\r\nxyz\r\n'
+            b'--B\r\nContent-Disposition: form-data; name="bucket"\r\n\r\narti'
+        )
+        await anyio.sleep(1.3)  # the file's blob is stored; the rest of the form dawdles
+        yield b"facts\r\n--B--\r\n"
+
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=ADMIN) as c:
+            r = await c.post(
+                "/api/v1/upload",
+                content=slow_form(),
+                headers={"content-type": "multipart/form-data; boundary=B"},
+            )
+            assert_error(r, 408, "RequestTimeout")
+            assert (await c.get("/api/v1/list/artifacts")).json()["objects"] == []
+    assert stored_files(settings) == []

@@ -70,3 +70,53 @@ async def test_create_rejects_unknown_fields(client: httpx.AsyncClient) -> None:
     r = await client.post("/api/v1/buckets", json={"name": "okname", "created_at": "2020-01-01"})
     assert_error(r, 400, "InvalidArgument")
     assert_error(await client.post("/api/v1/buckets", content=b"{not json"), 400, "InvalidArgument")
+
+
+async def test_quotas_are_enforced(client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/api/v1/buckets", json={"name": "quota-b", "quota_bytes": 250, "quota_objects": 2}
+    )
+    assert r.status_code == 201
+    assert (await client.put("/api/v1/objects/quota-b/a", content=b"a" * 100)).status_code == 200
+    assert (
+        await client.put("/api/v1/objects/quota-b/a", content=b"b" * 150)
+    ).status_code == 200  # overwrite
+    assert_error(
+        await client.put("/api/v1/objects/quota-b/b", content=b"c" * 101), 403, "QuotaExceeded"
+    )
+    assert (await client.put("/api/v1/objects/quota-b/b", content=b"c" * 100)).status_code == 200
+    assert_error(await client.put("/api/v1/objects/quota-b/c", content=b"d"), 403, "QuotaExceeded")
+    # Several files in one request: all or none.
+    await client.delete("/api/v1/delete/quota-b/b")
+    r = await client.post(
+        "/api/v1/files/upload",
+        files=[("file", ("x.bin", b"1")), ("file", ("y.bin", b"2"))],
+        data={"bucket": "quota-b"},
+    )
+    assert_error(r, 403, "QuotaExceeded")
+    keys = [o["key"] for o in (await client.get("/api/v1/list/quota-b")).json()["objects"]]
+    assert keys == ["a"]
+    stats = (await client.get("/api/v1/stats")).json()
+    assert stats["buckets"]["quota-b"]["size_bytes"] == 150
+
+
+async def test_unversioned_bucket_keeps_one_version(client: httpx.AsyncClient) -> None:
+    assert (
+        await client.post("/api/v1/buckets", json={"name": "flat", "versioning": False})
+    ).status_code == 201
+    for body in (b"one", b"two", b"three"):
+        assert (await client.put("/api/v1/objects/flat/k", content=body)).status_code == 200
+    versions = (await client.get("/api/v1/versions/flat/k")).json()["versions"]
+    assert len(versions) == 1
+    assert (await client.get("/api/v1/download/flat/k")).content == b"three"
+
+
+async def test_huge_numbers_are_400(client: httpx.AsyncClient) -> None:
+    r = await client.post("/api/v1/buckets", json={"name": "big-q", "quota_bytes": 10**30})
+    assert_error(r, 400, "InvalidArgument")
+    r = await client.post(
+        "/api/v1/tokens", json={"name": "x", "scopes": ["read"], "expires_in": 10**20}
+    )
+    assert_error(r, 400, "InvalidArgument")
+    for params in ({"marker": "s²"}, {"marker": "s" + "9" * 40}, {"min_size": "9" * 30}):
+        assert_error(await client.get("/api/v1/files", params=params), 400, "InvalidArgument")

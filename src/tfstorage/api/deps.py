@@ -20,6 +20,11 @@ from tfstorage.service.storage import Storage
 # Tokens travel only in the Authorization header: query strings end up in logs,
 # browser history and Referer headers.
 _QUERY_TOKEN_NAMES = ("token", "access_token", "api_key", "apikey", "auth")
+_PRESIGNABLE = {
+    "GET": "/api/v1/download/",
+    "HEAD": "/api/v1/download/",
+    "PUT": "/api/v1/objects/",
+}
 
 
 def get_storage(request: Request) -> Storage:
@@ -40,8 +45,13 @@ async def get_caller(request: Request) -> Caller:
     if "X-Tfs-Signature" in query:
         bucket = request.path_params.get("bucket")
         key = request.path_params.get("key")
-        if not isinstance(bucket, str) or not isinstance(key, str):
-            raise AccessDenied("presigned URLs work only on object download and upload routes")
+        path = request.url.path
+        # A signature covers exactly its method, bucket and key on the download or upload
+        # route: not the version listing, not another version (?version_id=).
+        on_object_route = path.startswith(_PRESIGNABLE.get(request.method, "\0"))
+        extra = set(query) - set(SIGNATURE_PARAMS)
+        if not isinstance(bucket, str) or not isinstance(key, str) or not on_object_route or extra:
+            raise AccessDenied("a presigned URL grants only its own download or upload")
         params = {name: query[name] for name in SIGNATURE_PARAMS if name in query}
         return await storage.access.verify_presigned(request.method, bucket, key, params)
     header = request.headers.get("authorization")

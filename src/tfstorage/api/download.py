@@ -31,8 +31,11 @@ def _etag(version: ObjectVersion) -> str:
     return f'"{version.etag}"'
 
 
-def _matches(header: str, etag: str) -> bool:
-    candidates = [c.strip().removeprefix("W/") for c in header.split(",")]
+def _matches(header: str, etag: str, *, weak: bool = True) -> bool:
+    """If-None-Match compares weakly, If-Match strongly (RFC 9110 13.1)."""
+    candidates = [c.strip() for c in header.split(",")]
+    if weak:
+        candidates = [c.removeprefix("W/") for c in candidates]
     return "*" in candidates or etag in candidates
 
 
@@ -67,7 +70,7 @@ async def object_response(request: Request, storage: Storage, version: ObjectVer
     etag = headers["ETag"]
     h = request.headers
 
-    if (m := h.get("if-match")) is not None and not _matches(m, etag):
+    if (m := h.get("if-match")) is not None and not _matches(m, etag, weak=False):
         raise PreconditionFailed("If-Match does not match the object's ETag")
     if (u := h.get("if-unmodified-since")) is not None and m is None and not _not_after(u, version):
         raise PreconditionFailed("the object was modified after If-Unmodified-Since")

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from tfstorage.domain.records import AuditEntry, Bucket, BucketUsage, ObjectVersion, Token
 from tfstorage.domain.sizes import format_size
 
+MAX_INT = 2**63 - 1  # what the index's BIGINT columns hold
+
 
 def iso(dt: datetime) -> str:
     return dt.isoformat().replace("+00:00", "Z")
@@ -173,8 +175,8 @@ class BucketCreate(BaseModel):
     name: str = Field(max_length=255)  # the name rules answer InvalidBucketName
     versioning: bool = True
     allowed_types: list[str] | None = Field(default=None, max_length=200)
-    quota_bytes: int | None = Field(default=None, ge=0)
-    quota_objects: int | None = Field(default=None, ge=0)
+    quota_bytes: int | None = Field(default=None, ge=0, le=MAX_INT)
+    quota_objects: int | None = Field(default=None, ge=0, le=MAX_INT)
     description: str = Field(default="", max_length=1024)
     public_read: bool = False
 
@@ -184,8 +186,8 @@ class BucketUpdate(BaseModel):
 
     versioning: bool | None = None
     allowed_types: list[str] | None = Field(default=None, max_length=200)
-    quota_bytes: int | None = Field(default=None, ge=0)
-    quota_objects: int | None = Field(default=None, ge=0)
+    quota_bytes: int | None = Field(default=None, ge=0, le=MAX_INT)
+    quota_objects: int | None = Field(default=None, ge=0, le=MAX_INT)
     description: str | None = Field(default=None, max_length=1024)
     public_read: bool | None = None
 
@@ -211,7 +213,7 @@ class TokenCreate(BaseModel):
     scopes: list[str] = Field(min_length=1, max_length=4)
     buckets: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=100)
     prefix: str = Field(default="", max_length=1024)
-    expires_in: int | None = Field(default=None, gt=0, description="seconds")
+    expires_in: int | None = Field(default=None, gt=0, le=100 * 365 * 86400, description="seconds")
     owner: str | None = Field(default=None, max_length=255)
 
 
@@ -257,8 +259,10 @@ class PresignRequest(BaseModel):
     method: Literal["GET", "PUT"]
     bucket: str = Field(max_length=255)
     key: str = Field(max_length=4096)
-    expires_in: int = Field(default=3600, gt=0)
-    max_size: int | None = Field(default=None, gt=0, description="largest PUT body, bytes")
+    expires_in: int = Field(default=3600, gt=0, le=MAX_INT)
+    max_size: int | None = Field(
+        default=None, gt=0, le=MAX_INT, description="largest PUT body, bytes"
+    )
 
 
 class PresignResponse(BaseModel):

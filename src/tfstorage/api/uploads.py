@@ -29,7 +29,7 @@ from tfstorage.errors import (
 )
 from tfstorage.service.hashing import parse_content_md5, parse_sha256
 from tfstorage.service.storage import Storage
-from tfstorage.service.writes import Checksums, StagedBlob, WriteResult
+from tfstorage.service.writes import Checksums, StagedBlob, Target, WriteResult
 
 FORM_FIELDS = ("bucket", "key", "prefix", "metadata", "tags", "content_type", "sha256", "md5")
 MAX_FILES_PER_REQUEST = 100
@@ -65,12 +65,15 @@ async def put_raw(
     request: Request, storage: Storage, caller: Caller, bucket: str, key: str
 ) -> WriteResult:
     h = request.headers
+    content_type = h.get("content-type")
+    if content_type == "application/x-www-form-urlencoded":
+        content_type = None  # what curl --data-binary sends when told nothing: guess instead
     return await storage.writer.put_object(
         bucket,
         key,
         request_body(request),
         declared_size=declared_length(request),
-        content_type=h.get("content-type"),
+        content_type=content_type,
         metadata=parse_metadata(h.get("x-metadata")),
         tags=parse_tags(h.get("x-tags")),
         checksums=Checksums(
@@ -124,10 +127,13 @@ async def receive_form(
                 raise RequestTooLarge(f"at most {max_files} files per request")
             filename = part.filename
             bucket = form.fields.get("bucket") or default_bucket
-            # Refuse early what can be refused before reading the file: no right to
-            # write, a missing bucket, a disallowed type. Fields sent after the file
-            # are checked again, with the final keys, before anything is committed.
-            await authorize(storage, caller, "write", bucket, _early_key(form, filename))
+            # Refuse early what can be refused before reading the file. Only what is
+            # already known is checked (fields may follow the file); everything is
+            # checked again, with the final bucket and keys, before anything commits.
+            if "bucket" in form.fields and ("key" in form.fields or "prefix" in form.fields):
+                await authorize(storage, caller, "write", bucket, _early_key(form, filename))
+            elif not caller.scopes & {"write", "admin"}:
+                await authorize(storage, caller, "write", bucket, None)
             if "key" not in form.fields and "prefix" not in form.fields:
                 await writer.check_target(bucket, key_from_filename(filename))
             blob = await writer.stage(part)
@@ -164,25 +170,23 @@ async def _commit_all(
         await authorize(storage, caller, "write", bucket, key)
         await storage.writer.check_target(bucket, key)
 
-    results: list[WriteResult] = []
-    remaining = list(zip(form.files, keys, strict=True))
-    while remaining:
-        staged, key = remaining[0]
-        result = await storage.writer.commit(
+    content_type = f.get("content_type")
+    targets = [
+        Target(
             staged.blob,
-            bucket=bucket,
-            key=key,
-            content_type=f.get("content_type") or _part_type(staged.content_type),
-            metadata=metadata,
-            tags=tags,
-            checksums=checksums,
-            created_by=caller.name,
+            bucket,
+            key,
+            content_type or _part_type(staged.content_type),
+            metadata,
+            tags,
+            checksums,
         )
-        # Committed: from now on the blob belongs to the index, not to this request.
-        form.files.remove(staged)
-        remaining.pop(0)
-        results.append(result)
-    return results
+        for staged, key in zip(form.files, keys, strict=True)
+    ]
+    # From here the blobs belong to commit_all: it removes them on failure, and on
+    # success they belong to the index.
+    form.files.clear()
+    return await storage.writer.commit_all(targets, created_by=caller.name)
 
 
 def _keys_for(form: _Form) -> list[str]:

@@ -58,7 +58,8 @@ class Caller:
         if scope not in self.scopes and "admin" not in self.scopes:
             return False
         if bucket is None:
-            return "*" in self.buckets
+            # Spanning every bucket: only for tokens confined to no prefix.
+            return "*" in self.buckets and not self.prefix
         if not self.covers_bucket(bucket):
             return False
         if self.prefix and scope != "admin":

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import mimetypes
+import re
+
+from tfstorage.errors import InvalidArgument
 
 # The original service's lists, extended with what ML teams store today.
 MODEL_TYPES = (
@@ -73,3 +76,21 @@ def guess_content_type(name: str) -> str:
         return _EXTRA_TYPES[ext]
     guessed, _ = mimetypes.guess_type("x" + ext, strict=False) if ext else (None, None)
     return guessed or "application/octet-stream"
+
+
+_TCHARS = r"[A-Za-z0-9!#$&^_.+-]+"  # RFC 9110 token characters
+_CONTENT_TYPE_RE = re.compile(rf"{_TCHARS}/{_TCHARS}(\s*;\s*{_TCHARS}=(?:{_TCHARS}|\"[ -~]*\"))*")
+
+
+def validate_content_type(value: str | None) -> str | None:
+    """A media type as HTTP allows it (`type/subtype; param=value`), or InvalidArgument.
+
+    It is sent back as a response header, so anything else (CR/LF, non-ASCII) would
+    make the object impossible to download.
+    """
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if len(value) > 255 or not _CONTENT_TYPE_RE.fullmatch(value):
+        raise InvalidArgument("Content-Type must be a media type such as application/octet-stream")
+    return value

@@ -24,13 +24,16 @@ class ByteRange:
         return f"bytes {self.start}-{self.end - 1}/{size}"
 
 
-def parse_range(header: str, size: int) -> ByteRange:
+def parse_range(header: str, size: int) -> ByteRange | None:
     """Parse a `Range` header against an object of `size` bytes.
 
-    Only a single `bytes=` range is served; several ranges, other units, malformed
-    values and unsatisfiable ranges raise `InvalidRange` (416).
+    A unit other than bytes is ignored (None: send the whole object, RFC 9110 14.2).
+    Only a single `bytes=` range is served; several ranges, malformed values and
+    unsatisfiable ranges raise `InvalidRange` (416).
     """
     value = header.strip().replace(" ", "")
+    if not value.lower().startswith("bytes="):
+        return None
     if "," in value:
         raise InvalidRange(size, "only a single byte range is supported")
     match = _RANGE_RE.fullmatch(value)

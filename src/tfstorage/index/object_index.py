@@ -105,6 +105,10 @@ class ObjectIndex(IndexStore):
     def commit_version(self, new: NewVersion) -> CommitResult:
         return self._write(lambda conn: writes.commit_version(conn, new))
 
+    def commit_versions(self, news: Sequence[NewVersion]) -> list[CommitResult]:
+        """Several versions in one transaction: all of them become visible, or none."""
+        return self._write(lambda conn: [writes.commit_version(conn, new) for new in news])
+
     def get_version(self, file_id: str) -> ObjectVersion:
         def run(conn: Connection) -> ObjectVersion:
             found = fetch_version(conn, versions.c.file_id == file_id)

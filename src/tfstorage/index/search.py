@@ -67,6 +67,6 @@ def search_files(conn: Connection, q: FileQuery) -> FileSearchPage:
 
 def _parse_marker(marker: str) -> int:
     digits = marker.removeprefix(_MARKER_PREFIX)
-    if marker == digits or not digits.isdigit():
+    if marker == digits or not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
         raise InvalidArgument("invalid marker")
     return int(digits)

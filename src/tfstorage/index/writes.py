@@ -12,10 +12,20 @@ from datetime import datetime
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    delete,
+    false,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
 
 from tfstorage.domain.records import CommitResult, NewVersion, ObjectVersion
-from tfstorage.errors import InternalError, NoSuchKey, NoSuchVersion
+from tfstorage.errors import InternalError, NoSuchKey, NoSuchVersion, QuotaExceeded
 from tfstorage.index.reads import bucket_id, chunks, fetch_version, upsert, utcnow
 from tfstorage.index.tables import blobs, buckets, object_keys, tags, versions
 
@@ -24,7 +34,19 @@ _PURGE_BATCH = 200
 
 
 def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
-    bid = bucket_id(conn, new.bucket, lock="share")
+    settings = conn.execute(
+        select(buckets.c.quota_bytes, buckets.c.quota_objects, buckets.c.versioning).where(
+            buckets.c.name == new.bucket
+        )
+    ).first()
+    limited = settings is not None and (
+        settings.quota_bytes is not None or settings.quota_objects is not None
+    )
+    # A quota is checked against what the bucket holds, so commits to a bucket with one
+    # take its row exclusively (PostgreSQL): two of them cannot both pass the check.
+    bid = bucket_id(conn, new.bucket, lock="update" if limited else "share")
+    if limited and settings is not None:
+        _check_quota(conn, bid, new, settings.quota_bytes, settings.quota_objects)
     now = utcnow()
     # Dedup in one statement: take a reference on the stored blob with this sha256, or
     # record ours. Unlike UPDATE-then-INSERT this never fails on a concurrent insert of
@@ -58,8 +80,42 @@ def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
         now=now,
     )
     _advance_head(conn, bid, new.key, seq)
+    if settings is not None and not settings.versioning:
+        # An unversioned bucket keeps only the newest version of each key.
+        older = (versions.c.bucket_id == bid) & (versions.c.key == new.key) & (versions.c.id < seq)
+        remove_versions(conn, older, heads=false())  # the head is the new version: kept
     duplicate = None if stored == new.blob_id else new.blob_id
     return CommitResult(version=_by_seq(conn, seq), duplicate_blob_id=duplicate)
+
+
+def _check_quota(
+    conn: Connection, bid: int, new: NewVersion, max_bytes: int | None, max_objects: int | None
+) -> None:
+    live = (
+        select(func.count(), func.coalesce(func.sum(versions.c.size), 0))
+        .select_from(object_keys)
+        .join(versions, versions.c.id == object_keys.c.current_id)
+        .where(object_keys.c.bucket_id == bid, object_keys.c.deleted_at.is_(None))
+    )
+    objects, used = conn.execute(live).one()
+    replaced = conn.execute(
+        select(versions.c.size)
+        .select_from(object_keys)
+        .join(versions, versions.c.id == object_keys.c.current_id)
+        .where(
+            object_keys.c.bucket_id == bid,
+            object_keys.c.key == new.key,
+            object_keys.c.deleted_at.is_(None),
+        )
+    ).scalar_one_or_none()
+    if replaced is None:
+        objects, used = objects + 1, used + new.size
+    else:  # an overwrite replaces the live object's bytes
+        used = used - replaced + new.size
+    if max_objects is not None and objects > max_objects:
+        raise QuotaExceeded(f"bucket {new.bucket!r} may hold at most {max_objects} objects")
+    if max_bytes is not None and used > max_bytes:
+        raise QuotaExceeded(f"bucket {new.bucket!r} may hold at most {max_bytes} bytes")
 
 
 def restore_version(conn: Connection, file_id: str, created_by: str) -> CommitResult:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tfstorage.domain.filetypes import validate_content_type
 from tfstorage.domain.metadata import validate_metadata
 from tfstorage.domain.names import validate_bucket_name, validate_key, validate_prefix
 from tfstorage.domain.records import FileQuery, FileSearchPage, Listing, ObjectVersion
@@ -70,6 +71,8 @@ class ObjectCatalog:
     ) -> ObjectVersion:
         if metadata is not None:
             validate_metadata(metadata)
+        if content_type is not None:
+            content_type = validate_content_type(content_type) or "application/octet-stream"
         return await self._ctx.db(
             self._ctx.index.update_version,
             file_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from typing import Any
@@ -10,10 +11,16 @@ from typing import Any
 import anyio
 
 from tfstorage.blobs.base import new_blob_id
-from tfstorage.domain.filetypes import guess_content_type, is_allowed
+from tfstorage.domain.filetypes import guess_content_type, is_allowed, validate_content_type
 from tfstorage.domain.names import validate_bucket_name, validate_key
 from tfstorage.domain.records import Bucket, NewVersion, ObjectVersion
-from tfstorage.errors import BadDigest, EntityTooLarge, UnsupportedFileType
+from tfstorage.errors import (
+    BadDigest,
+    EntityTooLarge,
+    RequestTimeout,
+    ServiceUnavailable,
+    UnsupportedFileType,
+)
 from tfstorage.service.context import StorageContext
 from tfstorage.service.hashing import HashingStream
 
@@ -28,6 +35,7 @@ class StagedBlob:
     size: int
     md5: str
     sha256: str
+    stored_at: float = 0.0  # time.time() when the blob became durable
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +44,19 @@ class Checksums:
 
     md5: str | None = None
     sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a staged blob goes, and what the client said about it."""
+
+    staged: StagedBlob
+    bucket: str
+    key: str
+    content_type: str | None
+    metadata: dict[str, Any]
+    tags: dict[str, str]
+    checksums: Checksums
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +112,7 @@ class ObjectWriter:
             await self.discard(blob_id)
             raise RuntimeError("blob store did not consume the whole stream")
         self._ctx.metrics.bytes_in.inc(size)
-        return StagedBlob(blob_id, size, stream.md5, stream.sha256)
+        return StagedBlob(blob_id, size, stream.md5, stream.sha256, time.time())
 
     async def discard(self, blob_id: str) -> None:
         # Shielded: a request cancelled mid-cleanup must still remove what it wrote.
@@ -117,35 +138,60 @@ class ObjectWriter:
 
         On any failure the staged blob is removed and nothing is recorded.
         """
-        if checksums.md5 is not None and checksums.md5 != staged.md5:
-            await self.discard(staged.blob_id)
+        target = Target(staged, bucket, key, content_type, metadata, tags, checksums)
+        return (await self.commit_all([target], created_by=created_by))[0]
+
+    async def commit_all(self, targets: list[Target], *, created_by: str) -> list[WriteResult]:
+        """Make several staged blobs visible in one index transaction: all, or none."""
+        blob_ids = [t.staged.blob_id for t in targets]
+        try:
+            news = [self._new_version(t, created_by) for t in targets]
+        except Exception:
+            for blob_id in blob_ids:
+                await self.discard(blob_id)
+            raise
+        try:
+            results = await self._ctx.db(self._ctx.index.commit_versions, news)
+        except ServiceUnavailable:
+            # The connection failed; the COMMIT may have happened. The blobs stay, and
+            # the orphan sweep (which consults the index first) removes them if not.
+            raise
+        except Exception:
+            # The transaction did not commit. (On cancellation the blobs stay too.)
+            for blob_id in blob_ids:
+                await self.discard(blob_id)
+            raise
+        out = []
+        for target, result in zip(targets, results, strict=True):
+            if result.duplicate_blob_id is not None:
+                await self.discard(result.duplicate_blob_id)
+            self._ctx.metrics.uploads.labels(bucket=target.bucket).inc()
+            out.append(WriteResult(result.version, result.duplicate_blob_id is not None))
+        return out
+
+    def _new_version(self, t: Target, created_by: str) -> NewVersion:
+        staged = t.staged
+        if t.checksums.md5 is not None and t.checksums.md5 != staged.md5:
             raise BadDigest("the Content-MD5 sent does not match the data received")
-        if checksums.sha256 is not None and checksums.sha256 != staged.sha256:
-            await self.discard(staged.blob_id)
+        if t.checksums.sha256 is not None and t.checksums.sha256 != staged.sha256:
             raise BadDigest("the X-Checksum-SHA256 sent does not match the data received")
-        new = NewVersion(
-            bucket=bucket,
-            key=key,
+        grace = self._ctx.settings.orphan_grace_seconds
+        if grace and time.time() - staged.stored_at > grace / 2:
+            # Past half the grace period the orphan sweep may take the blob before it is
+            # referenced; refusing is the only answer that cannot turn into lost bytes.
+            raise RequestTimeout("the upload took too long to complete; send it again")
+        return NewVersion(
+            bucket=t.bucket,
+            key=t.key,
             blob_id=staged.blob_id,
             size=staged.size,
             md5=staged.md5,
             sha256=staged.sha256,
-            content_type=content_type or guess_content_type(key),
-            metadata=metadata,
-            tags=tags,
+            content_type=validate_content_type(t.content_type) or guess_content_type(t.key),
+            metadata=t.metadata,
+            tags=t.tags,
             created_by=created_by,
         )
-        try:
-            result = await self._ctx.db(self._ctx.index.commit_version, new)
-        except Exception:
-            # The transaction did not commit. (On cancellation the blob stays: the commit
-            # may have happened, and the orphan sweep consults the index before deleting.)
-            await self.discard(staged.blob_id)
-            raise
-        if result.duplicate_blob_id is not None:
-            await self.discard(result.duplicate_blob_id)
-        self._ctx.metrics.uploads.labels(bucket=bucket).inc()
-        return WriteResult(result.version, deduplicated=result.duplicate_blob_id is not None)
 
     async def put_object(
         self,
@@ -163,6 +209,7 @@ class ObjectWriter:
     ) -> WriteResult:
         """The whole write path for a body whose target is known up front."""
         self.check_declared_size(declared_size, max_size)
+        validate_content_type(content_type)
         await self.check_target(bucket, key)
         with self._ctx.metrics.time("put_object"):
             staged = await self.stage(body, declared_size=declared_size, max_size=max_size)

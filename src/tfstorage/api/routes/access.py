@@ -94,7 +94,9 @@ async def audit_log(
     caller: CallerDep,
     bucket: Annotated[str | None, Query(max_length=63)] = None,
     since: datetime | None = None,
-    after: Annotated[int, Query(ge=0, description="entries after this id (paging)")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=2**63 - 1, description="entries after this id (paging)")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditPage:
     """Who did what to which object, when and from where (admin); oldest first."""

@@ -13,7 +13,7 @@ from tfstorage.api.deps import CallerDep, StorageDep, authorize
 from tfstorage.api.download import object_response
 from tfstorage.api.routes.openapi import binary_response, multipart_body
 from tfstorage.api.routes.shaping import audit_uploads, upload_response
-from tfstorage.api.schemas import DeleteResponse, FileInfo, FileSearchResponse, FileUpdate
+from tfstorage.api.schemas import MAX_INT, DeleteResponse, FileInfo, FileSearchResponse, FileUpdate
 from tfstorage.api.uploads import receive_form
 from tfstorage.domain.caller import Caller
 from tfstorage.domain.metadata import parse_tag, parse_tags
@@ -66,12 +66,12 @@ async def search_files(
     prefix: Annotated[str | None, Query(max_length=1024)] = None,
     tag: Annotated[list[str] | None, Query(description="k=v; repeat to AND")] = None,
     content_type: Annotated[str | None, Query(max_length=255)] = None,
-    min_size: Annotated[int | None, Query(ge=0)] = None,
-    max_size: Annotated[int | None, Query(ge=0)] = None,
+    min_size: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
+    max_size: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
     marker: Annotated[str | None, Query(max_length=64)] = None,
-    limit: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
 ) -> FileSearchResponse:
     """Search latest versions by bucket, prefix, tags, content type, size and date."""
     # Without a bucket the search spans every bucket, which needs a `*` token.

@@ -12,6 +12,7 @@ from tfstorage.api.download import object_response
 from tfstorage.api.routes.openapi import RAW_BODY, binary_response, multipart_body
 from tfstorage.api.routes.shaping import audit_uploads, upload_response
 from tfstorage.api.schemas import (
+    MAX_INT,
     DeleteResponse,
     FileInfo,
     ListedObject,
@@ -22,7 +23,9 @@ from tfstorage.api.uploads import put_raw, receive_form
 
 router = APIRouter(prefix="/api/v1", tags=["objects"])
 
-Limit = Annotated[int | None, Query(ge=1, description="at most this many entries (capped)")]
+Limit = Annotated[
+    int | None, Query(ge=1, le=MAX_INT, description="at most this many entries (capped)")
+]
 VersionId = Annotated[str | None, Query(max_length=64)]
 
 
