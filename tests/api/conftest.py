@@ -7,6 +7,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from tests.s3.fixtures import SeaweedFS, multipart_uploads, object_keys, s3_settings_overrides
 from tfstorage.api.app import create_app
 from tfstorage.config import Settings
 
@@ -26,9 +27,32 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path)
+@pytest.fixture(params=["local", "s3"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """The whole API suite runs on local disk and on a real S3 engine (SeaweedFS)."""
+    if request.param == "local":
+        return make_settings(tmp_path)
+    seaweed = request.getfixturevalue("seaweedfs")
+    prefix = request.getfixturevalue("s3_prefix")
+    return make_settings(tmp_path, **s3_settings_overrides(seaweed, seaweed.bucket, prefix=prefix))
+
+
+def stored_files(settings: Settings) -> list[str]:
+    """Every blob and every unfinished write in the blob store, whatever its kind:
+    files (temp files included) on disk, objects and multipart uploads on S3."""
+    if settings.storage_type == "local":
+        return sorted(str(p) for p in settings.blob_dir.rglob("*") if p.is_file())
+    engine = SeaweedFS(
+        endpoint_url=settings.s3_endpoint_url,
+        access_key=settings.minio_access_key,
+        secret_key=settings.minio_secret_key,
+        region=settings.s3_region,
+        bucket=settings.s3_bucket,
+        s3_port=0,
+        log_path=Path(),
+    )
+    prefix = settings.s3_prefix
+    return sorted(object_keys(engine, prefix) + multipart_uploads(engine, prefix))
 
 
 @pytest.fixture

@@ -11,15 +11,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.api.conftest import assert_error, send_raw
+from tests.api.conftest import assert_error, send_raw, stored_files
 from tfstorage.config import Settings
 
 pytestmark = pytest.mark.anyio
-
-
-def stored_files(settings: Settings) -> list[Path]:
-    """Every file under the blob directory, temp files included."""
-    return sorted(p for p in settings.blob_dir.rglob("*") if p.is_file())
 
 
 def error_code(body: bytes) -> str:

@@ -58,6 +58,18 @@ def serve(
 
 
 @app.command()
+def replicate(
+    verify: bool = typer.Option(False, "--verify", help="compare every blob, not just the backlog"),
+) -> None:
+    """Bring the server's replica up to date (needs an admin token)."""
+    import json
+
+    from tfstorage.cli.remote import call
+
+    typer.echo(json.dumps(call("POST", "/api/v1/storage/replicate", params={"verify": verify})))
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     from tfstorage import __version__

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncGenerator
 
 from tfstorage.blobs.base import BlobNotFound, ByteStream
+from tfstorage.blobs.replicated import ReplicatedBlobStore
 from tfstorage.domain.names import validate_bucket_name, validate_key
 from tfstorage.domain.ranges import ByteRange
 from tfstorage.domain.records import ObjectVersion
@@ -20,6 +21,9 @@ log = logging.getLogger(__name__)
 class ObjectReader:
     def __init__(self, ctx: StorageContext) -> None:
         self._ctx = ctx
+        # Blobs whose primary copy failed its checksum: with a replica, they are read
+        # from the replica from then on (the failed download itself was aborted).
+        self._suspect: set[str] = set()
 
     async def resolve(self, bucket: str, key: str, version_id: str | None = None) -> ObjectVersion:
         """The latest visible version of a key, or one named version of it."""
@@ -38,8 +42,12 @@ class ObjectReader:
     async def open(self, version: ObjectVersion, byte_range: ByteRange | None) -> ByteStream:
         """Open the version's bytes; fails here, before any header is sent, if missing."""
         start, end = (byte_range.start, byte_range.end) if byte_range else (0, version.size)
+        blobs = self._ctx.blobs
         try:
-            stream = await self._ctx.blobs.open(version.blob_id, start, end)
+            if version.blob_id in self._suspect and isinstance(blobs, ReplicatedBlobStore):
+                stream = await blobs.open_replica(version.blob_id, start, end)
+            else:
+                stream = await blobs.open(version.blob_id, start, end)
         except BlobNotFound:
             raise ObjectCorrupted(f"the stored data of {version.key!r} is missing") from None
         self._ctx.metrics.downloads.labels(bucket=version.bucket).inc()
@@ -67,7 +75,10 @@ class ObjectReader:
         digest = hashlib.sha256()
         size = 0
         hashing: asyncio.Future[None] | None = None
+        held = b""  # the newest chunk, sent only once the next one (or the end) is seen
         try:
+            # The stream is read to its end (not stopped at the expected size), so a
+            # backend connection is never abandoned mid-body.
             async for chunk in stream:
                 size += len(chunk)
                 if size > version.size:
@@ -75,21 +86,20 @@ class ObjectReader:
                 if hashing is not None:
                     await hashing
                 hashing = loop.run_in_executor(None, digest.update, chunk)
-                if size == version.size:
-                    break  # hold the last chunk back until the digest is checked
-                self._ctx.metrics.bytes_out.inc(len(chunk))
-                yield chunk
-            else:
-                chunk = b""
+                if held:
+                    self._ctx.metrics.bytes_out.inc(len(held))
+                    yield held
+                held = chunk
             if hashing is not None:
                 await hashing
             if size != version.size or digest.hexdigest() != version.sha256:
+                self._suspect.add(version.blob_id)
                 log.error("object %s/%s (%s) failed its checksum on read", version.bucket,
                           version.key, version.file_id)  # fmt: skip
                 raise ObjectCorrupted(f"the stored data of {version.key!r} failed its checksum")
-            if chunk:
-                self._ctx.metrics.bytes_out.inc(len(chunk))
-                yield chunk
+            if held:
+                self._ctx.metrics.bytes_out.inc(len(held))
+                yield held
         finally:
             if hashing is not None:
                 await asyncio.gather(hashing, return_exceptions=True)

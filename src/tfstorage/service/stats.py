@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tfstorage.blobs.base import Capacity
+from tfstorage.blobs.replicated import ReplicatedBlobStore
 from tfstorage.domain.records import IndexStats
 from tfstorage.service.context import StorageContext
 
@@ -44,9 +45,15 @@ class StatsService:
 
     async def check_blobs(self) -> CheckResult:
         start = time.perf_counter()
-        detail: dict[str, Any] = {"type": self._ctx.blobs.name}
+        blobs = self._ctx.blobs
+        detail: dict[str, Any] = {"type": blobs.name}
+        describe = getattr(blobs, "describe", None)
+        if describe is not None:  # engine, endpoint, bucket (never credentials)
+            detail.update(describe())
+        if isinstance(blobs, ReplicatedBlobStore):
+            detail.update(await blobs.health())
         try:
-            await self._ctx.blobs.check()
+            await blobs.check()
         except Exception as exc:
             detail["error"] = getattr(exc, "message", type(exc).__name__)
             return CheckResult(False, detail)

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import anyio.to_thread
 
-from tfstorage.blobs.base import BlobStore
+from tfstorage.blobs.base import BlobStore, BlobStoreUnavailable
+from tfstorage.blobs.replicated import ReplicatedBlobStore, ReplicationReport
 from tfstorage.config import Settings
 from tfstorage.index.access import AccessIndex
 from tfstorage.index.engine import create_index_engine, migrate
@@ -56,10 +57,19 @@ class Storage:
         return self.ctx.settings
 
     async def run_maintenance(self) -> None:
-        """Garbage collection, then the audit log's retention."""
+        """Garbage collection, the audit log's retention, replica catch-up."""
         await self.gc.run_once()
+        report = await self.replicate()
+        if report is not None and (report.copied or report.failed):
+            log.info("replication: %s", report)
         cutoff = datetime.now(UTC) - timedelta(days=self.settings.retention_days)
         await self.access.purge_audit(cutoff)
+
+    async def replicate(self, *, full: bool = False) -> ReplicationReport | None:
+        """Catch the replica up (None without one); `full` compares every blob."""
+        if not isinstance(self.ctx.blobs, ReplicatedBlobStore):
+            return None
+        return await self.ctx.blobs.replicate(full=full)
 
     async def close(self) -> None:
         await self.ctx.blobs.close()
@@ -78,6 +88,13 @@ async def open_storage(settings: Settings, *, blobs: BlobStore | None = None) ->
         metrics=Metrics(),
     )
     storage = Storage.from_context(ctx, AccessIndex(engine))
+    try:
+        # Reaches the engine and, on S3, creates the physical bucket if it is missing.
+        await ctx.blobs.check()
+    except BlobStoreUnavailable as exc:
+        # Serve anyway: reads and health answer 503 until the engine is back, and the
+        # next successful check creates the bucket.
+        log.warning("blob store unavailable at start-up: %s", exc.message)
     await storage.buckets.ensure_standard()
     await storage.access.bootstrap()
     return storage

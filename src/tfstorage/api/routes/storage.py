@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -154,3 +155,12 @@ async def prometheus_metrics(storage: StorageDep, caller: CallerDep) -> Response
     await authorize(storage, caller, "admin")
     await storage.stats.stats()
     return Response(storage.ctx.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.post("/api/v1/storage/replicate")
+async def replicate(storage: StorageDep, caller: CallerDep, verify: bool = False) -> dict[str, Any]:
+    """Bring the replica up to date (admin): the blobs whose copy failed, and with
+    `verify=true` every primary blob the replica lacks or holds at another size."""
+    await authorize(storage, caller, "admin")
+    report = await storage.replicate(full=verify)
+    return {"replica": report is not None, **(asdict(report) if report else {})}

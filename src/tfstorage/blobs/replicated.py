@@ -1,0 +1,346 @@
+"""A primary blob store with a replica: writes copied, reads failing over.
+
+Writes go to the primary, then are copied to the replica before `put` returns. A replica
+that is down does not fail the write: the primary holds the bytes durably and is the
+source of truth, so making every upload depend on a second engine would only double the
+ways uploads fail. The blob id goes to a catch-up journal instead, which `replicate()`
+(run periodically, and by hand with `full=True` to compare whole listings) works off.
+After a replica failure, writes skip it for a short cooldown rather than each waiting
+out its timeouts.
+
+Reads try the primary and fall back to the replica when the primary does not have the
+blob or cannot serve, also in the middle of a stream. The service, which knows the
+checksums, can read the replica directly with `open_replica` when the primary's bytes
+do not match.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import secrets
+import time
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+import anyio.to_thread
+
+from tfstorage.blobs.base import (
+    BlobInfo,
+    BlobNotFound,
+    BlobStore,
+    BlobStoreUnavailable,
+    ByteStream,
+    Capacity,
+    is_blob_id,
+)
+
+log = logging.getLogger(__name__)
+
+REPLICA_COOLDOWN_SECONDS: Final = 30.0
+_FAILOVER = (BlobNotFound, BlobStoreUnavailable)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationReport:
+    copied: int = 0
+    deleted: int = 0
+    failed: int = 0  # still pending in the journal
+    replica_only: int = 0  # full runs: blobs the primary lacks (kept: maybe the only copy)
+
+
+class ReplicatedBlobStore:
+    """A `BlobStore` over a primary and a replica of any kinds."""
+
+    name = "replicated"
+
+    def __init__(
+        self,
+        primary: BlobStore,
+        replica: BlobStore,
+        *,
+        journal_path: Path,
+        cooldown_seconds: float = REPLICA_COOLDOWN_SECONDS,
+    ) -> None:
+        self.primary = primary
+        self.replica = replica
+        self._journal = _Journal(journal_path)
+        self._cooldown = cooldown_seconds
+        self._replica_down_until = 0.0
+
+    async def put(self, blob_id: str, chunks: AsyncIterable[bytes]) -> int:
+        size = await self.primary.put(blob_id, chunks)
+        if time.monotonic() < self._replica_down_until:
+            await self._journal.add("put", blob_id)
+            return size
+        try:
+            await self._copy(blob_id)
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await self._journal.add("put", blob_id)
+            if not isinstance(exc, Exception):
+                raise  # cancelled: the caller records nothing, the journal entry is harmless
+            self._replica_failed("copying a blob", exc)
+        return size
+
+    async def _copy(self, blob_id: str) -> None:
+        stream = await self.primary.open(blob_id)
+        try:
+            await self.replica.put(blob_id, stream)
+        finally:
+            await stream.aclose()
+
+    def _replica_failed(self, action: str, exc: Exception) -> None:
+        self._replica_down_until = time.monotonic() + self._cooldown
+        log.warning("replica: %s failed (%s); queued for replicate()", action, _describe(exc))
+
+    async def open(self, blob_id: str, start: int = 0, end: int | None = None) -> ByteStream:
+        try:
+            stream = await self.primary.open(blob_id, start, end)
+        except _FAILOVER as primary_error:
+            return await self._from_replica(blob_id, start, end, primary_error)
+        return _FailoverStream(self, blob_id, stream, start, end)
+
+    async def open_replica(
+        self, blob_id: str, start: int = 0, end: int | None = None
+    ) -> ByteStream:
+        """Read from the replica only (the primary's bytes were found corrupt)."""
+        return await self.replica.open(blob_id, start, end)
+
+    async def _from_replica(
+        self, blob_id: str, start: int, end: int | None, primary_error: Exception
+    ) -> ByteStream:
+        try:
+            return await self.replica.open(blob_id, start, end)
+        except BlobNotFound:
+            raise primary_error from None  # the primary's answer says more
+        except BlobStoreUnavailable as exc:
+            if isinstance(primary_error, BlobNotFound):
+                raise  # maybe the replica has it: "retry later" is the truthful answer
+            raise primary_error from exc
+
+    async def stat(self, blob_id: str) -> BlobInfo:
+        try:
+            return await self.primary.stat(blob_id)
+        except _FAILOVER as primary_error:
+            try:
+                return await self.replica.stat(blob_id)
+            except _FAILOVER:
+                raise primary_error from None
+
+    async def delete(self, blob_id: str) -> None:
+        await self.primary.delete(blob_id)
+        try:
+            await self.replica.delete(blob_id)
+        except BlobStoreUnavailable as exc:
+            await self._journal.add("delete", blob_id)
+            self._replica_failed("deleting a blob", exc)
+
+    def list_blobs(self) -> AsyncIterator[BlobInfo]:
+        return self.primary.list_blobs()
+
+    async def sweep_incomplete(self, older_than: float) -> int:
+        swept = await self.primary.sweep_incomplete(older_than)
+        try:
+            swept += await self.replica.sweep_incomplete(older_than)
+        except BlobStoreUnavailable as exc:
+            log.warning("replica: sweeping failed (%s)", _describe(exc))
+        return swept
+
+    async def capacity(self) -> Capacity:
+        return await self.primary.capacity()
+
+    async def check(self) -> None:
+        """Raise only when neither store can serve: with one, reads go on."""
+        health = await self.health()
+        if not (health["primary"]["ok"] or health["replica"]["ok"]):
+            raise BlobStoreUnavailable("replicated blob store: primary and replica unavailable")
+
+    async def health(self) -> dict[str, Any]:
+        """Both stores' state, for the health endpoint."""
+        primary, replica = await _probe(self.primary), await _probe(self.replica)
+        return {
+            "type": self.name,
+            "status": "ok" if primary["ok"] and replica["ok"] else "degraded",
+            "primary": primary,
+            "replica": replica,
+            "pending_replication": await self._journal.pending(),
+        }
+
+    async def replicate(self, *, full: bool = False) -> ReplicationReport:
+        """Bring the replica up to date: the journal's entries, then with `full` every
+        primary blob the replica lacks or holds at another size."""
+        copied = deleted = failed = replica_only = 0
+        async with self._journal.draining() as entries:
+            for operation, blob_id in entries:
+                try:
+                    if operation == "delete":
+                        await self.replica.delete(blob_id)
+                        deleted += 1
+                    else:
+                        await self._copy(blob_id)
+                        copied += 1
+                except BlobNotFound:
+                    pass  # deleted from the primary since: nothing to copy
+                except Exception as exc:
+                    failed += 1
+                    await self._journal.add(operation, blob_id)
+                    log.warning("replica: catching up %s failed (%s)", blob_id, _describe(exc))
+        if full:
+            on_replica = {info.blob_id: info.size async for info in self.replica.list_blobs()}
+            async for info in self.primary.list_blobs():
+                if on_replica.pop(info.blob_id, None) == info.size:
+                    continue
+                try:
+                    await self._copy(info.blob_id)
+                    copied += 1
+                except BlobNotFound:
+                    pass
+            replica_only = len(on_replica)
+        if not failed:
+            self._replica_down_until = 0.0
+        return ReplicationReport(copied, deleted, failed, replica_only)
+
+    async def close(self) -> None:
+        try:
+            await self.primary.close()
+        finally:
+            await self.replica.close()
+
+
+class _FailoverStream(AsyncIterator[bytes]):
+    """The primary's stream; if it breaks, the rest of the range from the replica."""
+
+    def __init__(
+        self,
+        store: ReplicatedBlobStore,
+        blob_id: str,
+        stream: ByteStream,
+        start: int,
+        end: int | None,
+    ) -> None:
+        self._store = store
+        self._blob_id = blob_id
+        self._stream = stream
+        self._offset = start
+        self._end = end
+        self._failed_over = False
+
+    async def __anext__(self) -> bytes:
+        try:
+            chunk = await anext(self._stream)
+        except BlobStoreUnavailable as exc:
+            if self._failed_over:
+                raise
+            await self._stream.aclose()
+            self._failed_over = True
+            log.warning("primary failed mid-read (%s); going on from the replica", exc.message)
+            try:
+                self._stream = await self._store.replica.open(
+                    self._blob_id, self._offset, self._end
+                )
+            except _FAILOVER:
+                raise exc from None
+            chunk = await anext(self._stream)
+        self._offset += len(chunk)
+        return chunk
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+class _Journal:
+    """Blob ids the replica still needs, one `put <id>` or `delete <id>` line each.
+
+    Appends are single small `O_APPEND` writes, atomic between the processes sharing a
+    data directory. A catch-up run renames the file away first, so that appends during
+    the run land in a fresh one.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock_path = path.with_name(path.name + ".lock")
+        self._mutex = anyio.Lock()
+
+    async def add(self, operation: str, blob_id: str) -> None:
+        assert operation in ("put", "delete") and is_blob_id(blob_id)
+        await anyio.to_thread.run_sync(self._append, f"{operation} {blob_id}\n".encode())
+
+    def _append(self, line: bytes) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    async def pending(self) -> int:
+        return await anyio.to_thread.run_sync(self._count)
+
+    def _count(self) -> int:
+        paths = [self._path, *self._path.parent.glob(self._path.name + ".*.draining")]
+        count = 0
+        for path in paths:
+            try:
+                with path.open("rb") as file:
+                    count += sum(1 for _ in file)
+            except FileNotFoundError:
+                pass
+        return count
+
+    @asynccontextmanager
+    async def draining(self) -> AsyncIterator[list[tuple[str, str]]]:
+        """The pending entries, held under a lock (one catch-up run at a time, across
+        processes too); the files they came from go when the block ends without error,
+        by which time failed entries have been added back."""
+        async with self._mutex:
+            lock = await anyio.to_thread.run_sync(self._lock)
+            try:
+                taken, entries = await anyio.to_thread.run_sync(self._take)
+                yield entries
+                for path in taken:
+                    path.unlink(missing_ok=True)
+            finally:
+                os.close(lock)  # releases the flock
+
+    def _lock(self) -> int:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return fd
+
+    def _take(self) -> tuple[list[Path], list[tuple[str, str]]]:
+        # Files left by a run that crashed are taken again: copies are idempotent.
+        taken = sorted(self._path.parent.glob(self._path.name + ".*.draining"))
+        if self._path.exists():
+            fresh = self._path.with_name(f"{self._path.name}.{secrets.token_hex(4)}.draining")
+            os.replace(self._path, fresh)
+            taken.append(fresh)
+        latest: dict[str, str] = {}  # the last operation on an id is the one that counts
+        for path in taken:
+            for line in path.read_text(errors="replace").splitlines():
+                operation, _, blob_id = line.partition(" ")
+                if operation in ("put", "delete") and is_blob_id(blob_id):
+                    latest.pop(blob_id, None)
+                    latest[blob_id] = operation
+        return taken, [(operation, blob_id) for blob_id, operation in latest.items()]
+
+
+async def _probe(store: BlobStore) -> dict[str, Any]:
+    describe = getattr(store, "describe", None)
+    detail: dict[str, Any] = describe() if describe else {"type": store.name}
+    try:
+        await store.check()
+    except Exception as exc:
+        return {**detail, "ok": False, "error": _describe(exc)}
+    return {**detail, "ok": True}
+
+
+def _describe(exc: BaseException) -> str:
+    return getattr(exc, "message", None) or type(exc).__name__
