@@ -559,3 +559,54 @@ async def test_a_form_slower_than_half_the_orphan_grace_is_refused(tmp_path: Pat
             assert_error(r, 408, "RequestTimeout")
             assert (await c.get("/api/v1/list/artifacts")).json()["objects"] == []
     assert stored_files(settings) == []
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+TRAVERSALS = [
+    b"../../outside.txt",
+    b"..%2f..%2foutside.txt",
+    b"%2e%2e%2f%2e%2e%2foutside.txt",
+    b"%252e%252e%252foutside.txt",  # double-encoded: a literal, harmless key
+    b"..%5c..%5coutside.txt",
+    b"%c0%ae%c0%ae%c0%afoutside.txt",
+    b"%ef%bc%8e%ef%bc%8e%ef%bc%8foutside.txt",  # fullwidth look-alikes of ../
+    b"/etc/passwd",
+]
+
+
+@pytest.mark.parametrize("target", TRAVERSALS, ids=lambda t: t[:20].decode())
+async def test_traversal_writes_nothing_outside_and_reads_nothing_else(
+    app: FastAPI, settings: Settings, tmp_path: Path, target: bytes
+) -> None:
+    before = _tree(tmp_path)
+    routes = [
+        ("PUT", b"/api/v1/objects/artifacts/"),
+        ("GET", b"/api/v1/download/artifacts/"),
+        ("DELETE", b"/api/v1/delete/artifacts/"),
+        ("POST", b"/api/v1/restore/artifacts/"),
+        ("GET", b"/api/v1/versions/artifacts/"),
+        ("GET", b"/api/v1/files/"),
+        ("GET", b"/api/v1/files/download/"),
+        ("GET", b"/api/v1/list/"),
+        ("GET", b"/download/"),
+        ("PUT", b"/api/v1/objects/"),
+    ]
+    for method, prefix in routes:
+        status, _, body = await send_raw(app, method, prefix + target, b"payload")
+        if status == 200 and method == "PUT":
+            # Only forms that decode to no traversal at all are stored, as literal keys
+            # (the double-encoded "%2e%2e%2f", fullwidth look-alikes of "../").
+            key = json.loads(body)["key"]
+            assert ".." not in key.split("/") and "\\" not in key, key
+        elif status not in (200, 404):
+            # 307: Starlette's slash redirect for "//", which writes nothing either.
+            assert status in (400, 405, 307), (method, prefix, status, body)
+    after = _tree(tmp_path)
+    new = {p for p in after - before if not p.startswith(("data/blobs/", "data/index.db"))}
+    assert new == set()
+    assert (
+        not (tmp_path / "outside.txt").exists() and not (tmp_path.parent / "outside.txt").exists()
+    )

@@ -6,6 +6,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -112,3 +113,62 @@ async def test_s3_primary_down_reads_from_local_replica(
         assert health.json()["blob_store"]["primary"]["ok"] is False
         fault_proxy.set("pass")
         assert (await c.put("/api/v1/objects/models/b.bin", content=b"new")).status_code == 200
+
+
+@pytest.fixture
+async def s3_behind_proxy(
+    tmp_path: Path, seaweedfs: SeaweedFS, s3_prefix: str, fault_proxy: FaultProxy
+) -> AsyncIterator[httpx.AsyncClient]:
+    overrides = s3_settings_overrides(seaweedfs, seaweedfs.bucket, prefix=s3_prefix)
+    overrides.update(
+        s3_endpoint_url=fault_proxy.endpoint_url, s3_timeout_seconds=2.0, s3_max_retries=1
+    )
+    app = create_app(make_settings(tmp_path, **overrides))
+    async with app.router.lifespan_context(app), await client_for(app) as c:
+        yield c
+
+
+async def test_engine_down_fails_fast_and_recovers(
+    s3_behind_proxy: httpx.AsyncClient, fault_proxy: FaultProxy
+) -> None:
+    c = s3_behind_proxy
+    assert (await c.put("/api/v1/objects/models/before.bin", content=b"kept")).status_code == 200
+    fault_proxy.set("refuse")
+    started = anyio.current_time()
+    up = await c.put("/api/v1/objects/models/during.bin", content=b"x" * 100_000)
+    down = await c.get("/api/v1/download/models/before.bin")
+    assert anyio.current_time() - started < 2 * (2.0 * 2 + 5)  # within the configured timeouts
+    for r in (up, down):
+        assert r.status_code == 503 and r.json()["code"] == "ServiceUnavailable"
+        assert r.headers["retry-after"]
+    health = await c.get("/api/v1/storage/health")
+    assert health.status_code == 503
+    body = health.json()
+    assert body["minio_connected"] is False
+    assert body["blob_store"]["type"] == "s3" and body["blob_store"]["endpoint"]
+    assert "bucket" in body["blob_store"]
+    # Nothing was recorded for bytes that were not stored.
+    assert [o["key"] for o in (await c.get("/api/v1/list/models")).json()["objects"]] == [
+        "before.bin"
+    ]
+    fault_proxy.set("pass")  # the engine is back: no restart needed
+    assert (await c.get("/api/v1/download/models/before.bin")).content == b"kept"
+    assert (await c.put("/api/v1/objects/models/during.bin", content=b"now")).status_code == 200
+    assert (await c.get("/api/v1/storage/health")).json()["minio_connected"] is True
+
+
+async def test_a_byte_flipped_on_the_way_from_the_engine_aborts_the_download(
+    s3_behind_proxy: httpx.AsyncClient, fault_proxy: FaultProxy
+) -> None:
+    c = s3_behind_proxy
+    data = os.urandom(2 * 1024 * 1024)
+    assert (await c.put("/api/v1/objects/models/f.bin", content=data)).status_code == 200
+    fault_proxy.set("flip")
+    received = b""
+    try:
+        async with c.stream("GET", "/api/v1/download/models/f.bin") as r:
+            async for chunk in r.aiter_bytes():
+                received += chunk
+    except httpx.HTTPError:
+        pass
+    assert len(received) < len(data)  # aborted before the end, never a clean wrong answer
