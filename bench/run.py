@@ -2,13 +2,15 @@
 
 Each round measures, back to back, the client against a do-nothing server (its own
 ceiling), the disk (write+fsync, cold and warm read of one file), then a fresh server
-(1 GiB PUT, multipart POST, cold and warm GET, peak RSS, 4 KiB objects), so that noise
-on a shared machine falls on every side. See bench/README.md.
+(1 GiB PUT, multipart POST, cold and warm GET, peak RSS, 4 KiB objects), then (`s3`)
+SeaweedFS's S3 API driven directly with boto3 and a fresh server with STORAGE_TYPE=s3 on
+it, so that noise on a shared machine falls on every side. See bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -27,13 +29,15 @@ from typing import IO, Any
 
 import disk
 import load
+import seaweed
 from load import Target
 from service import RssSampler, Server, free_port, py_spy, recording, summarize
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
-PHASES = ("disk", "put", "form", "get", "small", "rss")
-PROFILE_PHASES = ("put", "form", "get", "small-put", "small-get")
+PHASES = ("disk", "put", "form", "get", "small", "rss", "s3")
+PROFILE_PHASES = ("put", "form", "get", "small-put", "small-get", "s3-put", "s3-get")
+LOCAL = {"put", "form", "get", "small", "rss"}  # the phases on a local-disk server
 BUCKET = "artifacts"
 CLIENTS = 8
 HOST = Server.host
@@ -58,6 +62,12 @@ METRICS = {
     "small_put": (f"4 KiB PUT, {CLIENTS} clients", "ops/s"),
     "small_get": (f"4 KiB GET, {CLIENTS} clients", "ops/s"),
     "small_delete": (f"4 KiB DELETE, {CLIENTS} clients", "ops/s"),
+    "s3_direct_put": ("S3 direct PUT (boto3)", "MB/s"),
+    "s3_direct_get": ("S3 direct GET (boto3)", "MB/s"),
+    "s3_direct_get_1": ("S3 direct GET, one stream", "MB/s"),
+    "s3_put": ("service on S3 PUT", "MB/s"),
+    "s3_get": ("service on S3 GET", "MB/s"),
+    "s3_rss_peak": ("service on S3 peak RSS (VmHWM)", "MiB"),
 }
 CEILING = "ceiling_"  # prefix of the same keys measured against the null server
 
@@ -75,6 +85,9 @@ TARGETS: list[tuple[str, Callable[[dict[str, float]], float | None], str, float]
     ("server peak RSS, MiB", lambda r: r.get("rss_peak"), "<=", 150),
     ("4 KiB PUT/s", lambda r: r.get("small_put"), ">=", 500),
     ("4 KiB GET/s", lambda r: r.get("small_get"), ">=", 1000),
+    ("service on S3 PUT / direct PUT", _ratio("s3_put", "s3_direct_put"), ">=", 0.8),
+    ("service on S3 GET / direct GET", _ratio("s3_get", "s3_direct_get"), ">=", 0.8),
+    ("service on S3 peak RSS, MiB", lambda r: r.get("s3_rss_peak"), "<=", 150),
 ]
 
 
@@ -157,6 +170,47 @@ def small_objects(target: Target, prefix: str, seconds: float) -> dict[str, floa
     }
 
 
+# --- S3: SeaweedFS directly, then the service on it --------------------------------------------
+
+
+def s3_round(
+    root: Path, n: int, size: int, engine: seaweed.SeaweedFS, log: IO[bytes]
+) -> dict[str, float]:
+    """boto3 PUT and GET on the engine, then a fresh server on it: PUT, GET, peak RSS.
+
+    Every GET is cold: SeaweedFS's volume files are dropped from the page cache first.
+    `s3_direct_get_1` (one GetObject, no ranges) is for reading only; no target uses it.
+    """
+    s3 = seaweed.client(engine)
+    key = f"direct/{n}.bin"
+    out = {"s3_direct_put": mb_per_s(size, seaweed.put(s3, key, size))}
+    disk.drop_page_cache(seaweed.data_files(engine))
+    out["s3_direct_get"] = mb_per_s(size, seaweed.get(s3, key, size))
+    disk.drop_page_cache(seaweed.data_files(engine))
+    out["s3_direct_get_1"] = mb_per_s(size, seaweed.get_stream(s3, key, size))
+    s3.delete_object(Bucket=engine.bucket, Key=key)
+
+    data_dir = root / f"server-s3-{n}"
+    server = Server(data_dir, log, seaweed.service_env(engine))
+    try:
+        if server.health_status != 200:
+            say(f"  warning: GET /health on S3 answered {server.health_status}; measuring anyway")
+        target = server.target
+        key = f"bench/s3-{n}.bin"
+        with RssSampler(server) as sampler:
+            seconds, answer = load.put_raw(target, f"{OBJECTS}/{key}", size)
+            out["s3_put"] = mb_per_s(size, seconds)
+            disk.drop_page_cache(seaweed.data_files(engine))
+            out["s3_get"] = mb_per_s(size, load.get(target, f"{DOWNLOAD}/{key}", size))
+        out["s3_rss_peak"] = server.status_kib("VmHWM") / 1024
+        out["s3_rss_sampled"] = sampler.peak_kib / 1024
+        load.delete(target, f"{DELETE}/{key}?version_id={answer['file_id']}")
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return out
+
+
 # --- the client's own ceiling ---------------------------------------------------------------
 
 
@@ -169,12 +223,18 @@ def client_ceiling(size: int, seconds: float, phases: set[str]) -> dict[str, flo
     try:
         _wait_listening(port)
         target = Target(HOST, port, "null")
-        if phases & {"put", "form", "get", "rss"}:
+        if phases & {"put", "form", "get", "rss", "s3"}:
             out["put"] = mb_per_s(size, load.put_raw(target, "/null", size)[0])
         if "form" in phases:
             out["form"] = mb_per_s(size, load.post_form(target, "/null", {}, "f", size)[0])
-        if "get" in phases:
+        if phases & {"get", "s3"}:
             out["get_cold"] = mb_per_s(size, load.get(target, f"/big/{size}", size))
+        if "s3" in phases:  # the service on S3 has the same client
+            out["s3_put"], out["s3_get"] = out["put"], out["get_cold"]
+            if not phases & {"put", "form", "get", "rss"}:
+                del out["put"]
+            if "get" not in phases:
+                del out["get_cold"]
         if "small" in phases:
             s = min(seconds, 3.0)
             puts = load.hammer(target, CLIENTS, s, load.small_puts("/null"))
@@ -200,17 +260,33 @@ def _wait_listening(port: int) -> None:
 
 
 def profile(
-    root: Path, phase: str, size: int, seconds: float, output: Path, log: IO[bytes]
+    root: Path,
+    phase: str,
+    size: int,
+    seconds: float,
+    output: Path,
+    log: IO[bytes],
+    engine: seaweed.SeaweedFS | None = None,
 ) -> None:
-    """An extra pass, not in the figures: `phase` on a fresh server under py-spy."""
-    server = Server(root / "server-profile", log)
+    """An extra pass, not in the figures: `phase` on a fresh server under py-spy.
+
+    `s3-put` and `s3-get` are `put` and `get` on a server with STORAGE_TYPE=s3 on `engine`.
+    """
+    on_s3 = phase.startswith("s3-")
+    if on_s3:
+        assert engine is not None
+        phase = phase.removeprefix("s3-")
+    env = seaweed.service_env(engine) if on_s3 and engine else None
+    server = Server(root / "server-profile", log, env)
     target = server.target
     key = "bench/profile.bin"
     try:
         paths: list[str] = []
         if phase == "get":
             load.put_raw(target, f"{OBJECTS}/{key}", size)
-            disk.drop_page_cache(server.blob_files())
+            disk.drop_page_cache(
+                seaweed.data_files(engine) if on_s3 and engine else server.blob_files()
+            )
         elif phase == "small-get":
             puts = load.hammer(target, CLIENTS, seconds, load.small_puts(f"{OBJECTS}/p"))
             paths = [DOWNLOAD + p.removeprefix(OBJECTS) for p in puts.done]
@@ -229,7 +305,8 @@ def profile(
     finally:
         server.stop()
         shutil.rmtree(root / "server-profile", ignore_errors=True)
-    say(f"\nserver profile during {phase} ({output.relative_to(REPO)}): {summarize(output)}")
+    what = f"{phase} on S3" if on_s3 else phase
+    say(f"\nserver profile during {what} ({output.relative_to(REPO)}): {summarize(output)}")
 
 
 # --- the report -----------------------------------------------------------------------------
@@ -349,7 +426,11 @@ def main() -> None:
 
     rounds: list[dict[str, float]] = []
     try:
-        with log_path.open("ab") as log:
+        with log_path.open("ab") as log, contextlib.ExitStack() as engines:
+            engine = None
+            if "s3" in phases or (args.profile or "").startswith("s3-"):
+                engine = engines.enter_context(seaweed.running(root / "seaweedfs"))
+                say(f"  SeaweedFS at {engine.endpoint_url}, bucket {engine.bucket}")
             for n in range(1, args.rounds + 1):
                 r: dict[str, float] = {}
                 if phases - {"disk"}:
@@ -359,13 +440,16 @@ def main() -> None:
                     r |= disk.hashing(min(size, 256 * disk.MiB))
                     if "small" in phases:
                         r["disk_small"] = disk.small_files(root, min(args.small_seconds, 3.0))
-                if phases - {"disk"}:
+                if phases & LOCAL:
                     r |= service_round(root, n, size, args.small_seconds, phases, log)
+                if "s3" in phases:
+                    assert engine is not None
+                    r |= s3_round(root, n, size, engine, log)
                 rounds.append(r)
                 say(f"  round {n}: " + ", ".join(f"{k} {fmt(v)}" for k, v in r.items()))
             if args.profile:
                 output = RESULTS / f"{stamp}-profile-{args.profile}.txt"
-                profile(root, args.profile, size, args.small_seconds, output, log)
+                profile(root, args.profile, size, args.small_seconds, output, log, engine)
     except Exception:
         say(f"\nfailed; the server's output is in {log_path.relative_to(REPO)}")
         raise

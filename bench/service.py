@@ -34,7 +34,9 @@ class Server:
 
     host = "127.0.0.1"
 
-    def __init__(self, data_dir: Path, log: IO[bytes]) -> None:
+    def __init__(
+        self, data_dir: Path, log: IO[bytes], extra_env: dict[str, str] | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         # Works whether access control is on (the admin token) or off (ignored).
@@ -48,6 +50,7 @@ class Server:
             "LOG_LEVEL": "WARNING",
             "ADMIN_TOKEN": self.token,
         }
+        env |= extra_env or {}  # STORAGE_TYPE=s3 and its engine, for the `s3` phase
         self.proc = subprocess.Popen(
             [str(BIN / "tfstorage"), "serve"], env=env, stdout=log, stderr=log
         )

