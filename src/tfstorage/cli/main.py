@@ -42,19 +42,28 @@ def serve(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        app_ = create_app(settings)
+        app_ = create_app(settings)  # also validates STORAGE_TYPE and friends up front
     except ConfigError as exc:
         typer.echo(f"tfstorage: {exc}", err=True)
         raise typer.Exit(2) from None
-    uvicorn.run(
-        app_,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
+    options = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level.lower(),
         # Slow clients cannot hold a connection forever between requests.
-        timeout_keep_alive=30,
-        access_log=False,
-    )
+        "timeout_keep_alive": 30,
+        "access_log": False,
+    }
+    if settings.workers > 1:
+        # Each worker process builds its own app from the same environment.
+        uvicorn.run(
+            "tfstorage.api.app:app_from_environment",
+            factory=True,
+            workers=settings.workers,
+            **options,  # type: ignore[arg-type]
+        )
+    else:
+        uvicorn.run(app_, **options)  # type: ignore[arg-type]
 
 
 @app.command()
