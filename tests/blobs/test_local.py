@@ -254,10 +254,11 @@ async def test_write_errors_are_translated_without_paths(
 async def test_read_errors_are_translated_and_close_the_file(
     store: LocalBlobStore, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    blob_id = new_blob_id()
-    await store.put(blob_id, chunked(bytes(100)))
+    big, small = new_blob_id(), new_blob_id()
+    await store.put(big, chunked(bytes(MiB)))  # read chunk by chunk
+    await store.put(small, chunked(bytes(100)))  # read whole when opened
     fds = open_fds(store.root)
-    stream = await store.open(blob_id)
+    stream = await store.open(big)
 
     def pread(fd: int, size: int, offset: int) -> bytes:
         raise OSError(errno.EIO, "I/O error", str(root))
@@ -265,6 +266,9 @@ async def test_read_errors_are_translated_and_close_the_file(
     monkeypatch.setattr(os, "pread", pread)
     with pytest.raises(BlobStoreUnavailable) as raised:
         await anext(stream)
+    assert str(root) not in str(raised.value)
+    with pytest.raises(BlobStoreUnavailable) as raised:
+        await store.open(small)
     assert str(root) not in str(raised.value)
     assert open_fds(store.root) == fds
 

@@ -118,12 +118,10 @@ class LocalBlobStore:
 
     async def open(self, blob_id: str, start: int = 0, end: int | None = None) -> ByteStream:
         path = self._paths(blob_id)[2]
-        fd, size = await anyio.to_thread.run_sync(_open_for_reading, path, blob_id)
-        if end is None:
-            end = size
-        if not 0 <= start <= end <= size:
-            os.close(fd)
-            raise ValueError(f"invalid range [{start}, {end}) for a blob of {size} bytes")
+        opened = await anyio.to_thread.run_sync(_open_range, path, blob_id, start, end)
+        if isinstance(opened, bytes):
+            return _InMemoryReader(opened)
+        fd, end = opened
         return _FileReader(fd, start, end, self._read_chunk_size)
 
     async def stat(self, blob_id: str) -> BlobInfo:
@@ -379,6 +377,44 @@ def _open_for_reading(path: str, blob_id: str) -> tuple[int, int]:
         except BaseException:
             os.close(fd)
             raise
+
+
+_READ_AT_OPEN: Final = 64 * 1024
+
+
+def _open_range(path: str, blob_id: str, start: int, end: int | None) -> tuple[int, int] | bytes:
+    """An open descriptor and the range's end; or, for a small range, its bytes, read in
+    the same thread hop (a small object then costs one hop, not two)."""
+    fd, size = _open_for_reading(path, blob_id)
+    try:
+        if end is None:
+            end = size
+        if not 0 <= start <= end <= size:
+            raise ValueError(f"invalid range [{start}, {end}) for a blob of {size} bytes")
+        if end - start > _READ_AT_OPEN:
+            return fd, end
+        data = _pread_exact(fd, end - start, start)
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    return data
+
+
+class _InMemoryReader(AsyncIterator[bytes]):
+    """A small range already read: one chunk (none if empty)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data or None
+
+    async def __anext__(self) -> bytes:
+        data, self._data = self._data, None
+        if data is None:
+            raise StopAsyncIteration
+        return data
+
+    async def aclose(self) -> None:
+        self._data = None
 
 
 def _pread_exact(fd: int, size: int, offset: int) -> bytes:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from tfstorage.errors import EntityTooLarge, IncompleteBody, InvalidDigest
 
 CHUNK_SIZE = 1024 * 1024
+INLINE_HASH_BELOW = 64 * 1024
 
 
 class HashingStream:
@@ -56,10 +57,16 @@ class HashingStream:
                     raise EntityTooLarge(self._limit)
                 if pending:
                     await asyncio.gather(*pending)
-                pending = [
-                    loop.run_in_executor(None, self._md5.update, chunk),
-                    loop.run_in_executor(None, self._sha256.update, chunk),
-                ]
+                    pending = []
+                if len(chunk) < INLINE_HASH_BELOW:
+                    # Hashing a small chunk takes microseconds; a thread hop costs more.
+                    self._md5.update(chunk)
+                    self._sha256.update(chunk)
+                else:
+                    pending = [
+                        loop.run_in_executor(None, self._md5.update, chunk),
+                        loop.run_in_executor(None, self._sha256.update, chunk),
+                    ]
                 yield chunk
             if pending:
                 await asyncio.gather(*pending)

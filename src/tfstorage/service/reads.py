@@ -14,6 +14,7 @@ from tfstorage.domain.ranges import ByteRange
 from tfstorage.domain.records import ObjectVersion
 from tfstorage.errors import NoSuchKey, ObjectCorrupted
 from tfstorage.service.context import StorageContext
+from tfstorage.service.hashing import INLINE_HASH_BELOW
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,11 @@ class ObjectReader:
                     raise ObjectCorrupted(f"the stored data of {version.key!r} is too long")
                 if hashing is not None:
                     await hashing
-                hashing = loop.run_in_executor(None, digest.update, chunk)
+                    hashing = None
+                if len(chunk) < INLINE_HASH_BELOW:
+                    digest.update(chunk)  # microseconds: cheaper than a thread hop
+                else:
+                    hashing = loop.run_in_executor(None, digest.update, chunk)
                 if held:
                     self._ctx.metrics.bytes_out.inc(len(held))
                     yield held
