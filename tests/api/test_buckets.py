@@ -120,3 +120,15 @@ async def test_huge_numbers_are_400(client: httpx.AsyncClient) -> None:
     assert_error(r, 400, "InvalidArgument")
     for params in ({"marker": "s²"}, {"marker": "s" + "9" * 40}, {"min_size": "9" * 30}):
         assert_error(await client.get("/api/v1/files", params=params), 400, "InvalidArgument")
+
+
+async def test_restores_respect_quotas(client: httpx.AsyncClient) -> None:
+    await client.post("/api/v1/buckets", json={"name": "quota-r", "quota_objects": 1})
+    first = (await client.put("/api/v1/objects/quota-r/a", content=b"1")).json()
+    await client.delete("/api/v1/delete/quota-r/a")
+    assert (await client.put("/api/v1/objects/quota-r/b", content=b"2")).status_code == 200
+    assert_error(await client.post("/api/v1/restore/quota-r/a"), 403, "QuotaExceeded")
+    r = await client.post("/api/v1/restore/quota-r/a", params={"version_id": first["file_id"]})
+    assert_error(r, 403, "QuotaExceeded")
+    keys = [o["key"] for o in (await client.get("/api/v1/list/quota-r")).json()["objects"]]
+    assert keys == ["b"]

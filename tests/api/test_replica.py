@@ -172,3 +172,56 @@ async def test_a_byte_flipped_on_the_way_from_the_engine_aborts_the_download(
     except httpx.HTTPError:
         pass
     assert len(received) < len(data)  # aborted before the end, never a clean wrong answer
+
+
+async def test_truncated_primary_is_served_from_replica_and_verify_keeps_the_good_copy(
+    replicated: tuple[FastAPI, Settings],
+) -> None:
+    app, settings = replicated
+    data = os.urandom(300_000)
+    async with await client_for(app) as c:
+        await c.put("/api/v1/objects/models/t.bin", content=data)
+        primary = blob_file(settings.blob_dir)
+        with open(primary, "r+b") as f:
+            f.truncate(1000)
+        r = await c.get("/api/v1/download/models/t.bin")
+        assert r.status_code == 200 and r.content == data
+        report = (await c.post("/api/v1/storage/replicate", params={"verify": "true"})).json()
+        assert report["mismatched"] == 1 and report["copied"] == 0
+        assert settings.replica_data_dir is not None
+        assert blob_file(settings.replica_data_dir).read_bytes() == data  # never overwritten
+        # Uploading the same content again rewrites the damaged primary copy.
+        again = await c.put("/api/v1/objects/models/t2.bin", content=data)
+        assert again.json()["deduplicated"] is True
+        assert primary.read_bytes() == data
+
+
+async def test_a_new_upload_heals_a_missing_blob(tmp_path: Path) -> None:
+    app = create_app(make_settings(tmp_path))
+    async with app.router.lifespan_context(app), await client_for(app) as c:
+        await c.put("/api/v1/objects/models/a.bin", content=b"same bytes")
+        blob_file(tmp_path / "data" / "blobs").unlink()
+        assert (await c.get("/api/v1/download/models/a.bin")).status_code == 500
+        r = await c.put("/api/v1/objects/models/b.bin", content=b"same bytes")
+        assert r.status_code == 200 and r.json()["deduplicated"] is True
+        assert (await c.get("/api/v1/download/models/a.bin")).content == b"same bytes"
+        assert (await c.get("/api/v1/download/models/b.bin")).content == b"same bytes"
+
+
+async def test_a_missing_bucket_is_not_recreated_when_the_index_has_blobs(
+    tmp_path: Path, seaweedfs: SeaweedFS, s3_prefix: str
+) -> None:
+    settings = make_settings(
+        tmp_path, **s3_settings_overrides(seaweedfs, seaweedfs.bucket, prefix=s3_prefix)
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), await client_for(app) as c:
+        assert (await c.put("/api/v1/objects/models/x.bin", content=b"1")).status_code == 200
+    typo = settings.model_copy(
+        update={"s3_bucket": "tfstorage-typo-" + s3_prefix.strip("/")[-8:].lower()}
+    )
+    app = create_app(typo)
+    async with app.router.lifespan_context(app), await client_for(app) as c:
+        health = await c.get("/api/v1/storage/health")
+        assert health.status_code == 503 and health.json()["minio_connected"] is False
+    assert typo.s3_bucket not in [b["Name"] for b in seaweedfs.client().list_buckets()["Buckets"]]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -8,7 +9,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from tfstorage.domain.records import CommitResult, NewVersion
 from tfstorage.errors import InternalError, ServiceUnavailable
-from tfstorage.index import ObjectIndex, create_index_engine, writes
+from tfstorage.index import ObjectIndex, create_index_engine, migrate, writes
 
 from .builders import new_version
 
@@ -67,3 +68,14 @@ def test_unreachable_postgres_is_unavailable() -> None:
     with pytest.raises(ServiceUnavailable):
         index.ping()
     index.engine.dispose()
+
+
+def test_a_write_inside_a_write_is_refused_not_deadlocked(tmp_path: Path) -> None:
+    # SQLite's group committer only: PostgreSQL commits each transaction itself.
+    engine = create_index_engine(f"sqlite:///{tmp_path / 'index.db'}")
+    migrate(engine)
+    index = ObjectIndex(engine)
+    with pytest.raises(RuntimeError, match="inside another"):
+        index._write(lambda conn: index.ensure_bucket("inner"))
+    assert index.ensure_bucket("after").name == "after"  # the committer still works
+    engine.dispose()

@@ -52,6 +52,7 @@ class ReplicationReport:
     deleted: int = 0
     failed: int = 0  # still pending in the journal
     replica_only: int = 0  # full runs: blobs the primary lacks (kept: maybe the only copy)
+    mismatched: int = 0  # full runs: held by both at different sizes (neither overwritten)
 
 
 class ReplicatedBlobStore:
@@ -174,8 +175,10 @@ class ReplicatedBlobStore:
 
     async def replicate(self, *, full: bool = False) -> ReplicationReport:
         """Bring the replica up to date: the journal's entries, then with `full` every
-        primary blob the replica lacks or holds at another size."""
-        copied = deleted = failed = replica_only = 0
+        primary blob the replica lacks. A blob both hold at different sizes is counted in
+        `mismatched` and left alone: either copy may be the damaged one, and only the
+        index's checksums can tell (the service's verified reads do)."""
+        copied = deleted = failed = replica_only = mismatched = 0
         async with self._journal.draining() as entries:
             for operation, blob_id in entries:
                 try:
@@ -194,7 +197,9 @@ class ReplicatedBlobStore:
         if full:
             on_replica = {info.blob_id: info.size async for info in self.replica.list_blobs()}
             async for info in self.primary.list_blobs():
-                if on_replica.pop(info.blob_id, None) == info.size:
+                replica_size = on_replica.pop(info.blob_id, None)
+                if replica_size is not None:
+                    mismatched += replica_size != info.size
                     continue
                 try:
                     await self._copy(info.blob_id)
@@ -204,7 +209,7 @@ class ReplicatedBlobStore:
             replica_only = len(on_replica)
         if not failed:
             self._replica_down_until = 0.0
-        return ReplicationReport(copied, deleted, failed, replica_only)
+        return ReplicationReport(copied, deleted, failed, replica_only, mismatched)
 
     async def close(self) -> None:
         try:

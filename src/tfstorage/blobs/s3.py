@@ -131,6 +131,9 @@ class S3BlobStore:
         )
         self._control = S3ControlClient(config)
         self._bucket_seen = False
+        # Cleared by the service when its index already references blobs: a missing
+        # bucket is then lost data (or a typo in S3_BUCKET), never something to create.
+        self.may_create_bucket = True
 
     def _key(self, blob_id: str) -> str:
         # The one place a blob id becomes an object name.
@@ -323,9 +326,9 @@ class S3BlobStore:
     async def check(self) -> None:
         if await self._control.bucket_exists():
             self._bucket_seen = True
-        elif self._bucket_seen:
+        elif self._bucket_seen or not self.may_create_bucket:
             # It existed and is gone: recreating it would hide the loss of every blob.
-            raise BlobStoreUnavailable("s3 blob store: the bucket has disappeared")
+            raise BlobStoreUnavailable("s3 blob store: the bucket does not exist (any more)")
         else:
             await self.ensure_bucket()
 

@@ -20,6 +20,7 @@ from tfstorage.index.engine import WRITE_OPTION
 
 _T = TypeVar("_T")
 MAX_BATCH = 64
+_inside = threading.local()
 
 
 @dataclass(eq=False)
@@ -38,6 +39,9 @@ class GroupCommitter:
         self._leading = False
 
     def run(self, work: Callable[[Connection], _T]) -> _T:
+        if getattr(_inside, "work", False):
+            # The leader would queue this behind itself and wait forever.
+            raise RuntimeError("an index write cannot start inside another one")
         item: _Pending[_T] = _Pending(work)
         with self._cond:
             self._queue.append(item)
@@ -47,7 +51,7 @@ class GroupCommitter:
                 self._leading = True
         if not item.done:
             try:
-                self._lead()
+                self._lead(item)
             finally:
                 with self._cond:
                     self._leading = False
@@ -56,8 +60,10 @@ class GroupCommitter:
             raise item.error
         return item.result  # type: ignore[no-any-return]
 
-    def _lead(self) -> None:
-        while True:
+    def _lead(self, mine: _Pending[Any]) -> None:
+        # Until this thread's own work is done, then the lead passes on (run() wakes the
+        # waiters): under steady load no request stays leader for ever.
+        while not mine.done:
             with self._cond:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
             if not batch:
@@ -80,6 +86,7 @@ class GroupCommitter:
             with conn.begin():
                 for item in batch:
                     savepoint = conn.begin_nested()
+                    _inside.work = True
                     try:
                         item.result = item.work(conn)
                     except Exception as exc:
@@ -87,3 +94,5 @@ class GroupCommitter:
                         item.error = exc
                     else:
                         savepoint.commit()
+                    finally:
+                        _inside.work = False

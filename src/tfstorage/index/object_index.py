@@ -167,7 +167,13 @@ class ObjectIndex(IndexStore):
         )
 
     def restore_key(self, bucket: str, key: str) -> ObjectVersion:
-        return self._write(lambda conn: _head_of(conn, writes.set_deleted(conn, bucket, key, None)))
+        def run(conn: Connection) -> ObjectVersion:
+            head = _head(conn, bucket, key)
+            if head is not None and head.deleted_at is not None:
+                writes.check_restore_quota(conn, bucket_id(conn, bucket), key, head.size)
+            return _head_of(conn, writes.set_deleted(conn, bucket, key, None))
+
+        return self._write(run)
 
     def restore_version(self, file_id: str, created_by: str) -> CommitResult:
         return self._write(lambda conn: writes.restore_version(conn, file_id, created_by))
@@ -193,6 +199,12 @@ class ObjectIndex(IndexStore):
     def claim_unreferenced_blobs(self, limit: int = MAX_PAGE) -> list[str]:
         page = _page_size(limit)
         return self._write(lambda conn: writes.claim_unreferenced_blobs(conn, page))
+
+    def has_blobs(self) -> bool:
+        """Does the index reference any stored bytes at all?"""
+        return self._read(
+            lambda conn: conn.execute(select(blobs.c.blob_id).limit(1)).first() is not None
+        )
 
     def known_blob_ids(self, ids: Iterable[str]) -> set[str]:
         wanted = list(dict.fromkeys(ids))

@@ -46,7 +46,7 @@ def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
     # take its row exclusively (PostgreSQL): two of them cannot both pass the check.
     bid = bucket_id(conn, new.bucket, lock="update" if limited else "share")
     if limited and settings is not None:
-        _check_quota(conn, bid, new, settings.quota_bytes, settings.quota_objects)
+        _check_quota(conn, bid, new.bucket, new.key, new.size, settings)
     now = utcnow()
     # Dedup in one statement: take a reference on the stored blob with this sha256, or
     # record ours. Unlike UPDATE-then-INSERT this never fails on a concurrent insert of
@@ -88,9 +88,9 @@ def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
     return CommitResult(version=_by_seq(conn, seq), duplicate_blob_id=duplicate)
 
 
-def _check_quota(
-    conn: Connection, bid: int, new: NewVersion, max_bytes: int | None, max_objects: int | None
-) -> None:
+def _check_quota(conn: Connection, bid: int, bucket: str, key: str, size: int, limits: Any) -> None:
+    """Refuse making `key` a live object of `size` bytes if the bucket's quota would break."""
+    max_bytes, max_objects = limits.quota_bytes, limits.quota_objects
     live = (
         select(func.count(), func.coalesce(func.sum(versions.c.size), 0))
         .select_from(object_keys)
@@ -104,18 +104,29 @@ def _check_quota(
         .join(versions, versions.c.id == object_keys.c.current_id)
         .where(
             object_keys.c.bucket_id == bid,
-            object_keys.c.key == new.key,
+            object_keys.c.key == key,
             object_keys.c.deleted_at.is_(None),
         )
     ).scalar_one_or_none()
     if replaced is None:
-        objects, used = objects + 1, used + new.size
+        objects, used = objects + 1, used + size
     else:  # an overwrite replaces the live object's bytes
-        used = used - replaced + new.size
+        used = used - replaced + size
     if max_objects is not None and objects > max_objects:
-        raise QuotaExceeded(f"bucket {new.bucket!r} may hold at most {max_objects} objects")
+        raise QuotaExceeded(f"bucket {bucket!r} may hold at most {max_objects} objects")
     if max_bytes is not None and used > max_bytes:
-        raise QuotaExceeded(f"bucket {new.bucket!r} may hold at most {max_bytes} bytes")
+        raise QuotaExceeded(f"bucket {bucket!r} may hold at most {max_bytes} bytes")
+
+
+def check_restore_quota(conn: Connection, bid: int, key: str, size: int) -> None:
+    """A restore makes an object live again: the same quota as an upload applies."""
+    limits = conn.execute(
+        select(buckets.c.name, buckets.c.quota_bytes, buckets.c.quota_objects)
+        .where(buckets.c.id == bid)
+        .with_for_update()
+    ).one()
+    if limits.quota_bytes is not None or limits.quota_objects is not None:
+        _check_quota(conn, bid, limits.name, key, size, limits)
 
 
 def restore_version(conn: Connection, file_id: str, created_by: str) -> CommitResult:
@@ -132,6 +143,7 @@ def restore_version(conn: Connection, file_id: str, created_by: str) -> CommitRe
     locked = select(versions.c.id).where(versions.c.id == src.id)
     if conn.execute(locked.with_for_update(read=True, key_share=True)).first() is None:
         raise NoSuchVersion(file_id)
+    check_restore_quota(conn, src.bucket_id, src.key, src.size)
     _add_reference(conn, src.blob_id)
     old_tags = conn.execute(select(tags.c.key, tags.c.value).where(tags.c.version_id == src.id))
     seq = _insert_version(

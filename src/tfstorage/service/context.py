@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
@@ -23,6 +23,9 @@ class StorageContext:
     index: ObjectIndex
     blobs: BlobStore
     metrics: Metrics
+    # Blobs whose bytes failed their checksum or size on read: with a replica they are
+    # read from the replica, and an upload of the same content rewrites them.
+    suspect_blobs: set[str] = field(default_factory=set)
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one index call (one transaction) in a worker thread."""

@@ -24,7 +24,7 @@ class ObjectReader:
         self._ctx = ctx
         # Blobs whose primary copy failed its checksum: with a replica, they are read
         # from the replica from then on (the failed download itself was aborted).
-        self._suspect: set[str] = set()
+        self._suspect = ctx.suspect_blobs
 
     async def resolve(self, bucket: str, key: str, version_id: str | None = None) -> ObjectVersion:
         """The latest visible version of a key, or one named version of it."""
@@ -48,7 +48,16 @@ class ObjectReader:
             if version.blob_id in self._suspect and isinstance(blobs, ReplicatedBlobStore):
                 stream = await blobs.open_replica(version.blob_id, start, end)
             else:
-                stream = await blobs.open(version.blob_id, start, end)
+                try:
+                    stream = await blobs.open(version.blob_id, start, end)
+                except ValueError:
+                    # The stored blob is shorter than the index says: truncated.
+                    self._suspect.add(version.blob_id)
+                    if not isinstance(blobs, ReplicatedBlobStore):
+                        raise ObjectCorrupted(
+                            f"the stored data of {version.key!r} is truncated"
+                        ) from None
+                    stream = await blobs.open_replica(version.blob_id, start, end)
         except BlobNotFound:
             raise ObjectCorrupted(f"the stored data of {version.key!r} is missing") from None
         self._ctx.metrics.downloads.labels(bucket=version.bucket).inc()

@@ -88,6 +88,10 @@ async def open_storage(settings: Settings, *, blobs: BlobStore | None = None) ->
         metrics=Metrics(),
     )
     storage = Storage.from_context(ctx, AccessIndex(engine))
+    if await ctx.db(ctx.index.has_blobs):
+        for store in _stores(ctx.blobs):
+            if hasattr(store, "may_create_bucket"):
+                store.may_create_bucket = False
     try:
         # Reaches the engine and, on S3, creates the physical bucket if it is missing.
         await ctx.blobs.check()
@@ -98,3 +102,9 @@ async def open_storage(settings: Settings, *, blobs: BlobStore | None = None) ->
     await storage.buckets.ensure_standard()
     await storage.access.bootstrap()
     return storage
+
+
+def _stores(blobs: BlobStore) -> list[BlobStore]:
+    if isinstance(blobs, ReplicatedBlobStore):
+        return [blobs.primary, blobs.replica]
+    return [blobs]

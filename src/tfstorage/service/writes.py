@@ -10,7 +10,7 @@ from typing import Any
 
 import anyio
 
-from tfstorage.blobs.base import new_blob_id
+from tfstorage.blobs.base import BlobNotFound, new_blob_id
 from tfstorage.domain.filetypes import guess_content_type, is_allowed, validate_content_type
 from tfstorage.domain.names import validate_bucket_name, validate_key
 from tfstorage.domain.records import Bucket, NewVersion, ObjectVersion
@@ -164,10 +164,32 @@ class ObjectWriter:
         out = []
         for target, result in zip(targets, results, strict=True):
             if result.duplicate_blob_id is not None:
+                await self._heal(result.version.blob_id, target.staged)
                 await self.discard(result.duplicate_blob_id)
             self._ctx.metrics.uploads.labels(bucket=target.bucket).inc()
             out.append(WriteResult(result.version, result.duplicate_blob_id is not None))
         return out
+
+    async def _heal(self, stored_id: str, fresh: StagedBlob) -> None:
+        """Dedup pointed a new version at stored bytes: if those are missing, of the
+        wrong size, or failed a checksum on read, rewrite them from the fresh copy
+        (same SHA-256, so readers see the same content either way)."""
+        blobs = self._ctx.blobs
+        try:
+            healthy = stored_id not in self._ctx.suspect_blobs and (
+                (await blobs.stat(stored_id)).size == fresh.size
+            )
+        except BlobNotFound:
+            healthy = False
+        if healthy:
+            return
+        log.warning("rewriting damaged blob %s from a new upload of the same content", stored_id)
+        source = await blobs.open(fresh.blob_id)
+        try:
+            await blobs.put(stored_id, source)
+        finally:
+            await source.aclose()
+        self._ctx.suspect_blobs.discard(stored_id)
 
     def _new_version(self, t: Target, created_by: str) -> NewVersion:
         staged = t.staged
