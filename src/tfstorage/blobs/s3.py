@@ -328,7 +328,10 @@ class S3BlobStore:
             self._bucket_seen = True
         elif self._bucket_seen or not self.may_create_bucket:
             # It existed and is gone: recreating it would hide the loss of every blob.
-            raise BlobStoreUnavailable("s3 blob store: the bucket does not exist (any more)")
+            raise BlobStoreUnavailable(
+                "s3 blob store: the bucket has disappeared (or never held the blobs the"
+                " index references); it is not recreated"
+            )
         else:
             await self.ensure_bucket()
 
