@@ -96,23 +96,10 @@ class _Sink:
 
 
 def client(engine: SeaweedFS) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=engine.endpoint_url,
-        aws_access_key_id=engine.access_key,
-        aws_secret_access_key=engine.secret_key,
-        region_name=engine.region,
-        config=Config(
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            s3={"addressing_style": "path"},
-            retries={"max_attempts": 1, "mode": "standard"},
-            max_pool_connections=CONCURRENCY + 2,
-            read_timeout=120,
-        ),
+    return engine.client(
+        retries={"max_attempts": 1, "mode": "standard"},
+        max_pool_connections=CONCURRENCY + 2,
+        read_timeout=120,
     )
 
 

@@ -43,26 +43,29 @@ class SeaweedFS:
     s3_port: int
     log_path: Path
 
-    def client(self) -> Any:
-        """A boto3 client: an independent view of the engine, for assertions."""
+    def client(self, **config: Any) -> Any:
+        """A boto3 client: an independent view of the engine, for assertions (and the
+        bench's direct figures). `config` overrides botocore `Config` settings."""
         import boto3
         from botocore.config import Config
 
+        settings: dict[str, Any] = {
+            # boto3 >= 1.36 sends CRC checksums by default; not every engine takes them.
+            "request_checksum_calculation": "when_required",
+            "response_checksum_validation": "when_required",
+            "s3": {"addressing_style": "path"},
+            "retries": {"max_attempts": 2, "mode": "standard"},
+            "connect_timeout": 5,
+            "read_timeout": 30,
+            **config,
+        }
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint_url,
             aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key,
             region_name=self.region,
-            config=Config(
-                # boto3 >= 1.36 sends CRC checksums by default; not every engine takes them.
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-                s3={"addressing_style": "path"},
-                retries={"max_attempts": 2, "mode": "standard"},
-                connect_timeout=5,
-                read_timeout=30,
-            ),
+            config=Config(**settings),
         )
 
 
