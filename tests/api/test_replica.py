@@ -35,6 +35,18 @@ async def replicated(tmp_path: Path) -> AsyncIterator[tuple[FastAPI, Settings]]:
         yield app, settings
 
 
+async def read_until_cut(c: httpx.AsyncClient, url: str) -> bytes:
+    """What a download delivered before it ended, cleanly or not."""
+    received = b""
+    try:
+        async with c.stream("GET", url) as r:
+            async for chunk in r.aiter_bytes():
+                received += chunk
+    except httpx.HTTPError:
+        pass
+    return received
+
+
 def blob_file(root: Path) -> Path:
     [path] = [p for p in root.rglob("*") if p.is_file() and ".tmp" not in p.parts]
     return path
@@ -52,13 +64,7 @@ async def test_corrupt_primary_is_refused_then_served_from_the_replica(
         with open(primary, "r+b") as f:
             f.seek(1000)
             f.write(bytes([data[1000] ^ 0xFF]))
-        received = b""
-        try:
-            async with c.stream("GET", "/api/v1/download/models/w.bin") as r:
-                async for chunk in r.aiter_bytes():
-                    received += chunk
-        except httpx.HTTPError:
-            pass
+        received = await read_until_cut(c, "/api/v1/download/models/w.bin")
         assert received != data and len(received) < len(data)  # never a clean wrong answer
         again = await c.get("/api/v1/download/models/w.bin")
         assert again.status_code == 200 and again.content == data  # from the replica
@@ -164,13 +170,7 @@ async def test_a_byte_flipped_on_the_way_from_the_engine_aborts_the_download(
     data = os.urandom(2 * 1024 * 1024)
     assert (await c.put("/api/v1/objects/models/f.bin", content=data)).status_code == 200
     fault_proxy.set("flip")
-    received = b""
-    try:
-        async with c.stream("GET", "/api/v1/download/models/f.bin") as r:
-            async for chunk in r.aiter_bytes():
-                received += chunk
-    except httpx.HTTPError:
-        pass
+    received = await read_until_cut(c, "/api/v1/download/models/f.bin")
     assert len(received) < len(data)  # aborted before the end, never a clean wrong answer
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Literal
 
@@ -286,11 +287,7 @@ class AuditRecord(BaseModel):
 
     @classmethod
     def of(cls, e: AuditEntry) -> AuditRecord:
-        return cls(
-            id=e.id, at=iso(e.at), actor=e.actor, token_id=e.token_id, action=e.action,
-            bucket=e.bucket, key=e.key, file_id=e.file_id, client=e.client,
-            request_id=e.request_id, detail=e.detail,
-        )  # fmt: skip
+        return cls(**{**asdict(e), "at": iso(e.at)})
 
 
 class AuditPage(BaseModel):
