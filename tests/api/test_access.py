@@ -185,6 +185,11 @@ def route_requests(bucket: str, file_id: str) -> list[tuple[str, str, str, str, 
         ("/upload", "POST", "/upload", "write:tensorfleet", {"files": {"file": ("up.txt", b"1")}}),
         ("/download/{filename:objkey}", "GET", "/download/l.txt", "read:tensorfleet", {}),
         ("/download/{filename:objkey}", "HEAD", "/download/l.txt", "read:tensorfleet", {}),
+        # resumable uploads (issue 5)
+        # batch, archive, jobs (issue 5)
+        # lifecycle and retention locks (issue 6)
+        # integrity: verify and scrub (issue 6)
+        # analytics and observability (issue 6)
     ]
 
 

@@ -13,7 +13,18 @@ from fastapi.middleware.cors import CORSMiddleware
 from tfstorage import __version__
 from tfstorage.api.errors import install_error_handlers
 from tfstorage.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from tfstorage.api.routes import access, buckets, files, legacy, objects, storage
+from tfstorage.api.routes import (
+    access,
+    batch,
+    buckets,
+    files,
+    integrity,
+    legacy,
+    lifecycle,
+    objects,
+    storage,
+    uploads,
+)
 from tfstorage.blobs.base import BlobStore
 from tfstorage.config import Settings
 from tfstorage.service.backends import build_blob_store
@@ -60,7 +71,20 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> FastAPI
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (files, objects, buckets, access, storage, legacy):
+    # uploads/batch before files: /api/v1/files/{file_id} must not shadow longer routes.
+    routers = (
+        uploads,
+        batch,
+        lifecycle,
+        integrity,
+        files,
+        objects,
+        buckets,
+        access,
+        storage,
+        legacy,
+    )
+    for module in routers:
         app.include_router(module.router)
     origins = settings.cors_origin_list
     if origins:

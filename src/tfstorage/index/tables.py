@@ -181,3 +181,14 @@ server_secrets = Table(
     Column("name", String(64), primary_key=True),
     Column("value", String(128), nullable=False),
 )
+
+
+# Resumable uploads (revision 0003) ---------------------------------------------------
+
+# Batch jobs (revision 0004) ----------------------------------------------------------
+
+# Lifecycle (revision 0005) -----------------------------------------------------------
+
+# Integrity (revision 0006) -----------------------------------------------------------
+
+# Analytics (revision 0007) -----------------------------------------------------------

@@ -1,0 +1,7 @@
+"""Routes: lifecycle (placeholder, being filled in)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()

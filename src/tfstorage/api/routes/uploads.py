@@ -1,0 +1,7 @@
+"""Routes: uploads (placeholder, being filled in)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
