@@ -29,15 +29,16 @@ from typing import IO, Any
 
 import disk
 import load
+import sdk
 import seaweed
 from load import Target
 from service import RssSampler, Server, free_port, py_spy, recording, summarize
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
-PHASES = ("disk", "put", "form", "get", "small", "rss", "s3")
+PHASES = ("disk", "put", "form", "get", "small", "rss", "s3", "sdk", "tree")
 PROFILE_PHASES = ("put", "form", "get", "small-put", "small-get", "s3-put", "s3-get")
-LOCAL = {"put", "form", "get", "small", "rss"}  # the phases on a local-disk server
+LOCAL = {"put", "form", "get", "small", "rss", "sdk", "tree"}  # on a local-disk server
 BUCKET = "artifacts"
 CLIENTS = 8
 HOST = Server.host
@@ -68,6 +69,8 @@ METRICS = {
     "s3_put": ("service on S3 PUT", "MB/s"),
     "s3_get": ("service on S3 GET", "MB/s"),
     "s3_rss_peak": ("service on S3 peak RSS (VmHWM)", "MiB"),
+    "sdk_multipart": ("SDK multipart, 4 parts in flight", "MB/s"),
+    "cp_small": ("cp -r of 4 KiB files", "files/s"),
 }
 CEILING = "ceiling_"  # prefix of the same keys measured against the null server
 
@@ -88,6 +91,8 @@ TARGETS: list[tuple[str, Callable[[dict[str, float]], float | None], str, float]
     ("service on S3 PUT / direct PUT", _ratio("s3_put", "s3_direct_put"), ">=", 0.8),
     ("service on S3 GET / direct GET", _ratio("s3_get", "s3_direct_get"), ">=", 0.8),
     ("service on S3 peak RSS, MiB", lambda r: r.get("s3_rss_peak"), "<=", 150),
+    ("SDK multipart / PUT raw", _ratio("sdk_multipart", "put"), ">=", 1.0),
+    ("cp -r 4 KiB files/s", lambda r: r.get("cp_small"), ">=", 300),
 ]
 
 
@@ -103,7 +108,13 @@ def mb_per_s(size: int, seconds: float) -> float:
 
 
 def service_round(
-    root: Path, n: int, size: int, seconds: float, phases: set[str], log: IO[bytes]
+    root: Path,
+    n: int,
+    size: int,
+    seconds: float,
+    phases: set[str],
+    log: IO[bytes],
+    tree_files: int = 10_000,
 ) -> dict[str, float]:
     """A fresh server (so VmHWM is this round's peak) on its own data dir, removed after."""
     data_dir = root / f"server-{n}"
@@ -112,10 +123,14 @@ def service_round(
         out = {"rss_idle": server.status_kib("VmRSS") / 1024}
         if server.health_status != 200:
             say(f"  warning: GET /health answered {server.health_status}; measuring anyway")
-        if phases & {"put", "form", "get", "rss"}:
+        if phases & {"put", "form", "get", "rss", "sdk"}:  # sdk is judged against put
             out |= big_objects(server, n, size, phases)
         if "small" in phases:
             out |= small_objects(server.target, f"bench/small/{n}", seconds)
+        if "sdk" in phases:
+            out |= sdk.multipart(server, root, n, size)
+        if "tree" in phases:
+            out |= sdk.small_tree(server, root, n, tree_files)
     finally:
         server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -395,6 +410,7 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
     ap.add_argument("--size", type=parse_size, default="1GiB", help="big objects (1GiB)")
     ap.add_argument("--small-seconds", type=float, default=10.0, help="per 4 KiB phase (10)")
+    ap.add_argument("--tree-files", type=int, default=10_000, help="files of `tree` (10000)")
     ap.add_argument("--data-dir", type=Path, help="parent of the scratch dir (default: repo)")
     ap.add_argument(
         "--only", type=parse_phases, default=set(PHASES), help=f"some of {','.join(PHASES)}"
@@ -441,7 +457,9 @@ def main() -> None:
                     if "small" in phases:
                         r["disk_small"] = disk.small_files(root, min(args.small_seconds, 3.0))
                 if phases & LOCAL:
-                    r |= service_round(root, n, size, args.small_seconds, phases, log)
+                    r |= service_round(
+                        root, n, size, args.small_seconds, phases, log, args.tree_files
+                    )
                 if "s3" in phases:
                     assert engine is not None
                     r |= s3_round(root, n, size, engine, log)

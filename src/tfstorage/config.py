@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     port: int = 8083
     workers: int = 1
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # "json": one JSON object per log line (one line per request, see tfstorage.logs).
+    log_format: Literal["text", "json"] = "text"
     cors_origins: str = ""  # comma-separated origins; "*" allows any (without credentials)
 
     storage_type: Literal["local", "minio", "s3"] = "local"
@@ -86,7 +88,7 @@ class Settings(BaseSettings):
             raise ValueError("must be a full URL such as http://seaweedfs:8333")
         return value.rstrip("/")
 
-    @field_validator("s3_bucket", "replica_s3_bucket")
+    @field_validator("s3_bucket", "replica_s3_bucket", "archive_s3_bucket")
     @classmethod
     def _physical_bucket(cls, value: str) -> str:
         try:
@@ -94,7 +96,7 @@ class Settings(BaseSettings):
         except InvalidBucketName as exc:
             raise ValueError(exc.message) from None
 
-    @field_validator("replica_storage_type", mode="before")
+    @field_validator("replica_storage_type", "archive_storage_type", mode="before")
     @classmethod
     def _lower_replica(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
@@ -115,9 +117,28 @@ class Settings(BaseSettings):
 
     gc_interval_seconds: float = 3600.0
     orphan_grace_seconds: float = 3600.0
+    # Integrity (issue 6): a scrub pass re-reads every blob against its checksums once
+    # per interval (0: never), reading at most this many bytes per second (0: no limit).
+    scrub_interval_seconds: float = 7 * 24 * 3600.0
+    scrub_bytes_per_second: int = 50 * 1024**2
     max_listing_limit: int = 1000
+    # Lifecycle (issue 6): scheduled runs every interval (0: only runs asked for through
+    # the API or CLI), a cap on what one run removes, and tags that protect a version.
+    lifecycle_interval_seconds: float = 3600.0
+    lifecycle_max_deletions_per_run: int = 10_000
+    lifecycle_protected_tags: str = "protected=true"
+    # The archive tier of lifecycle's `archive_days` (empty: none). `local` keeps it in
+    # ARCHIVE_DATA_DIR; `s3`/`minio` on the primary's engine and credentials, in
+    # ARCHIVE_S3_BUCKET (empty: the primary's) under ARCHIVE_S3_PREFIX.
+    archive_storage_type: Literal["", "local", "minio", "s3"] = ""
+    archive_data_dir: Path | None = None  # empty: DATA_DIR/archive
+    archive_s3_bucket: str = ""
+    archive_s3_prefix: str = "archive"
+    # Resumable upload sessions idle (no part, no completion) longer than this are expired
+    # by the maintenance loop and their parts collected.
+    upload_session_ttl_seconds: float = 7 * 24 * 3600.0
 
-    @field_validator("max_file_size", mode="before")
+    @field_validator("max_file_size", "scrub_bytes_per_second", mode="before")
     @classmethod
     def _parse_size(cls, value: object) -> object:
         return parse_size(value) if isinstance(value, str) else value
@@ -127,7 +148,7 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("storage_type", mode="before")
+    @field_validator("storage_type", "log_format", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
@@ -147,14 +168,30 @@ class Settings(BaseSettings):
             raise ValueError("must be between 0 and 65535")
         return value
 
-    @field_validator("retention_days", "workers")
+    @field_validator("lifecycle_protected_tags")
+    @classmethod
+    def _protected_tags(cls, value: str) -> str:
+        from tfstorage.domain.lifecycle import parse_protected_tags
+
+        parse_protected_tags(value)  # ValueError names the bad item
+        return value
+
+    @field_validator("retention_days", "workers", "lifecycle_max_deletions_per_run")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value < 1:
             raise ValueError("must be at least 1")
         return value
 
-    @field_validator("gc_interval_seconds", "orphan_grace_seconds", "body_timeout_seconds")
+    @field_validator(
+        "gc_interval_seconds",
+        "orphan_grace_seconds",
+        "body_timeout_seconds",
+        "upload_session_ttl_seconds",
+        "scrub_interval_seconds",
+        "scrub_bytes_per_second",
+        "lifecycle_interval_seconds",
+    )
     @classmethod
     def _non_negative(cls, value: float) -> float:
         if value < 0:

@@ -92,6 +92,21 @@ class InvalidTag(InvalidRequest):
     default_message = "tags must be key=value pairs"
 
 
+class InvalidPart(InvalidRequest):
+    code = "InvalidPart"
+    default_message = "a listed part was not uploaded or its etag does not match"
+
+
+class InvalidPartOrder(InvalidRequest):
+    code = "InvalidPartOrder"
+    default_message = "the parts must be listed in ascending order of part number"
+
+
+class EntityTooSmall(InvalidRequest):
+    code = "EntityTooSmall"
+    default_message = "every part but the last must be at least the minimum part size"
+
+
 class RequestTimeout(StorageError):
     status = 408
     code = "RequestTimeout"
@@ -152,6 +167,15 @@ class NoSuchVersion(NotFound):
         self.file_id = file_id
 
 
+class NoSuchUpload(NotFound):
+    code = "NoSuchUpload"
+    default_message = "the upload does not exist, has expired or was completed or aborted"
+
+    def __init__(self, upload_id: str):
+        super().__init__(f"upload {upload_id[:64]!r} does not exist (expired, completed, aborted?)")
+        self.upload_id = upload_id
+
+
 # 405 / 409 / 412 / 413 / 415 / 416 ----------------------------------------------------
 class MethodNotAllowed(StorageError):
     status = 405
@@ -173,12 +197,23 @@ class BucketAlreadyExists(Conflict):
         self.bucket = bucket
 
 
+class ScrubInProgress(Conflict):
+    code = "ScrubInProgress"
+    default_message = "a scrub pass is already running (on this or another instance)"
+
+
 class BucketNotEmpty(Conflict):
     code = "BucketNotEmpty"
 
     def __init__(self, bucket: str):
         super().__init__(f"bucket {bucket!r} is not empty (use ?force=true to delete it)")
         self.bucket = bucket
+
+
+class LengthRequired(StorageError):
+    status = 411
+    code = "MissingContentLength"
+    default_message = "this upload needs a Content-Length header"
 
 
 class PreconditionFailed(StorageError):
@@ -250,3 +285,11 @@ class ObjectCorrupted(StorageError):
     status = 500
     code = "ObjectCorrupted"
     default_message = "the object's stored data is missing or corrupted"
+
+
+class ObjectLocked(StorageError):
+    """A retention date or a legal hold forbids deleting or overwriting this version."""
+
+    status = 403
+    code = "ObjectLocked"
+    default_message = "the object version is locked (retention date or legal hold)"

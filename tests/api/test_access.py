@@ -49,6 +49,7 @@ async def world(client: httpx.AsyncClient) -> World:
 
 
 KEYS = {"datasets": "d/x.csv", "models": "m/x.pt"}
+UPLOAD = "0" * 32  # an upload id that names no session
 
 
 def route_requests(bucket: str, file_id: str) -> list[tuple[str, str, str, str, dict[str, object]]]:
@@ -186,10 +187,122 @@ def route_requests(bucket: str, file_id: str) -> list[tuple[str, str, str, str, 
         ("/download/{filename:objkey}", "GET", "/download/l.txt", "read:tensorfleet", {}),
         ("/download/{filename:objkey}", "HEAD", "/download/l.txt", "read:tensorfleet", {}),
         # resumable uploads (issue 5)
+        (
+            "/api/v1/uploads",
+            "POST",
+            "/api/v1/uploads",
+            f"write:{bucket}",
+            {"json": {"bucket": bucket, "key": key}},
+        ),
+        ("/api/v1/uploads", "GET", f"/api/v1/uploads?bucket={bucket}", f"write:{bucket}", {}),
+        ("/api/v1/uploads/{upload_id}", "GET", f"/api/v1/uploads/{UPLOAD}", f"write:{bucket}", {}),
+        (
+            "/api/v1/uploads/{upload_id}/parts/{part_number}",
+            "PUT",
+            f"/api/v1/uploads/{UPLOAD}/parts/1",
+            f"write:{bucket}",
+            {"content": b"1"},
+        ),
+        (
+            "/api/v1/uploads/{upload_id}/complete",
+            "POST",
+            f"/api/v1/uploads/{UPLOAD}/complete",
+            f"write:{bucket}",
+            {"json": {"parts": [{"part_number": 1, "etag": "0" * 32}]}},
+        ),
+        (
+            "/api/v1/uploads/{upload_id}",
+            "DELETE",
+            f"/api/v1/uploads/{UPLOAD}",
+            f"write:{bucket}",
+            {},
+        ),
         # batch, archive, jobs (issue 5)
+        (
+            "/api/v1/batch/delete",
+            "POST",
+            "/api/v1/batch/delete",
+            f"delete:{bucket}",
+            {"json": {"bucket": bucket, "keys": [key]}},
+        ),
+        (
+            "/api/v1/batch/copy",
+            "POST",
+            "/api/v1/batch/copy",
+            f"write:{bucket}",  # and read: on the source, here the same bucket
+            {
+                "json": {
+                    "bucket": bucket,
+                    "prefix": key.split("/")[0] + "/",
+                    "dest_bucket": bucket,
+                    "dest_prefix": "copied/",
+                }
+            },
+        ),
+        # Any token may ask; only the job's creator (or an admin) gets more than a 404.
+        ("/api/v1/jobs/{job_id}", "GET", "/api/v1/jobs/" + "0" * 32, "any", {}),
+        ("/api/v1/archive/{bucket}", "GET", f"/api/v1/archive/{bucket}", f"read:{bucket}", {}),
         # lifecycle and retention locks (issue 6)
+        (
+            "/api/v1/buckets/{name}/lifecycle",
+            "GET",
+            f"/api/v1/buckets/{bucket}/lifecycle",
+            f"read:{bucket}",
+            {},
+        ),
+        (
+            "/api/v1/buckets/{name}/lifecycle",
+            "PUT",
+            f"/api/v1/buckets/{bucket}/lifecycle",
+            "admin",
+            {"json": [{"id": "old", "expire_days": 365}]},
+        ),
+        (
+            "/api/v1/buckets/{name}/lifecycle",
+            "DELETE",
+            f"/api/v1/buckets/{bucket}/lifecycle",
+            "admin",
+            {},
+        ),
+        (
+            "/api/v1/lifecycle/run",
+            "POST",
+            f"/api/v1/lifecycle/run?dry_run=true&bucket={bucket}",
+            "admin",
+            {},
+        ),
+        (
+            "/api/v1/files/{file_id}/retention",
+            "GET",
+            f"/api/v1/files/{file_id}/retention",
+            f"read:{bucket}",
+            {},
+        ),
+        (
+            "/api/v1/files/{file_id}/retention",
+            "PUT",
+            f"/api/v1/files/{file_id}/retention",
+            f"write:{bucket}",
+            {"json": {"legal_hold": False}},
+        ),
         # integrity: verify and scrub (issue 6)
+        (
+            "/api/v1/files/{file_id}/verify",
+            "POST",
+            f"/api/v1/files/{file_id}/verify",
+            f"read:{bucket}",
+            {},
+        ),
+        ("/api/v1/scrub/run", "POST", "/api/v1/scrub/run", "admin", {"params": {"wait": "true"}}),
+        ("/api/v1/scrub", "GET", "/api/v1/scrub", "admin", {}),
         # analytics and observability (issue 6)
+        (
+            "/api/v1/storage/stats/history",
+            "GET",
+            "/api/v1/storage/stats/history",
+            "admin",
+            {},
+        ),
     ]
 
 
@@ -225,7 +338,9 @@ async def test_read_only_datasets_token_reads_exactly_datasets(
             for path, method, url, right, kwargs in route_requests(bucket, world.file_ids[bucket]):
                 r = await reader.request(method, url, **kwargs)  # type: ignore[arg-type]
                 allowed = right in ("open", "any", "read:datasets")
-                if allowed:
+                if path == "/api/v1/jobs/{job_id}":
+                    assert_error(r, 404, "NoSuchJob")  # nobody's job: as any job not its own
+                elif allowed:
                     assert 200 <= r.status_code < 300, (method, path, bucket, r.text)
                 elif (
                     path.startswith("/api/v1/files/") and "{file_id}" in path and bucket == "models"

@@ -86,12 +86,12 @@ async def test_quotas_are_enforced(client: httpx.AsyncClient) -> None:
     )
     assert (await client.put("/api/v1/objects/quota-b/b", content=b"c" * 100)).status_code == 200
     assert_error(await client.put("/api/v1/objects/quota-b/c", content=b"d"), 403, "QuotaExceeded")
-    # Several files in one request: all or none.
+    # Several files in one request, atomic: all or none.
     await client.delete("/api/v1/delete/quota-b/b")
     r = await client.post(
         "/api/v1/files/upload",
         files=[("file", ("x.bin", b"1")), ("file", ("y.bin", b"2"))],
-        data={"bucket": "quota-b"},
+        data={"bucket": "quota-b", "atomic": "true"},
     )
     assert_error(r, 403, "QuotaExceeded")
     keys = [o["key"] for o in (await client.get("/api/v1/list/quota-b")).json()["objects"]]

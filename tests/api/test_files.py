@@ -27,7 +27,7 @@ async def test_many_files_in_one_request(client: httpx.AsyncClient) -> None:
             "tags": "split=train",
         },
     )
-    assert r.status_code == 200, r.text
+    assert r.status_code == 201, r.text
     body = r.json()
     assert body["count"] == 3
     keys = [f["key"] for f in body["files"]]
@@ -38,10 +38,11 @@ async def test_many_files_in_one_request(client: httpx.AsyncClient) -> None:
 
 
 async def test_many_files_all_or_nothing(client: httpx.AsyncClient) -> None:
+    # (Without atomic=true each file stands alone: tests/api/test_batch.py.)
     r = await client.post(
         "/api/v1/files/upload",
         files=[("file", ("ok.csv", b"1")), ("file", ("bad.exe", b"2"))],
-        data={"bucket": "datasets", "prefix": "batch"},
+        data={"bucket": "datasets", "prefix": "batch", "atomic": "true"},
     )
     assert_error(r, 415, "UnsupportedFileType")
     listing = (await client.get("/api/v1/list/datasets", params={"prefix": "batch"})).json()

@@ -43,7 +43,14 @@ async def test_health_routes(client: httpx.AsyncClient, settings: Settings) -> N
     assert body["blob_store"]["type"] == settings.storage_type
     assert body["index"]["backend"] == "sqlite"
     detailed = (await client.get("/api/v1/health/detailed")).json()
-    assert set(detailed["checks"]) == {"index", "blob_store", "disk_space", "response_time"}
+    assert set(detailed["checks"]) == {
+        "index",
+        "blob_store",
+        "disk_space",
+        "response_time",
+        "integrity",
+    }
+    assert detailed["checks"]["integrity"]["ok"] is True
     assert all(c["ok"] for c in detailed["checks"].values())
 
 

@@ -7,6 +7,7 @@ assumes a file system.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tfstorage.blobs import BlobInfo, BlobNotFound, BlobStore, Capacity, new_blob_id
+from tfstorage.blobs import BlobInfo, BlobNotFound, BlobStore, Capacity, StoredPart, new_blob_id
+from tfstorage.blobs.base import DigestMismatch
+from tfstorage.errors import InvalidPart
 
 MiB = 1024 * 1024
 
@@ -312,3 +315,191 @@ class BlobStoreContract:
     async def test_check(self, store: BlobStore) -> None:
         await store.check()
         await store.check()
+
+
+async def parts_of(
+    store: BlobStore, blob_id: str, upload: str, datas: dict[int, bytes]
+) -> list[StoredPart]:
+    """Store `datas` as parts (in the dict's order), returned sorted by number."""
+    stored = [
+        await store.put_part(blob_id, upload, number, chunked(data), size=len(data))
+        for number, data in datas.items()
+    ]
+    return sorted(stored, key=lambda part: part.part_number)
+
+
+class MultipartContract:
+    """Multipart blobs (resumable uploads): parts in any order, replaced, assembled."""
+
+    @pytest.mark.anyio
+    async def test_parts_out_of_order_assemble_with_real_digests(self, store: BlobStore) -> None:
+        blob_id = new_blob_id()
+        upload = await store.begin_multipart(blob_id)
+        datas = {n: random_bytes(5 * MiB + n, seed=n) for n in (3, 1, 2)}
+        datas[3] = b"tail"
+        parts = await parts_of(store, blob_id, upload, datas)
+        assert [(p.part_number, p.size) for p in parts] == [
+            (1, 5 * MiB + 1),
+            (2, 5 * MiB + 2),
+            (3, 4),
+        ]
+        with pytest.raises(BlobNotFound):
+            await store.stat(blob_id)  # nothing visible before completion
+        whole = datas[1] + datas[2] + datas[3]
+        assembled = await store.complete_multipart(blob_id, upload, parts)
+        assert assembled.size == len(whole)
+        assert assembled.md5 == hashlib.md5(whole).hexdigest()
+        assert assembled.sha256 == hashlib.sha256(whole).hexdigest()
+        assert await read_all(store, blob_id) == whole
+        await store.abort_multipart(blob_id, upload)
+        await store.abort_multipart(blob_id, upload)  # idempotent
+        assert await read_all(store, blob_id) == whole  # the blob is not a part
+
+    @pytest.mark.anyio
+    async def test_parallel_parts_and_a_replaced_part(self, store: BlobStore) -> None:
+        blob_id = new_blob_id()
+        upload = await store.begin_multipart(blob_id)
+        datas = {n: random_bytes(5 * MiB, seed=10 + n) for n in range(1, 5)}
+        stored: dict[int, StoredPart] = {}
+
+        async def put(number: int, data: bytes) -> None:
+            part = await store.put_part(blob_id, upload, number, chunked(data), size=len(data))
+            stored[number] = part
+
+        async with anyio.create_task_group() as tg:
+            for number, data in datas.items():
+                tg.start_soon(put, number, data)
+        # A part sent again (a retry after a lost answer) replaces the first one.
+        datas[2] = random_bytes(5 * MiB + 7, seed=99)
+        await put(2, datas[2])
+        parts = [stored[n] for n in sorted(stored)]
+        assembled = await store.complete_multipart(blob_id, upload, parts)
+        whole = b"".join(datas[n] for n in sorted(datas))
+        assert assembled.sha256 == hashlib.sha256(whole).hexdigest()
+        assert await read_all(store, blob_id) == whole
+
+    @pytest.mark.anyio
+    async def test_a_single_part_and_an_empty_one(self, store: BlobStore) -> None:
+        blob_id = new_blob_id()
+        upload = await store.begin_multipart(blob_id)
+        parts = await parts_of(store, blob_id, upload, {1: b""})
+        assembled = await store.complete_multipart(blob_id, upload, parts)
+        assert (assembled.size, assembled.sha256) == (0, hashlib.sha256(b"").hexdigest())
+        assert await read_all(store, blob_id) == b""
+
+    @pytest.mark.anyio
+    async def test_failing_part_leaves_the_earlier_one(self, store: BlobStore) -> None:
+        blob_id = new_blob_id()
+        upload = await store.begin_multipart(blob_id)
+        first = await parts_of(store, blob_id, upload, {1: b"first"})
+        with pytest.raises(RuntimeError):
+            await store.put_part(
+                blob_id, upload, 1, failing_after(bytes(MiB), RuntimeError()), size=MiB + 1
+            )
+        await store.complete_multipart(blob_id, upload, first)
+        assert await read_all(store, blob_id) == b"first"
+
+    @pytest.mark.anyio
+    async def test_abort_removes_the_parts(self, store: BlobStore) -> None:
+        blob_id = new_blob_id()
+        upload = await store.begin_multipart(blob_id)
+        parts = await parts_of(store, blob_id, upload, {1: bytes(1000)})
+        await store.abort_multipart(blob_id, upload)
+        with pytest.raises(InvalidPart):
+            await store.complete_multipart(blob_id, upload, parts)
+        with pytest.raises(BlobNotFound):
+            await store.stat(blob_id)
+        assert await listed(store) == {}
+
+    @pytest.mark.anyio
+    async def test_sweep_spares_kept_uploads(self, store: BlobStore) -> None:
+        kept_id, dropped_id = new_blob_id(), new_blob_id()
+        kept = await store.begin_multipart(kept_id)
+        dropped = await store.begin_multipart(dropped_id)
+        kept_parts = await parts_of(store, kept_id, kept, {1: b"kept"})
+        dropped_parts = await parts_of(store, dropped_id, dropped, {1: b"gone"})
+        assert await store.sweep_incomplete(time.time() - 3600, keep={kept}) == 0  # too young
+        assert await store.sweep_incomplete(time.time() + 3600, keep={kept}) >= 1
+        with pytest.raises(InvalidPart):
+            await store.complete_multipart(dropped_id, dropped, dropped_parts)
+        await store.complete_multipart(kept_id, kept, kept_parts)
+        assert await read_all(store, kept_id) == b"kept"
+
+    @pytest.mark.anyio
+    async def test_parts_sent_with_their_offsets(self, store: BlobStore) -> None:
+        # Whether or not the store writes them in place, the blob is the same.
+        blob_id = new_blob_id()
+        upload = await store.begin_multipart(blob_id)
+        step = 5 * MiB
+        datas = {n: random_bytes(step, seed=30 + n) for n in (1, 2, 3)}
+        datas[4] = random_bytes(1234, seed=34)
+        stored: dict[int, StoredPart] = {}
+
+        async def put(number: int, data: bytes) -> None:
+            stored[number] = await store.put_part(
+                blob_id, upload, number, chunked(data), size=len(data), offset=(number - 1) * step
+            )
+
+        async with anyio.create_task_group() as tg:
+            for number in (3, 1, 4, 2):
+                tg.start_soon(put, number, datas[number])
+        whole = b"".join(datas[n] for n in (1, 2, 3, 4))
+        parts = [stored[n] for n in (1, 2, 3, 4)]
+        with pytest.raises(DigestMismatch) as refused:
+            await store.complete_multipart(
+                blob_id, upload, parts, expected_sha256=hashlib.sha256(b"other").hexdigest()
+            )
+        with pytest.raises(BlobNotFound):
+            await store.stat(blob_id)  # nothing visible
+        if refused.value.parts_consumed:
+            await store.abort_multipart(blob_id, upload)
+            upload = await store.begin_multipart(blob_id)
+            for number in (1, 2, 3, 4):
+                await put(number, datas[number])
+            parts = [stored[n] for n in (1, 2, 3, 4)]
+        assembled = await store.complete_multipart(
+            blob_id, upload, parts, expected_sha256=hashlib.sha256(whole).hexdigest()
+        )
+        assert (assembled.size, assembled.md5) == (len(whole), hashlib.md5(whole).hexdigest())
+        assert await read_all(store, blob_id) == whole
+
+    @pytest.mark.anyio
+    async def test_placed_parts_replaced_skipped_or_cut_off(self, store: BlobStore) -> None:
+        blob_id = new_blob_id()
+        upload = await store.begin_multipart(blob_id)
+        step = 5 * MiB
+        datas = {n: random_bytes(step, seed=40 + n) for n in (1, 2, 3)}
+
+        async def put(number: int, data: bytes) -> StoredPart:
+            return await store.put_part(
+                blob_id, upload, number, chunked(data), size=len(data), offset=(number - 1) * step
+            )
+
+        # The first copy of part 2 is cut off mid-way: its place holds half a part.
+        with pytest.raises(RuntimeError):
+            await store.put_part(
+                blob_id,
+                upload,
+                2,
+                failing_after(datas[2][: 2 * MiB], RuntimeError()),
+                size=step,
+                offset=step,
+            )
+        one, two, three = await put(1, datas[1]), await put(2, datas[2]), await put(3, datas[3])
+        replaced = random_bytes(step, seed=49)
+        one_again = await put(1, replaced)  # a retry: replaces part 1
+        parts = [one_again, two, three]
+        whole = replaced + datas[2] + datas[3]
+        assembled = await store.complete_multipart(blob_id, upload, parts)
+        assert assembled.sha256 == hashlib.sha256(whole).hexdigest()
+        assert await read_all(store, blob_id) == whole
+        assert one.part_number == 1
+
+        # Another blob: part 2 left out, so parts 1 and 3 are not where they would be.
+        other_id = new_blob_id()
+        upload = await store.begin_multipart(other_id)
+        blob_id = other_id
+        one, two, three = await put(1, datas[1]), await put(2, datas[2]), await put(3, b"end")
+        assembled = await store.complete_multipart(other_id, upload, [one, three])
+        assert assembled.sha256 == hashlib.sha256(datas[1] + b"end").hexdigest()
+        assert await read_all(store, other_id) == datas[1] + b"end"

@@ -15,7 +15,14 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from tests.blobs.contract import BlobStoreContract, chunked, failing_after, read_all, read_chunks
+from tests.blobs.contract import (
+    BlobStoreContract,
+    MultipartContract,
+    chunked,
+    failing_after,
+    read_all,
+    read_chunks,
+)
 from tfstorage.blobs import BlobNotFound, BlobStore, BlobStoreUnavailable, new_blob_id
 from tfstorage.blobs.local import LocalBlobStore
 from tfstorage.errors import InsufficientStorage
@@ -23,7 +30,7 @@ from tfstorage.errors import InsufficientStorage
 MiB = 1024 * 1024
 
 
-class TestLocalBlobStore(BlobStoreContract):
+class TestLocalBlobStore(BlobStoreContract, MultipartContract):
     @pytest.fixture
     async def store(self, tmp_path: Path) -> AsyncIterator[BlobStore]:
         store = LocalBlobStore(tmp_path / "blobs")
@@ -450,3 +457,45 @@ async def test_put_memory_is_bounded(store: LocalBlobStore) -> None:
         tracemalloc.stop()
     assert peak - baseline < 16 * MiB
     assert (await store.stat(blob_id)).size == size
+
+
+@pytest.mark.anyio
+async def test_parts_in_place_are_renamed_not_copied(store: LocalBlobStore, root: Path) -> None:
+    blob_id = new_blob_id()
+    upload = await store.begin_multipart(blob_id)
+    step = 5 * MiB
+    datas = [os.urandom(step), os.urandom(step), b"tail"]
+    parts = [
+        await store.put_part(
+            blob_id, upload, n, chunked(data), size=len(data), offset=(n - 1) * step
+        )
+        for n, data in enumerate(datas, start=1)
+    ]
+    assembly = root / ".parts" / blob_id / "assembly"
+    inode = assembly.stat().st_ino
+    assembled = await store.complete_multipart(blob_id, upload, parts)
+    assert assembled.parts_consumed  # the parts became the blob
+    assert (root / blob_id[:2] / blob_id[2:4] / blob_id).stat().st_ino == inode
+    assert await read_all(store, blob_id) == b"".join(datas)
+    await store.abort_multipart(blob_id, upload)
+    assert os.listdir(root / ".parts") == []
+
+
+@pytest.mark.anyio
+async def test_a_blob_assembled_in_place_is_new_to_the_orphan_sweep(
+    store: LocalBlobStore, root: Path
+) -> None:
+    # The parts were written long ago; the blob only exists from its completion on, and
+    # until the index commits it, only its age keeps the orphan sweep (which spares
+    # blobs younger than its grace) away from it.
+    blob_id = new_blob_id()
+    upload = await store.begin_multipart(blob_id)
+    part = await store.put_part(blob_id, upload, 1, chunked(b"old"), size=3, offset=0)
+    day_ago = time.time() - 86400
+    os.utime(root / ".parts" / blob_id / "assembly", (day_ago, day_ago))
+    started = time.time()
+    assembled = await store.complete_multipart(blob_id, upload, [part])
+    assert assembled.parts_consumed
+    [info] = [info async for info in store.list_blobs()]
+    assert info.blob_id == blob_id
+    assert info.modified >= started - 1

@@ -4,12 +4,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.blobs.contract import BlobStoreContract, chunked
+from tests.blobs.contract import BlobStoreContract, MultipartContract, chunked
 from tfstorage.blobs import BlobStore, new_blob_id
 from tfstorage.blobs.memory import MemoryBlobStore
 
 
-class TestMemoryBlobStore(BlobStoreContract):
+class TestMemoryBlobStore(BlobStoreContract, MultipartContract):
     @pytest.fixture
     async def store(self) -> AsyncIterator[BlobStore]:
         store = MemoryBlobStore()

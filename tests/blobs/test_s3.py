@@ -10,6 +10,7 @@ import pytest
 
 from tests.blobs.contract import (
     BlobStoreContract,
+    MultipartContract,
     chunked,
     failing_after,
     random_bytes,
@@ -39,7 +40,7 @@ def make_store(
     )
 
 
-class TestS3BlobStore(BlobStoreContract):
+class TestS3BlobStore(BlobStoreContract, MultipartContract):
     @pytest.fixture
     async def store(self, seaweedfs: SeaweedFS, s3_prefix: str) -> AsyncIterator[BlobStore]:
         store = make_store(seaweedfs, s3_prefix, part_size=5 * MiB)

@@ -33,6 +33,10 @@ def test_a_flipped_byte_aborts_the_download(make_server: ServerFactory) -> None:
             f.flush()
             os.fsync(f.fileno())
 
+        # A range cannot be checked against the whole object's digest; it is served.
+        part = client.get("/api/v1/download/artifacts/model.bin", headers={"Range": "bytes=0-99"})
+        assert part.status_code == 206 and part.content == data[:100]
+
         received = bytearray()
         with (
             pytest.raises(httpx.HTTPError),  # the connection ends before Content-Length
@@ -44,8 +48,10 @@ def test_a_flipped_byte_aborts_the_download(make_server: ServerFactory) -> None:
         assert len(received) < len(data)
         assert hashlib.sha256(received).hexdigest() != r.json()["sha256"]
 
-        # A range cannot be checked against the whole object's digest; it is served.
-        part = client.get("/api/v1/download/artifacts/model.bin", headers={"Range": "bytes=0-99"})
-        assert part.status_code == 206 and part.content == data[:100]
+        # The failed download marked the blob in the index: from now on every read of it,
+        # ranges too, is refused before any byte is sent.
+        for headers in ({}, {"Range": "bytes=0-99"}):
+            refused = client.get("/api/v1/download/artifacts/model.bin", headers=headers)
+            assert refused.status_code == 500 and refused.json()["code"] == "ObjectCorrupted"
         # The untouched service keeps answering.
         assert client.get("/health").status_code == 200

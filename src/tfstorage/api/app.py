@@ -58,6 +58,8 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> FastAPI
         app.state.storage = store
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_collect_garbage_forever, store)
+            tasks.start_soon(store.lifecycle.run_forever)
+            tasks.start_soon(store.scrubber.run_forever)
             try:
                 yield
             finally:

@@ -18,3 +18,12 @@ async def audit(
     await storage.access.record(
         caller, action, client=client, request_id=request_id(request), **fields
     )
+
+
+async def audit_many(
+    request: Request, storage: Storage, caller: Caller, action: str, entries: list[dict[str, Any]]
+) -> None:
+    """One action on many objects, recorded in one transaction."""
+    client = request.client.host if request.client else None
+    common = {"client": client, "request_id": request_id(request)}
+    await storage.access.record_many(caller, action, [common | e for e in entries])

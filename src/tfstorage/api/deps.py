@@ -33,6 +33,13 @@ def get_storage(request: Request) -> Storage:
 
 
 async def get_caller(request: Request) -> Caller:
+    caller = await _resolve_caller(request)
+    # For the access log: the token's name, never its secret.
+    request.state.caller_name = None if caller.anonymous else caller.name
+    return caller
+
+
+async def _resolve_caller(request: Request) -> Caller:
     storage = get_storage(request)
     if not storage.access.enabled:
         return Caller.unrestricted()

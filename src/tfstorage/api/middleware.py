@@ -1,21 +1,31 @@
-"""Request ids: one per request, in logs, error bodies and the X-Request-ID header.
+"""Request ids, the access log and the HTTP metrics: one plain ASGI middleware.
 
-A plain ASGI middleware rather than BaseHTTPMiddleware, which would put every
-streamed body chunk through an extra task and queue.
+Every request gets an id (in logs, error bodies and the X-Request-ID header), one log
+line (`tfstorage.access`: method, route template, status, body bytes both ways,
+duration, the token's name, the client) and one observation of the latency histogram.
+A plain ASGI middleware rather than BaseHTTPMiddleware, which would put every streamed
+body chunk through an extra task and queue.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import secrets
 import time
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tfstorage.errors import RequestTooLarge
 
 log = logging.getLogger("tfstorage.access")
+
+UNMATCHED_ROUTE = "unmatched"  # no route matched (404/405): one label for all such paths
+# Any token is a method on the wire: others share one label, not a series each.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class RequestIdMiddleware:
@@ -27,34 +37,99 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = secrets.token_hex(8)
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
         start = time.perf_counter()
         status = 0
+        bytes_in = bytes_out = 0
+
+        async def counting_receive() -> Message:
+            nonlocal bytes_in
+            message = await receive()
+            if message["type"] == "http.request":
+                bytes_in += len(message.get("body", b""))
+            return message
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, bytes_out
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
                 message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body":
+                bytes_out += len(message.get("body", b""))
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, counting_receive, send_with_id)
         finally:
-            log.debug(
-                "%s %s %s %.1fms rid=%s",
+            seconds = time.perf_counter() - start
+            route = route_template(scope)
+            status_class = f"{status // 100}xx" if status else "none"
+            metrics = _metrics(scope)
+            if metrics is not None:
+                method = scope["method"] if scope["method"] in _METHODS else "other"
+                metrics.http_seconds.labels(
+                    route=route, method=method, status=status_class
+                ).observe(seconds)
+                if bytes_in:
+                    metrics.http_bytes_in.labels(route=route).inc(bytes_in)
+                if bytes_out:
+                    metrics.http_bytes_out.labels(route=route).inc(bytes_out)
+            client = scope.get("client")
+            fields: dict[str, Any] = {
+                "request_id": request_id,
+                "method": scope["method"],
+                "route": route,
+                "path": scope["path"],
+                "status": status,
+                "bytes_in": bytes_in,
+                "bytes_out": bytes_out,
+                "duration_ms": round(seconds * 1000, 2),
+                "token": state.get("caller_name"),  # the token's name, never its secret
+                "client": client[0] if client else None,
+                "pid": os.getpid(),
+            }
+            log.info(
+                "%s %s %s %.1fms in=%d out=%d token=%s client=%s rid=%s",
                 scope["method"],
                 scope["path"],
                 status,
-                (time.perf_counter() - start) * 1000,
+                seconds * 1000,
+                bytes_in,
+                bytes_out,
+                fields["token"] or "-",
+                fields["client"] or "-",
                 request_id,
+                extra={"request": fields},
             )
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template ("/api/v1/download/{bucket}/{key:objkey}")."""
+    path = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) else UNMATCHED_ROUTE
+
+
+def _metrics(scope: Scope) -> Any:
+    app = scope.get("app")
+    storage = getattr(getattr(app, "state", None), "storage", None)
+    return getattr(getattr(storage, "ctx", None), "metrics", None)
 
 
 # Routes whose bodies stream to the blob store (bounded by MAX_FILE_SIZE instead).
 _STREAMING_PREFIXES = ("/api/v1/objects/", "/api/v1/upload", "/api/v1/files/upload", "/upload")
+# Resumable upload parts stream too; the rest of /api/v1/uploads is small JSON.
+_PART_UPLOAD = re.compile(r"/api/v1/uploads/[^/]+/parts/[^/]+")
+
+
+def _streams(path: str) -> bool:
+    if path.startswith("/api/v1/uploads"):
+        return _PART_UPLOAD.fullmatch(path) is not None
+    return path.startswith(_STREAMING_PREFIXES)
+
+
 MAX_SMALL_BODY = 1024 * 1024
 
 
@@ -66,7 +141,7 @@ class BodyLimitMiddleware:
         self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or str(scope["path"]).startswith(_STREAMING_PREFIXES):
+        if scope["type"] != "http" or _streams(str(scope["path"])):
             await self.app(scope, receive, send)
             return
         for name, value in scope.get("headers", []):

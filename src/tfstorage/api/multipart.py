@@ -58,6 +58,9 @@ class PartHeaders:
     name: str
     filename: str | None
     content_type: str | None
+    # Per-file checksums of a multi-file upload, as on a single upload's request.
+    content_md5: str | None = None
+    checksum_sha256: str | None = None
 
 
 class _Marker(Enum):
@@ -402,10 +405,13 @@ def _parse_part_headers(headers: dict[bytes, bytes]) -> PartHeaders:
     if b"*" in disposition:  # only then can there be an RFC 5987 filename*
         filename = _extended_filename(disposition) or filename
     content_type = headers.get(b"content-type")
+    md5, sha256 = headers.get(b"content-md5"), headers.get(b"x-checksum-sha256")
     return PartHeaders(
         name=_decode_header_text(name),
         filename=filename,
         content_type=None if not content_type else _decode_header_text(content_type),
+        content_md5=None if md5 is None else md5.decode("latin-1"),
+        checksum_sha256=None if sha256 is None else sha256.decode("latin-1"),
     )
 
 

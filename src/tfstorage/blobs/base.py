@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from tfstorage.errors import ServiceUnavailable
+from tfstorage.errors import BadDigest, ServiceUnavailable
 
 
 class ByteStream(Protocol):
@@ -54,6 +54,40 @@ class Capacity:
     free_bytes: int | None
 
 
+MISMATCH = "the SHA-256 of the assembled object does not match the one declared"
+
+
+class DigestMismatch(BadDigest):
+    """The assembled bytes do not hash to the SHA-256 expected: nothing was stored under
+    the blob id. `parts_consumed`: the parts are gone too (S3 completed its upload)."""
+
+    def __init__(self, message: str, *, parts_consumed: bool) -> None:
+        super().__init__(message)
+        self.parts_consumed = parts_consumed
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPart:
+    """One part of a multipart blob, as the store holds it."""
+
+    part_number: int
+    size: int
+    handle: str  # the store's name for these bytes: S3's part ETag, a file name on disk
+
+
+@dataclass(frozen=True, slots=True)
+class AssembledBlob:
+    """A multipart blob once assembled: durable under its blob id, with its real digests
+    (of the whole bytes, not S3's MD5 of MD5s)."""
+
+    size: int
+    md5: str
+    sha256: str
+    # True when assembling used the parts up (S3 completes the engine's upload); False
+    # when they stay until `abort_multipart`, so a refused result can be retried.
+    parts_consumed: bool
+
+
 @runtime_checkable
 class BlobStore(Protocol):
     """Where the bytes live. Every method is safe to call concurrently.
@@ -92,9 +126,68 @@ class BlobStore(Protocol):
         """Every stored blob (for garbage collection), in no particular order."""
         ...
 
-    async def sweep_incomplete(self, older_than: float) -> int:
+    async def sweep_incomplete(self, older_than: float, keep: Collection[str] = ()) -> int:
         """Remove leftovers of interrupted writes started before `older_than` (epoch
-        seconds): temp files, dangling multipart uploads. Returns how many went."""
+        seconds): temp files, dangling multipart uploads. Multipart uploads whose handle
+        is in `keep` (live upload sessions) are never touched. Returns how many went."""
+        ...
+
+    # Multipart blobs: parts stored one by one, in any order, then assembled. ----------
+    async def begin_multipart(self, blob_id: str) -> str:
+        """Start a multipart blob that will be stored as `blob_id`; returns its upload
+        handle (S3: the engine's upload id). Nothing is visible under `blob_id` yet."""
+        ...
+
+    async def put_part(
+        self,
+        blob_id: str,
+        upload: str,
+        part_number: int,
+        chunks: AsyncIterable[bytes],
+        *,
+        size: int,
+        md5: str | None = None,
+        sha256: str | None = None,
+        offset: int | None = None,
+    ) -> StoredPart:
+        """Store part `part_number` (1..10000) from `chunks`, exactly `size` bytes;
+        durable when this returns. A later part of the same number replaces it.
+
+        `offset` is a hint: where the part will sit in the assembled blob if the parts
+        before it have their expected sizes. A store may write the part there directly
+        (local disk), so that assembling needs no second copy of the bytes.
+
+        `md5` / `sha256` (hex) are digests the client declared: a store whose engine can
+        check them does, raising `BadDigest` with an earlier part of the number intact.
+        If `chunks` raises, the exception propagates and no new part is recorded.
+        """
+        ...
+
+    async def discard_part(self, blob_id: str, upload: str, part: StoredPart) -> bool:
+        """Remove a stored part that turned out to be unwanted (its digest did not match).
+        Returns whether an earlier part of the same number survives: False on stores
+        that replace parts in place (S3), where the earlier one is gone too."""
+        ...
+
+    async def complete_multipart(
+        self,
+        blob_id: str,
+        upload: str,
+        parts: Sequence[StoredPart],
+        *,
+        expected_sha256: str | None = None,
+    ) -> AssembledBlob:
+        """Assemble `parts` (ascending, as stored) into `blob_id`, durable and readable
+        when this returns, and compute the whole blob's MD5 and SHA-256 (memory stays
+        bounded whatever the sizes). A crash before it returns leaves at most an orphan.
+
+        If the SHA-256 is not `expected_sha256`, raises `DigestMismatch` with nothing
+        stored under `blob_id`."""
+        ...
+
+    async def abort_multipart(self, blob_id: str, upload: str) -> None:
+        """Remove every part of the upload (and the upload itself). Idempotent; the
+        assembled blob, if any, is not touched."""
         ...
 
     async def capacity(self) -> Capacity:

@@ -15,9 +15,19 @@ import os
 import secrets
 import shutil
 import stat
+import threading
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterator
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Collection,
+    Generator,
+    Iterator,
+    Sequence,
+)
 from contextlib import contextmanager, suppress
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Final
@@ -26,14 +36,32 @@ import anyio
 import anyio.to_thread
 
 from tfstorage.blobs.base import (
+    MISMATCH,
+    AssembledBlob,
     BlobInfo,
     BlobNotFound,
     BlobStoreUnavailable,
     ByteStream,
     Capacity,
+    DigestMismatch,
+    StoredPart,
     is_blob_id,
 )
-from tfstorage.errors import InsufficientStorage
+from tfstorage.blobs.digests import Digests
+from tfstorage.blobs.local_parts import (
+    ASSEMBLY,
+    PARTS_DIR,
+    PrefixDigests,
+    claim_place,
+    concatenate,
+    in_place,
+    new_part_name,
+    part_location,
+    placed_handle,
+    sweep_uploads,
+    upload_dir,
+)
+from tfstorage.errors import InsufficientStorage, InvalidPart
 
 MiB: Final = 1024 * 1024
 TMP_DIR: Final = ".tmp"
@@ -61,11 +89,15 @@ class LocalBlobStore:
             raise ValueError("buffer, chunk and batch sizes must be positive")
         self._root = os.path.abspath(root)
         self._tmp = os.path.join(self._root, TMP_DIR)
+        self._parts_root = os.path.join(self._root, PARTS_DIR)
+        # Uploads whose placed parts are being hashed ahead of their completion.
+        self._prefixes: dict[str, PrefixDigests] = {}
         self._write_buffer_size = write_buffer_size
         self._read_chunk_size = read_chunk_size
         self._list_batch_size = list_batch_size
         with _os_errors("creating the root directory"):
             os.makedirs(self._tmp, mode=_DIR_MODE, exist_ok=True)
+            os.makedirs(self._parts_root, mode=_DIR_MODE, exist_ok=True)
 
     @property
     def root(self) -> Path:
@@ -83,6 +115,20 @@ class LocalBlobStore:
     async def put(self, blob_id: str, chunks: AsyncIterable[bytes]) -> int:
         level1, level2, final = self._paths(blob_id)
         temp = _TempFile(self._tmp, f"{blob_id}-{secrets.token_hex(8)}")
+        try:
+            total, rest = await self._receive(temp, chunks)
+            await anyio.to_thread.run_sync(temp.commit, rest, self._root, level1, level2, final)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(temp.discard)
+            raise
+        return total
+
+    async def _receive(
+        self, temp: _TempFile | _PlacedPart, chunks: AsyncIterable[bytes]
+    ) -> tuple[int, list[bytes]]:
+        """Write `chunks` to `temp` except a last batch (returned, with the total size),
+        so that a small write costs the caller's one final thread hop only."""
         loop = asyncio.get_running_loop()
         writing: asyncio.Future[None] | None = None
         try:
@@ -107,14 +153,12 @@ class LocalBlobStore:
             if writing is not None:
                 await writing
                 writing = None
-            await anyio.to_thread.run_sync(temp.commit, batch, self._root, level1, level2, final)
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                if writing is not None:  # never discard under a write still running
+            if writing is not None:  # never discard under a write still running
+                with anyio.CancelScope(shield=True):
                     await asyncio.gather(writing, return_exceptions=True)
-                await anyio.to_thread.run_sync(temp.discard)
             raise
-        return total + batch_size
+        return total + batch_size, batch
 
     async def open(self, blob_id: str, start: int = 0, end: int | None = None) -> ByteStream:
         path = self._paths(blob_id)[2]
@@ -147,8 +191,151 @@ class LocalBlobStore:
         finally:
             scan.close()
 
-    async def sweep_incomplete(self, older_than: float) -> int:
-        return await anyio.to_thread.run_sync(_sweep_temp_files, self._tmp, older_than)
+    async def sweep_incomplete(self, older_than: float, keep: Collection[str] = ()) -> int:
+        swept = await anyio.to_thread.run_sync(_sweep_temp_files, self._tmp, older_than)
+        with _os_errors("sweeping multipart uploads"):
+            swept += await anyio.to_thread.run_sync(
+                sweep_uploads, self._parts_root, older_than, frozenset(keep)
+            )
+        return swept
+
+    async def begin_multipart(self, blob_id: str) -> str:
+        self._paths(blob_id)  # refuses a malformed id
+        directory = upload_dir(self._parts_root, blob_id, blob_id)
+
+        def make() -> None:
+            with _os_errors("starting a multipart upload"):
+                if _mkdir(directory):
+                    _fsync_dir(self._parts_root)
+
+        await anyio.to_thread.run_sync(make)
+        return blob_id
+
+    async def put_part(
+        self,
+        blob_id: str,
+        upload: str,
+        part_number: int,
+        chunks: AsyncIterable[bytes],
+        *,
+        size: int,
+        md5: str | None = None,
+        sha256: str | None = None,
+        offset: int | None = None,
+    ) -> StoredPart:
+        directory = upload_dir(self._parts_root, blob_id, upload)
+        placed = offset is not None and await anyio.to_thread.run_sync(
+            _claim_place, directory, part_number
+        )
+        if placed and offset is not None:
+            # The first copy of a part whose place is known goes straight there; its
+            # region is never written again (see local_parts), so a failure mid-way
+            # only leaves bytes nobody references.
+            target: _TempFile | _PlacedPart = _PlacedPart(directory, offset, size)
+            name = placed_handle(part_number, offset)
+        else:
+            # Any other part is a file of its own, under a fresh name: the index only
+            # ever points at a part once it is whole and durable.
+            name = new_part_name(part_number)
+            target = _TempFile(directory, name)
+        try:
+            total, rest = await self._receive(target, chunks)
+            await anyio.to_thread.run_sync(target.sync_in_place, rest)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(target.discard)
+            raise
+        if isinstance(target, _PlacedPart) and offset is not None:
+            self._hash_ahead(upload, directory, offset, total, name)
+        return StoredPart(part_number, total, name)
+
+    def _hash_ahead(self, upload: str, directory: str, offset: int, size: int, name: str) -> None:
+        prefix = self._prefixes.get(upload)
+        if prefix is None:
+            if len(self._prefixes) >= _MAX_PREFIXES:  # abandoned sessions: forget the oldest
+                del self._prefixes[next(iter(self._prefixes))]
+            prefix = self._prefixes[upload] = PrefixDigests(os.path.join(directory, ASSEMBLY))
+        if prefix.add(offset, size, name):
+            # In a thread of its own, never one of the pools the writes need; the part's
+            # answer does not wait for it. A failure (the upload aborted meanwhile) only
+            # leaves the completion to hash everything.
+            threading.Thread(target=_quietly, args=(prefix.advance,), daemon=True).start()
+
+    async def discard_part(self, blob_id: str, upload: str, part: StoredPart) -> bool:
+        path, _ = part_location(upload_dir(self._parts_root, blob_id, upload), part)
+        if os.path.basename(path) != ASSEMBLY:  # a placed part's region just stays unused
+            await anyio.to_thread.run_sync(_unlink_if_present, path)
+        return True
+
+    async def complete_multipart(
+        self,
+        blob_id: str,
+        upload: str,
+        parts: Sequence[StoredPart],
+        *,
+        expected_sha256: str | None = None,
+    ) -> AssembledBlob:
+        level1, level2, final = self._paths(blob_id)
+        directory = upload_dir(self._parts_root, blob_id, upload)
+        located = [part_location(directory, part) for part in parts]
+        ranges = [
+            (path, offset, part.size) for (path, offset), part in zip(located, parts, strict=True)
+        ]
+        total = sum(part.size for part in parts)
+
+        def check(digests: Digests) -> None:
+            if digests.size != total:
+                raise InvalidPart("a part of the upload changed size since it was stored")
+            if expected_sha256 is not None and digests.sha256 != expected_sha256:
+                raise DigestMismatch(MISMATCH, parts_consumed=False)
+
+        prefix = self._prefixes.get(upload)
+
+        def assemble_in_place() -> AssembledBlob | None:
+            # The parts already form the object: hash it (what was not hashed ahead),
+            # and rename it into place.
+            assembly = _TempFile(directory, ASSEMBLY)
+            with _os_errors("assembling a multipart blob"):
+                try:
+                    if os.stat(assembly.path).st_size != total:
+                        return None  # more was placed than this completion lists
+                except FileNotFoundError:
+                    raise InvalidPart("a part of the upload is no longer stored") from None
+                known = prefix.of([part.handle for part in parts]) if prefix else None
+                digests = known or concatenate(ranges, None)
+            check(digests)
+            assembly.fd = os.open(assembly.path, os.O_RDONLY | os.O_CLOEXEC)
+            # Its parts may be days old: dated now, the blob gets the orphan sweep's
+            # grace until the index commits it, as a freshly written blob does.
+            os.utime(assembly.fd)
+            assembly.commit([], self._root, level1, level2, final)
+            return AssembledBlob(digests.size, digests.md5, digests.sha256, parts_consumed=True)
+
+        if in_place(located, parts):
+            done = await anyio.to_thread.run_sync(assemble_in_place)
+            if done is not None:
+                return done
+        temp = _TempFile(self._tmp, f"{blob_id}-{secrets.token_hex(8)}")
+
+        def assemble() -> AssembledBlob:
+            with _os_errors("assembling a multipart blob"):
+                digests = concatenate(ranges, temp.write)
+            check(digests)
+            temp.commit([], self._root, level1, level2, final)
+            return AssembledBlob(digests.size, digests.md5, digests.sha256, parts_consumed=False)
+
+        try:
+            return await anyio.to_thread.run_sync(assemble)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(temp.discard)
+            raise
+
+    async def abort_multipart(self, blob_id: str, upload: str) -> None:
+        directory = upload_dir(self._parts_root, blob_id, upload)
+        self._prefixes.pop(upload, None)
+        # A directory half removed by a crash is finished by the sweep (not in `keep`).
+        await anyio.to_thread.run_sync(partial(shutil.rmtree, directory, ignore_errors=True))
 
     async def capacity(self) -> Capacity:
         with _os_errors("reading disk usage"):
@@ -220,6 +407,18 @@ class _TempFile:
                 _unlink_if_present(final)
                 raise
 
+    def sync_in_place(self, buffers: list[bytes]) -> None:
+        """Finish the file where it was written (a multipart part), durably."""
+        self.write(buffers)
+        fd, self.fd = self.fd, None
+        assert fd is not None
+        with _os_errors("writing"):
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _fsync_dir(self.tmp_dir)
+
     def discard(self) -> None:
         # Best effort: sweep_incomplete removes a leftover temp file later, whereas raising
         # here would replace the error that brought us here.
@@ -228,6 +427,69 @@ class _TempFile:
             if fd is not None:
                 os.close(fd)
             _unlink_if_present(self.path)
+
+
+_MAX_PREFIXES: Final = 1000
+
+
+def _quietly(work: Callable[[], None]) -> None:
+    with suppress(Exception):
+        work()
+
+
+def _claim_place(directory: str, part_number: int) -> bool:
+    with _os_errors("starting a part"):
+        return claim_place(directory, part_number)
+
+
+class _PlacedPart:
+    """A part written into its region of the upload's assembly file (never past it)."""
+
+    __slots__ = ("end", "fd", "flushed", "offset", "path", "tmp_dir")
+
+    def __init__(self, directory: str, offset: int, size: int) -> None:
+        self.tmp_dir = directory
+        self.path = os.path.join(directory, ASSEMBLY)
+        self.offset = self.flushed = offset
+        self.end = offset + size
+        self.fd: int | None = None
+
+    def write(self, buffers: list[bytes]) -> None:
+        with _os_errors("writing"):
+            if self.fd is None:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+                self.fd = os.open(self.path, flags, _FILE_MODE)
+            for buffer in buffers:
+                if self.offset + len(buffer) > self.end:
+                    raise BlobStoreUnavailable("local blob store: a part outgrew its place")
+                view = memoryview(buffer)
+                while view:
+                    written = os.pwrite(self.fd, view, self.offset)
+                    self.offset += written
+                    view = view[written:]
+            if self.offset - self.flushed >= _WRITEBACK_EVERY:
+                # As for a put: the disk starts on this region while the rest arrives,
+                # and only this region (the final fdatasync flushes the whole file).
+                _start_writeback(self.fd, self.flushed, self.offset - self.flushed)
+                self.flushed = self.offset
+        buffers.clear()
+
+    def sync_in_place(self, buffers: list[bytes]) -> None:
+        self.write(buffers)
+        fd, self.fd = self.fd, None
+        assert fd is not None
+        with _os_errors("writing"):
+            try:
+                os.fdatasync(fd)  # the part's bytes, and the file's size if it grew
+            finally:
+                os.close(fd)
+            _fsync_dir(self.tmp_dir)
+
+    def discard(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            with suppress(OSError):
+                os.close(fd)
 
 
 class _FileReader(AsyncIterator[bytes]):

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Collection, Sequence
 
 import anyio.lowlevel
 
-from tfstorage.blobs.base import BlobInfo, BlobNotFound, ByteStream, Capacity, is_blob_id
+from tfstorage.blobs.base import (
+    MISMATCH,
+    AssembledBlob,
+    BlobInfo,
+    BlobNotFound,
+    ByteStream,
+    Capacity,
+    DigestMismatch,
+    StoredPart,
+    is_blob_id,
+)
+from tfstorage.errors import InvalidPart
 
 MiB = 1024 * 1024
 
@@ -26,6 +39,8 @@ class MemoryBlobStore:
             raise ValueError("read_chunk_size must be positive")
         self._read_chunk_size = read_chunk_size
         self._blobs: dict[str, tuple[bytes, float]] = {}
+        # upload handle -> (begun at, part handle -> bytes); parts live until aborted.
+        self._uploads: dict[str, tuple[float, dict[str, bytes]]] = {}
 
     async def put(self, blob_id: str, chunks: AsyncIterable[bytes]) -> int:
         _check_id(blob_id)
@@ -55,9 +70,79 @@ class MemoryBlobStore:
         for blob_id, (data, modified) in list(self._blobs.items()):
             yield BlobInfo(blob_id=blob_id, size=len(data), modified=modified)
 
-    async def sweep_incomplete(self, older_than: float) -> int:
+    async def sweep_incomplete(self, older_than: float, keep: Collection[str] = ()) -> int:
         # Unfinished puts live only in their own task's locals: nothing is ever left over.
-        return 0
+        dropped = [
+            upload
+            for upload, (begun, _) in self._uploads.items()
+            if upload not in keep and begun < older_than
+        ]
+        for upload in dropped:
+            del self._uploads[upload]
+        return len(dropped)
+
+    async def begin_multipart(self, blob_id: str) -> str:
+        _check_id(blob_id)
+        upload = f"{blob_id}-{secrets.token_hex(8)}"
+        self._uploads[upload] = (time.time(), {})
+        return upload
+
+    async def put_part(
+        self,
+        blob_id: str,
+        upload: str,
+        part_number: int,
+        chunks: AsyncIterable[bytes],
+        *,
+        size: int,
+        md5: str | None = None,
+        sha256: str | None = None,
+        offset: int | None = None,
+    ) -> StoredPart:
+        parts = self._parts(blob_id, upload)
+        data = b"".join([bytes(chunk) async for chunk in chunks])
+        handle = f"{part_number}-{secrets.token_hex(8)}"
+        parts[handle] = data
+        return StoredPart(part_number, len(data), handle)
+
+    async def discard_part(self, blob_id: str, upload: str, part: StoredPart) -> bool:
+        self._parts(blob_id, upload).pop(part.handle, None)
+        return True
+
+    async def complete_multipart(
+        self,
+        blob_id: str,
+        upload: str,
+        parts: Sequence[StoredPart],
+        *,
+        expected_sha256: str | None = None,
+    ) -> AssembledBlob:
+        stored = self._parts(blob_id, upload)
+        try:
+            data = b"".join(stored[part.handle] for part in parts)
+        except KeyError:
+            raise InvalidPart("a part of the upload is no longer stored") from None
+        sha256 = hashlib.sha256(data).hexdigest()
+        if expected_sha256 is not None and sha256 != expected_sha256:
+            raise DigestMismatch(MISMATCH, parts_consumed=False)
+        self._blobs[blob_id] = (data, time.time())
+        return AssembledBlob(
+            size=len(data),
+            md5=hashlib.md5(data, usedforsecurity=False).hexdigest(),
+            sha256=sha256,
+            parts_consumed=False,
+        )
+
+    async def abort_multipart(self, blob_id: str, upload: str) -> None:
+        _check_id(blob_id)
+        self._uploads.pop(upload, None)
+
+    def _parts(self, blob_id: str, upload: str) -> dict[str, bytes]:
+        _check_id(blob_id)
+        try:
+            return self._uploads[upload][1]
+        except KeyError:
+            raise InvalidPart("the blob store has no such multipart upload") from None
 
     async def capacity(self) -> Capacity:
         return Capacity(total_bytes=None, free_bytes=None)

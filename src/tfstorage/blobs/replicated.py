@@ -21,7 +21,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +31,14 @@ import anyio
 import anyio.to_thread
 
 from tfstorage.blobs.base import (
+    AssembledBlob,
     BlobInfo,
     BlobNotFound,
     BlobStore,
     BlobStoreUnavailable,
     ByteStream,
     Capacity,
+    StoredPart,
     is_blob_id,
 )
 
@@ -76,9 +78,13 @@ class ReplicatedBlobStore:
 
     async def put(self, blob_id: str, chunks: AsyncIterable[bytes]) -> int:
         size = await self.primary.put(blob_id, chunks)
+        await self._replicate_new(blob_id)
+        return size
+
+    async def _replicate_new(self, blob_id: str) -> None:
         if time.monotonic() < self._replica_down_until:
             await self._journal.add("put", blob_id)
-            return size
+            return
         try:
             await self._copy(blob_id)
         except BaseException as exc:
@@ -87,7 +93,46 @@ class ReplicatedBlobStore:
             if not isinstance(exc, Exception):
                 raise  # cancelled: the caller records nothing, the journal entry is harmless
             self._replica_failed("copying a blob", exc)
-        return size
+
+    # Parts go to the primary only; the assembled blob is replicated like any other.
+    async def begin_multipart(self, blob_id: str) -> str:
+        return await self.primary.begin_multipart(blob_id)
+
+    async def put_part(
+        self,
+        blob_id: str,
+        upload: str,
+        part_number: int,
+        chunks: AsyncIterable[bytes],
+        *,
+        size: int,
+        md5: str | None = None,
+        sha256: str | None = None,
+        offset: int | None = None,
+    ) -> StoredPart:
+        return await self.primary.put_part(
+            blob_id, upload, part_number, chunks, size=size, md5=md5, sha256=sha256, offset=offset
+        )
+
+    async def discard_part(self, blob_id: str, upload: str, part: StoredPart) -> bool:
+        return await self.primary.discard_part(blob_id, upload, part)
+
+    async def complete_multipart(
+        self,
+        blob_id: str,
+        upload: str,
+        parts: Sequence[StoredPart],
+        *,
+        expected_sha256: str | None = None,
+    ) -> AssembledBlob:
+        assembled = await self.primary.complete_multipart(
+            blob_id, upload, parts, expected_sha256=expected_sha256
+        )
+        await self._replicate_new(blob_id)
+        return assembled
+
+    async def abort_multipart(self, blob_id: str, upload: str) -> None:
+        await self.primary.abort_multipart(blob_id, upload)
 
     async def _copy(self, blob_id: str) -> None:
         stream = await self.primary.open(blob_id)
@@ -145,8 +190,8 @@ class ReplicatedBlobStore:
     def list_blobs(self) -> AsyncIterator[BlobInfo]:
         return self.primary.list_blobs()
 
-    async def sweep_incomplete(self, older_than: float) -> int:
-        swept = await self.primary.sweep_incomplete(older_than)
+    async def sweep_incomplete(self, older_than: float, keep: Collection[str] = ()) -> int:
+        swept = await self.primary.sweep_incomplete(older_than, keep)
         try:
             swept += await self.replica.sweep_incomplete(older_than)
         except BlobStoreUnavailable as exc:

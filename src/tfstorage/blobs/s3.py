@@ -11,9 +11,10 @@ does not expose (HEAD/create bucket, listing and aborting multipart uploads) goe
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import re
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
@@ -33,14 +34,20 @@ if TYPE_CHECKING:
     from obstore.store import S3Credential
 
 from tfstorage.blobs.base import (
+    MISMATCH,
+    AssembledBlob,
     BlobInfo,
     BlobNotFound,
     BlobStoreUnavailable,
     ByteStream,
     Capacity,
+    DigestMismatch,
+    StoredPart,
     is_blob_id,
 )
+from tfstorage.blobs.digests import digest_stream
 from tfstorage.blobs.s3_control import S3ControlClient
+from tfstorage.errors import InvalidPart, NoSuchUpload
 
 MiB: Final = 1024 * 1024
 MIN_PART_SIZE: Final = 5 * MiB  # S3's floor for every part but the last
@@ -300,18 +307,91 @@ class S3BlobStore:
             if not finished:  # abandoned (or cancelled) mid-listing: see _S3Reader.aclose
                 _drain_later(listing)
 
-    async def sweep_incomplete(self, older_than: float) -> int:
+    async def sweep_incomplete(self, older_than: float, keep: Collection[str] = ()) -> int:
         swept = 0
         async for key, upload_id, initiated in self._control.list_multipart_uploads(
             self.config.blobs_prefix
         ):
-            if initiated < older_than:
+            if initiated < older_than and upload_id not in keep:
                 await self._control.abort_multipart_upload(key, upload_id)
                 swept += 1
         return swept
 
     async def capacity(self) -> Capacity:
         return Capacity(total_bytes=None, free_bytes=None)  # S3 does not say
+
+    # Resumable sessions map onto the engine's own multipart upload of the blob's key:
+    # parts go straight to the engine, which assembles them without a second copy.
+    async def begin_multipart(self, blob_id: str) -> str:
+        return await self._control.create_multipart_upload(self._key(blob_id))
+
+    async def put_part(
+        self,
+        blob_id: str,
+        upload: str,
+        part_number: int,
+        chunks: AsyncIterable[bytes],
+        *,
+        size: int,
+        md5: str | None = None,
+        sha256: str | None = None,
+        offset: int | None = None,
+    ) -> StoredPart:
+        content_md5 = base64.b64encode(bytes.fromhex(md5)).decode() if md5 else None
+        etag = await self._control.upload_part(
+            self._key(blob_id),
+            upload,
+            part_number,
+            chunks,
+            size=size,
+            content_md5=content_md5,
+            sha256=sha256,
+        )
+        return StoredPart(part_number, size, etag)
+
+    async def discard_part(self, blob_id: str, upload: str, part: StoredPart) -> bool:
+        # The engine replaced any earlier part of this number when it accepted this one.
+        return False
+
+    async def complete_multipart(
+        self,
+        blob_id: str,
+        upload: str,
+        parts: Sequence[StoredPart],
+        *,
+        expected_sha256: str | None = None,
+    ) -> AssembledBlob:
+        key = self._key(blob_id)
+        expected = sum(part.size for part in parts)
+        try:
+            await self._control.complete_multipart_upload(
+                key, upload, [(part.part_number, part.handle) for part in parts]
+            )
+        except NoSuchUpload:
+            # An earlier completion that crashed before its commit leaves the assembled
+            # object and no upload: that object is the answer, if it is whole.
+            try:
+                found = await self.stat(blob_id)
+            except BlobNotFound:
+                raise InvalidPart("the engine no longer holds the upload's parts") from None
+            if found.size != expected:
+                raise InvalidPart("the engine no longer holds the upload's parts") from None
+        # The engine's ETag of a multipart object is an MD5 of MD5s: the real digests
+        # need the bytes, read back once.
+        stream = await self.open(blob_id)
+        try:
+            digests = await digest_stream(stream)
+        finally:
+            await stream.aclose()
+        if digests.size != expected:
+            raise InvalidPart("the assembled object does not have the parts' total size")
+        if expected_sha256 is not None and digests.sha256 != expected_sha256:
+            await self._forget(key)
+            raise DigestMismatch(MISMATCH, parts_consumed=True)
+        return AssembledBlob(digests.size, digests.md5, digests.sha256, parts_consumed=True)
+
+    async def abort_multipart(self, blob_id: str, upload: str) -> None:
+        await self._control.abort_multipart_upload(self._key(blob_id), upload)
 
     def describe(self) -> dict[str, str]:
         """Which engine and where, for health and logs (the URL carries no credentials)."""

@@ -1,18 +1,52 @@
-"""`tfstorage`: run the service (more commands arrive with the SDK)."""
+"""`tfstorage`: run the service, and move and inspect data on a server.
+
+Remote locations are written `tfs://bucket/key`. The server and token come from
+`--url`/`--token`, `TFSTORAGE_URL`/`TFSTORAGE_TOKEN`, the config file or a local
+server's `DATA_DIR/admin.token` (see `tfstorage.client.config`). Exit codes: 0 ok,
+1 error, 2 usage.
+"""
 
 from __future__ import annotations
 
-import logging
+import os
+import shutil
 import sys
 
 import typer
 
-from tfstorage.cli import tokens
+from tfstorage.cli import buckets, lifecycle, objects, output, tokens, transfer
 from tfstorage.config import Settings, load_settings
 from tfstorage.errors import ConfigError
 
 app = typer.Typer(help="TensorFleet Storage", no_args_is_help=True, add_completion=False)
 app.add_typer(tokens.app, name="token")
+app.add_typer(lifecycle.app, name="lifecycle")
+COMMANDS = (
+    transfer.cp,
+    transfer.sync,
+    objects.ls,
+    objects.stat,
+    objects.rm,
+    objects.du,
+    objects.presign,
+    objects.verify,
+    buckets.mb,
+    buckets.rb,
+    buckets.stats,
+)
+for command in COMMANDS:
+    app.command()(command)
+
+
+@app.callback()
+def connection(
+    url: str | None = typer.Option(None, "--url", help="server URL (default: TFSTORAGE_URL)"),
+    token: str | None = typer.Option(
+        None, "--token", help="API token (default: TFSTORAGE_TOKEN)", show_default=False
+    ),
+) -> None:
+    """TensorFleet Storage: `tfstorage serve`, and cp/sync/ls/rm/... against a server."""
+    output.CONNECTION.update(url=url, token=token)
 
 
 def _settings_or_exit() -> Settings:
@@ -38,9 +72,10 @@ def serve(
         settings.host = host
     if port is not None:
         settings.port = port
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from tfstorage.logs import configure_logging, logging_config
+    from tfstorage.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+
+    configure_logging(settings)  # LOG_FORMAT=text|json, for this process and the workers
     try:
         app_ = create_app(settings)  # also validates STORAGE_TYPE and friends up front
     except ConfigError as exc:
@@ -52,16 +87,24 @@ def serve(
         "log_level": settings.log_level.lower(),
         # Slow clients cannot hold a connection forever between requests.
         "timeout_keep_alive": 30,
-        "access_log": False,
+        "access_log": False,  # the service logs each request itself
+        "log_config": logging_config(settings),
     }
+    if settings.workers > 1 or os.environ.get(MULTIPROC_ENV):
+        # Workers share their Prometheus metrics through files in a fresh directory.
+        metrics_dir, made_here = prepare_multiprocess_dir()
     if settings.workers > 1:
         # Each worker process builds its own app from the same environment.
-        uvicorn.run(
-            "tfstorage.api.app:app_from_environment",
-            factory=True,
-            workers=settings.workers,
-            **options,  # type: ignore[arg-type]
-        )
+        try:
+            uvicorn.run(
+                "tfstorage.api.app:app_from_environment",
+                factory=True,
+                workers=settings.workers,
+                **options,  # type: ignore[arg-type]
+            )
+        finally:
+            if made_here:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
     else:
         uvicorn.run(app_, **options)  # type: ignore[arg-type]
 

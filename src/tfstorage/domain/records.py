@@ -47,6 +47,9 @@ class ObjectVersion:
     created_by: str
     is_latest: bool  # the head of its key (even if the key is deleted)
     deleted_at: datetime | None  # set when the key is deleted (in the trash)
+    # The blob's damage as last found ("corrupt", "truncated", "missing"); None: not
+    # known to be bad. Reads refuse marked bytes instead of serving them (issue 6).
+    damage: str | None = None
 
     @property
     def visible(self) -> bool:

@@ -9,8 +9,9 @@ from sqlalchemy import Connection, delete, exists, select, update
 
 from tfstorage.domain.records import Bucket
 from tfstorage.errors import BucketAlreadyExists, BucketNotEmpty, NoSuchBucket
+from tfstorage.index.locks import refuse_locked
 from tfstorage.index.reads import bucket_id, to_bucket, upsert, utcnow
-from tfstorage.index.tables import buckets, object_keys, versions
+from tfstorage.index.tables import buckets, lifecycle_rules, object_keys, versions
 from tfstorage.index.writes import remove_versions
 
 UPDATABLE = frozenset(
@@ -87,5 +88,7 @@ def delete_bucket(conn: Connection, name: str, *, force: bool) -> None:
         live = exists().where(object_keys.c.bucket_id == bid, object_keys.c.deleted_at.is_(None))
         if conn.execute(select(live)).scalar():
             raise BucketNotEmpty(name)
+    refuse_locked(conn, versions.c.bucket_id == bid, "delete the bucket")
     remove_versions(conn, versions.c.bucket_id == bid, object_keys.c.bucket_id == bid)
+    conn.execute(delete(lifecycle_rules).where(lifecycle_rules.c.bucket_id == bid))
     conn.execute(delete(buckets).where(buckets.c.id == bid))

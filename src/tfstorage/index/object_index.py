@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,9 +23,11 @@ from tfstorage.errors import (
     InvalidArgument,
     NoSuchKey,
     NoSuchVersion,
+    StorageError,
 )
 from tfstorage.index import buckets as bucket_rows
 from tfstorage.index import writes
+from tfstorage.index.batch import commit_each
 from tfstorage.index.listing import list_objects
 from tfstorage.index.reads import (
     bucket_id,
@@ -105,9 +107,28 @@ class ObjectIndex(IndexStore):
     def commit_version(self, new: NewVersion) -> CommitResult:
         return self._write(lambda conn: writes.commit_version(conn, new))
 
-    def commit_versions(self, news: Sequence[NewVersion]) -> list[CommitResult]:
-        """Several versions in one transaction: all of them become visible, or none."""
-        return self._write(lambda conn: [writes.commit_version(conn, new) for new in news])
+    def commit_versions(
+        self,
+        news: Sequence[NewVersion],
+        *,
+        then: Callable[[Connection], object] | None = None,
+    ) -> list[CommitResult]:
+        """Several versions in one transaction: all of them become visible, or none.
+        `then` runs last in the same transaction (a completed upload session closes in
+        it: the object appears exactly when the session goes)."""
+
+        def run(conn: Connection) -> list[CommitResult]:
+            results = [writes.commit_version(conn, new) for new in news]
+            if then is not None:
+                then(conn)
+            return results
+
+        return self._write(run)
+
+    def commit_versions_each(self, news: Sequence[NewVersion]) -> list[CommitResult | StorageError]:
+        """Several versions in one transaction, each on its own: one refused (a quota,
+        say) is rolled back alone and returned as its error; the others commit."""
+        return self._write(lambda conn: commit_each(conn, news))
 
     def get_version(self, file_id: str) -> ObjectVersion:
         def run(conn: Connection) -> ObjectVersion:

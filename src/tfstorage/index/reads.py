@@ -12,7 +12,7 @@ from sqlalchemy.sql.schema import Table
 
 from tfstorage.domain.records import Bucket, ObjectVersion
 from tfstorage.errors import InvalidArgument, NoSuchBucket
-from tfstorage.index.tables import buckets, object_keys, tags, versions
+from tfstorage.index.tables import blobs, buckets, object_keys, tags, versions
 
 # Bound parameters per IN list: well under SQLite's and PostgreSQL's limits.
 BATCH = 500
@@ -93,8 +93,11 @@ def _version_select() -> Select[Any]:
         versions.c.created_by,
         object_keys.c.current_id,
         object_keys.c.deleted_at,
+        blobs.c.damage,
     ).select_from(
-        versions.join(buckets, buckets.c.id == versions.c.bucket_id).outerjoin(
+        versions.join(buckets, buckets.c.id == versions.c.bucket_id)
+        .join(blobs, blobs.c.blob_id == versions.c.blob_id)
+        .outerjoin(
             object_keys,
             and_(
                 object_keys.c.bucket_id == versions.c.bucket_id,
@@ -153,6 +156,7 @@ def _build(conn: Connection, rows: Sequence[Row[Any]]) -> list[ObjectVersion]:
             created_by=row.created_by,
             is_latest=row.current_id == row.id,
             deleted_at=row.deleted_at,
+            damage=row.damage,
         )
         for row in rows
     ]

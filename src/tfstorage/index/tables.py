@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Dialect,
     ForeignKey,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     Table,
     TypeDecorator,
     false,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -116,6 +118,9 @@ versions = Table(
     Column("user_metadata", json_type(), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("created_by", String(255), nullable=False),
+    # Retention locks (revision 0005): a locked version is never deleted or overwritten.
+    Column("retain_until", UTCDateTime(), nullable=True),
+    Column("legal_hold", Boolean, nullable=False, server_default=false()),
     Index("ix_versions_bucket_id_key_id", "bucket_id", "key", "id"),
     sqlite_autoincrement=True,
 )
@@ -184,11 +189,172 @@ server_secrets = Table(
 
 
 # Resumable uploads (revision 0003) ---------------------------------------------------
+upload_sessions = Table(
+    "upload_sessions",
+    metadata,
+    Column("upload_id", String(32), primary_key=True),
+    Column("bucket", String(255), nullable=False, index=True),
+    Column("key", key_type(), nullable=False),
+    # The blob the parts are assembled into, and the blob store's handle on the parts
+    # (the engine's multipart upload id on S3).
+    Column("blob_id", String(32), nullable=False),
+    Column("backend_upload", String(1024), nullable=False),
+    Column("content_type", String(255), nullable=True),
+    Column("user_metadata", json_type(), nullable=False),
+    Column("tags", json_type(), nullable=False),
+    Column("declared_size", BigInteger, nullable=True),
+    Column("declared_sha256", String(64), nullable=True),
+    # Every part but the last has this size (declared, or taken from the first part):
+    # part n then sits at (n - 1) * part_size, and the blob store may write it there.
+    Column("part_size", BigInteger, nullable=True),
+    Column("created_by", String(255), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    # Last part received (or creation): sessions idle past the TTL are expired.
+    Column("touched_at", UTCDateTime(), nullable=False, index=True),
+    # Set while one request assembles and commits the session: a second completion, or
+    # a part arriving meanwhile, is refused until the claim is released or runs out.
+    Column("completing_at", UTCDateTime(), nullable=True),
+)
+
+upload_parts = Table(
+    "upload_parts",
+    metadata,
+    Column(
+        "upload_id",
+        String(32),
+        ForeignKey("upload_sessions.upload_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("part_number", Integer, primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("md5", String(32), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("handle", String(1024), nullable=False),  # where the blob store keeps the part
+    Column("stored_at", UTCDateTime(), nullable=False),
+)
 
 # Batch jobs (revision 0004) ----------------------------------------------------------
+batch_jobs = Table(
+    "batch_jobs",
+    metadata,
+    Column("job_id", String(32), primary_key=True),
+    Column("kind", String(32), nullable=False),  # "delete", "copy"
+    Column("state", String(16), nullable=False),  # "running", "succeeded", "failed"
+    # Who may read it: the token that started it (or, without tokens, the caller's name).
+    Column("owner", String(255), nullable=False),
+    Column("token_id", String(32), nullable=True),
+    Column("params", json_type(), nullable=False),
+    Column("total", BigInteger, nullable=True),  # unknown until a prefix is listed
+    Column("done", BigInteger, nullable=False),
+    Column("failed", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("errors", json_type(), nullable=False),  # the first few, as {"key", "code", ...}
+    Column("created_at", UTCDateTime(), nullable=False, index=True),
+    # The heartbeat: a running job whose updated_at stops moving has lost its instance.
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime(), nullable=True),
+)
+
 
 # Lifecycle (revision 0005) -----------------------------------------------------------
+# (plus versions.retain_until and versions.legal_hold above)
+lifecycle_rules = Table(
+    "lifecycle_rules",
+    metadata,
+    Column("bucket_id", Integer, ForeignKey("buckets.id"), primary_key=True),
+    Column("rules", json_type(), nullable=False),  # the validated rules, as sent
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# Where a blob's bytes are: NULL in the primary store, "archive" once lifecycle moved
+# them to the archive tier (reads find them either way; see blobs/tiered.py).
+blobs.append_column(Column("location", String(16), nullable=True))
+
+# One row per lease ("lifecycle"): the instance running it and until when.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+)
 
 # Integrity (revision 0006) -----------------------------------------------------------
+# A blob's damage as last found by a verify, a scrub or a failed read: NULL while its
+# bytes are not known to be bad, else "corrupt", "truncated" or "missing". Columns of
+# `blobs` so that garbage collection forgets them with the blob and reads see them in
+# the same join that finds the version.
+blobs.append_column(Column("damage", String(16), nullable=True))
+blobs.append_column(Column("damage_found_at", UTCDateTime(), nullable=True))
+blobs.append_column(Column("verified_at", UTCDateTime(), nullable=True))
+Index("ix_blobs_damage", blobs.c.damage)
+
+# The scrub's resumable state, one row: the cursor of the pass under way (NULL when
+# none is), its counts so far, the last finished pass's report, and the lease that lets
+# one instance at a time scrub.
+scrub_state = Table(
+    "scrub_state",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("cursor", String(32), nullable=True),
+    Column("pass_started_at", UTCDateTime(), nullable=True),
+    Column("progress", json_type(), nullable=True),
+    Column("last_report", json_type(), nullable=True),
+    Column("lease_holder", String(64), nullable=True),
+    Column("lease_until", UTCDateTime(), nullable=True),
+)
 
 # Analytics (revision 0007) -----------------------------------------------------------
+# Each version's category from its key and content type (domain/categories.py), set
+# when written; statistics group by it instead of parsing a million keys per request.
+versions.append_column(
+    Column("category", String(16), nullable=False, server_default=text("'other'"))
+)
+# The statistics read these covering indexes alone, in their order (SQLite has no hash
+# aggregation: a GROUP BY that follows no index sorts every row): per bucket and
+# category, per bucket and owner, and "is this version a live head" as one probe.
+Index(
+    "ix_versions_bucket_id_category_size",
+    versions.c.bucket_id,
+    versions.c.category,
+    versions.c.size,
+    postgresql_include=["id"],  # SQLite's indexes carry the rowid (= id) anyway
+)
+Index(
+    "ix_versions_bucket_id_created_by_size",
+    versions.c.bucket_id,
+    versions.c.created_by,
+    versions.c.size,
+)
+Index("ix_object_keys_current_id_deleted_at", object_keys.c.current_id, object_keys.c.deleted_at)
+# The largest objects are found by walking this index from the top.
+Index("ix_versions_size", versions.c.size)
+
+# One row per day, written (upserted) by the maintenance loop: the whole index's
+# figures, and each bucket's. Buckets by name, so a deleted bucket keeps its history.
+usage_daily = Table(
+    "usage_daily",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("objects", BigInteger, nullable=False),  # live keys
+    Column("bytes", BigInteger, nullable=False),  # their latest versions' bytes
+    Column("versions", BigInteger, nullable=False),
+    Column("version_bytes", BigInteger, nullable=False),  # every version (logical)
+    Column("noncurrent_bytes", BigInteger, nullable=False),
+    Column("trash_bytes", BigInteger, nullable=False),
+    Column("stored_bytes", BigInteger, nullable=False),  # distinct blobs (physical)
+    Column("blobs", BigInteger, nullable=False),
+    Column("taken_at", UTCDateTime(), nullable=False),
+)
+
+bucket_usage_daily = Table(
+    "bucket_usage_daily",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("bucket", String(255), primary_key=True),
+    Column("objects", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("versions", BigInteger, nullable=False),
+    Column("version_bytes", BigInteger, nullable=False),
+    Column("taken_at", UTCDateTime(), nullable=False),
+)

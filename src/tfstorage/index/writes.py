@@ -24,8 +24,10 @@ from sqlalchemy import (
     update,
 )
 
+from tfstorage.domain.categories import key_category
 from tfstorage.domain.records import CommitResult, NewVersion, ObjectVersion
 from tfstorage.errors import InternalError, NoSuchKey, NoSuchVersion, QuotaExceeded
+from tfstorage.index.locks import db_now, is_locked, refuse_locked
 from tfstorage.index.reads import bucket_id, chunks, fetch_version, upsert, utcnow
 from tfstorage.index.tables import blobs, buckets, object_keys, tags, versions
 
@@ -83,6 +85,7 @@ def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
     if settings is not None and not settings.versioning:
         # An unversioned bucket keeps only the newest version of each key.
         older = (versions.c.bucket_id == bid) & (versions.c.key == new.key) & (versions.c.id < seq)
+        refuse_locked(conn, older, "overwrite")  # rolls the new version back too
         remove_versions(conn, older, heads=false())  # the head is the new version: kept
     duplicate = None if stored == new.blob_id else new.blob_id
     return CommitResult(version=_by_seq(conn, seq), duplicate_blob_id=duplicate)
@@ -170,6 +173,7 @@ def delete_version(conn: Connection, file_id: str) -> ObjectVersion:
     row = conn.execute(stmt.where(versions.c.file_id == file_id).with_for_update()).first()
     if row is None:
         raise NoSuchVersion(file_id)
+    refuse_locked(conn, versions.c.id == row.id)
     before = _by_seq(conn, row.id)
     _drop_reference(conn, row.blob_id)
     head_of_key = (object_keys.c.bucket_id == row.bucket_id) & (object_keys.c.key == row.key)
@@ -201,15 +205,17 @@ def update_version(
     tag_map: Mapping[str, str] | None,
     content_type: str | None,
 ) -> ObjectVersion:
-    stmt = select(versions.c.id).where(versions.c.file_id == file_id).with_for_update()
-    seq = conn.execute(stmt).scalar_one_or_none()
-    if seq is None:
+    stmt = select(versions.c.id, versions.c.key).where(versions.c.file_id == file_id)
+    row = conn.execute(stmt.with_for_update()).first()
+    if row is None:
         raise NoSuchVersion(file_id)
+    seq = row.id
     values: dict[str, Any] = {}
     if metadata is not None:
         values["user_metadata"] = dict(metadata)
     if content_type is not None:
         values["content_type"] = content_type
+        values["category"] = key_category(row.key, content_type)
     if values:
         conn.execute(update(versions).where(versions.c.id == seq).values(**values))
     if tag_map is not None:
@@ -257,9 +263,19 @@ def purge_deleted(conn: Connection, before: datetime, limit: int) -> int:
     # head locks keep commits to these keys from landing while we delete; taking them
     # before the blob rows breaks the lock order, so a rare deadlock with a commit is
     # possible and ObjectIndex retries it.
+    # Keys holding a locked version stay in the trash until the lock ends.
+    locked = (
+        select(versions.c.id)
+        .where(
+            versions.c.bucket_id == object_keys.c.bucket_id,
+            versions.c.key == object_keys.c.key,
+            is_locked(db_now(conn)),
+        )
+        .exists()
+    )
     stmt = (
         select(object_keys.c.bucket_id, object_keys.c.key)
-        .where(object_keys.c.deleted_at < before)
+        .where(object_keys.c.deleted_at < before, ~locked)
         .order_by(object_keys.c.deleted_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -311,6 +327,7 @@ def _insert_version(
         etag=etag,
         sha256=sha256,
         content_type=content_type,
+        category=key_category(key, content_type),  # for the statistics (issue 6)
         user_metadata=dict(metadata),
         created_at=now,
         created_by=created_by,

@@ -263,19 +263,29 @@ class AccessService:
 
     # audit -------------------------------------------------------------------------------
     async def record(self, caller: Caller, action: str, **fields: Any) -> None:
-        entry = {
-            "at": datetime.now(UTC),
-            "actor": caller.name,
-            "token_id": caller.token_id,
-            "action": action,
-            "bucket": fields.pop("bucket", None),
-            "key": fields.pop("key", None),
-            "file_id": fields.pop("file_id", None),
-            "client": fields.pop("client", None),
-            "request_id": fields.pop("request_id", None),
-            "detail": fields or None,
-        }
-        await self._ctx.db(self._index.record, [entry])
+        await self.record_many(caller, action, [fields])
+
+    async def record_many(self, caller: Caller, action: str, entries: list[dict[str, Any]]) -> None:
+        """Several entries of one action in one transaction (a batch upload's files)."""
+        rows = []
+        for fields in entries:
+            fields = dict(fields)
+            rows.append(
+                {
+                    "at": datetime.now(UTC),
+                    "actor": caller.name,
+                    "token_id": caller.token_id,
+                    "action": action,
+                    "bucket": fields.pop("bucket", None),
+                    "key": fields.pop("key", None),
+                    "file_id": fields.pop("file_id", None),
+                    "client": fields.pop("client", None),
+                    "request_id": fields.pop("request_id", None),
+                    "detail": fields or None,
+                }
+            )
+        if rows:
+            await self._ctx.db(self._index.record, rows)
 
     async def audit_entries(
         self, *, bucket: str | None, since: datetime | None, after_id: int, limit: int

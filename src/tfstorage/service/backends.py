@@ -23,6 +23,10 @@ def build_blob_store(settings: Settings) -> BlobStore:
         raise ConfigError(
             f"invalid STORAGE_TYPE: {settings.storage_type!r} (use 'local', 's3' or 'minio')"
         )
+    if settings.archive_storage_type:
+        from tfstorage.blobs.tiered import TieredBlobStore
+
+        primary = TieredBlobStore(primary, _build_archive(settings))
     if not settings.replica_storage_type:
         return primary
     # Imported here: replication is optional, and its module builds on this one's stores.
@@ -90,6 +94,34 @@ def _build_replica(settings: Settings) -> BlobStore:
             raise ConfigError("invalid REPLICA_DATA_DIR: it is the primary's blob directory")
         return LocalBlobStore(root)
     return S3BlobStore(replica_s3_config(settings))
+
+
+def _build_archive(settings: Settings) -> BlobStore:
+    """Lifecycle's archive tier: a directory, or a bucket and prefix on the primary's
+    S3 engine (never overlapping the primary's blobs)."""
+    if settings.archive_storage_type == "local":
+        root = settings.archive_data_dir or settings.data_dir / "archive"
+        if settings.storage_type == "local" and root.resolve() == settings.blob_dir.resolve():
+            raise ConfigError("invalid ARCHIVE_DATA_DIR: it is the primary's blob directory")
+        return LocalBlobStore(root)
+    primary = s3_config(settings)
+    config = _config(
+        "ARCHIVE_",
+        endpoint_url=settings.s3_endpoint_url,
+        endpoint=settings.minio_endpoint,
+        secure=settings.minio_secure,
+        bucket=settings.archive_s3_bucket or primary.bucket,
+        access_key=settings.minio_access_key,
+        secret_key=settings.minio_secret_key,
+        region=settings.s3_region,
+        prefix=settings.archive_s3_prefix,
+        settings=settings,
+    )
+    mine, theirs = config.blobs_prefix, primary.blobs_prefix
+    overlaps = mine.startswith(theirs) or theirs.startswith(mine)
+    if settings.storage_type in ("s3", "minio") and config.bucket == primary.bucket and overlaps:
+        raise ConfigError("invalid ARCHIVE_S3_PREFIX: the archive overlaps the primary's prefix")
+    return S3BlobStore(config)
 
 
 def _config(

@@ -11,6 +11,7 @@ import anyio.to_thread
 
 from tfstorage.blobs.base import BlobStore
 from tfstorage.config import Settings
+from tfstorage.index.integrity import IntegrityIndex
 from tfstorage.index.object_index import ObjectIndex
 from tfstorage.metrics import Metrics
 
@@ -23,9 +24,12 @@ class StorageContext:
     index: ObjectIndex
     blobs: BlobStore
     metrics: Metrics
-    # Blobs whose bytes failed their checksum or size on read: with a replica they are
-    # read from the replica, and an upload of the same content rewrites them.
-    suspect_blobs: set[str] = field(default_factory=set)
+    # Blobs whose bytes failed their checksum or size are marked in the index (not in
+    # memory), so every instance refuses them, or reads them from the replica.
+    integrity: IntegrityIndex = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.integrity = IntegrityIndex(self.index.engine)
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one index call (one transaction) in a worker thread."""

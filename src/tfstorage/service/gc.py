@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from tfstorage.blobs.base import BlobInfo
+from tfstorage.index.uploads import UploadIndex
 from tfstorage.service.context import StorageContext
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,10 @@ class GarbageCollector:
 
         grace_cutoff = now - settings.orphan_grace_seconds
         orphans = await self._sweep_orphans(grace_cutoff)
-        incomplete = await self._ctx.blobs.sweep_incomplete(grace_cutoff)
+        # Multipart uploads of open sessions are kept, however old: they live until their
+        # session completes, is aborted or expires (UPLOAD_SESSION_TTL_SECONDS).
+        live = await self._ctx.db(UploadIndex(index.engine).live_backend_uploads)
+        incomplete = await self._ctx.blobs.sweep_incomplete(grace_cutoff, live)
 
         report = GcReport(purged, unreferenced, orphans, incomplete)
         self._ctx.metrics.gc_blobs_removed.inc(unreferenced + orphans)

@@ -37,15 +37,16 @@ class ObjectCatalog:
         validate_prefix(prefix)
         if len(delimiter) > 1:
             raise InvalidArgument("the delimiter must be a single character")
-        await self._ctx.db(self._ctx.index.get_bucket, bucket)
-        return await self._ctx.db(
-            self._ctx.index.list_objects,
-            bucket,
-            prefix=prefix,
-            delimiter=delimiter,
-            marker=marker,
-            limit=self._limit(limit),
-        )
+        with self._ctx.metrics.time("list_objects"):
+            await self._ctx.db(self._ctx.index.get_bucket, bucket)
+            return await self._ctx.db(
+                self._ctx.index.list_objects,
+                bucket,
+                prefix=prefix,
+                delimiter=delimiter,
+                marker=marker,
+                limit=self._limit(limit),
+            )
 
     async def search(self, query: FileQuery) -> FileSearchPage:
         if query.bucket is not None:
@@ -85,12 +86,14 @@ class ObjectCatalog:
         """Hide the key; its versions stay restorable for RETENTION_DAYS."""
         validate_bucket_name(bucket)
         validate_key(key)
-        await self._ctx.db(self._ctx.index.get_bucket, bucket)
-        return await self._ctx.db(self._ctx.index.delete_key, bucket, key)
+        with self._ctx.metrics.time("delete_key"):
+            await self._ctx.db(self._ctx.index.get_bucket, bucket)
+            return await self._ctx.db(self._ctx.index.delete_key, bucket, key)
 
     async def delete_version(self, file_id: str) -> ObjectVersion:
         """Remove one version for good (its bytes go when nothing else references them)."""
-        return await self._ctx.db(self._ctx.index.delete_version, file_id)
+        with self._ctx.metrics.time("delete_version"):
+            return await self._ctx.db(self._ctx.index.delete_version, file_id)
 
     async def delete_key_version(self, bucket: str, key: str, file_id: str) -> ObjectVersion:
         version = await self._ctx.db(self._ctx.index.get_version, file_id)

@@ -13,18 +13,21 @@ from tfstorage.domain.names import validate_bucket_name, validate_key
 from tfstorage.domain.ranges import ByteRange
 from tfstorage.domain.records import ObjectVersion
 from tfstorage.errors import NoSuchKey, ObjectCorrupted
+from tfstorage.index.integrity import Damage
 from tfstorage.service.context import StorageContext
 from tfstorage.service.hashing import INLINE_HASH_BELOW
+from tfstorage.service.integrity import IntegrityChecker
 
 log = logging.getLogger(__name__)
 
 
 class ObjectReader:
-    def __init__(self, ctx: StorageContext) -> None:
+    def __init__(self, ctx: StorageContext, integrity: IntegrityChecker | None = None) -> None:
         self._ctx = ctx
-        # Blobs whose primary copy failed its checksum: with a replica, they are read
-        # from the replica from then on (the failed download itself was aborted).
-        self._suspect = ctx.suspect_blobs
+        # Blobs whose primary copy failed its checksum are marked in the index: without
+        # a replica they are refused before any byte is sent, with one they are read
+        # from the replica until a verify or the scrub repairs them.
+        self._integrity = integrity or IntegrityChecker(ctx)
 
     async def resolve(self, bucket: str, key: str, version_id: str | None = None) -> ObjectVersion:
         """The latest visible version of a key, or one named version of it."""
@@ -44,25 +47,33 @@ class ObjectReader:
         """Open the version's bytes; fails here, before any header is sent, if missing."""
         start, end = (byte_range.start, byte_range.end) if byte_range else (0, version.size)
         blobs = self._ctx.blobs
+        if version.damage is not None and not isinstance(blobs, ReplicatedBlobStore):
+            raise ObjectCorrupted(f"the stored data of {version.key!r} is {version.damage}")
         try:
-            if version.blob_id in self._suspect and isinstance(blobs, ReplicatedBlobStore):
+            if version.damage is not None and isinstance(blobs, ReplicatedBlobStore):
                 stream = await blobs.open_replica(version.blob_id, start, end)
             else:
                 try:
                     stream = await blobs.open(version.blob_id, start, end)
                 except ValueError:
                     # The stored blob is shorter than the index says: truncated.
-                    self._suspect.add(version.blob_id)
+                    await self._integrity.mark(version.blob_id, "truncated")
                     if not isinstance(blobs, ReplicatedBlobStore):
                         raise ObjectCorrupted(
                             f"the stored data of {version.key!r} is truncated"
                         ) from None
                     stream = await blobs.open_replica(version.blob_id, start, end)
         except BlobNotFound:
+            if version.damage is None:
+                await self._integrity.mark(version.blob_id, "missing")
             raise ObjectCorrupted(f"the stored data of {version.key!r} is missing") from None
         self._ctx.metrics.downloads.labels(bucket=version.bucket).inc()
         whole = start == 0 and end == version.size
-        return self._verified(stream, version) if whole else self._counted(stream)
+        if not whole:
+            return self._counted(stream)
+        # Bytes read from the replica because the primary is marked say nothing new
+        # about the primary: a mismatch then leaves the mark as it is.
+        return self._verified(stream, version, mark=version.damage is None)
 
     async def _counted(self, stream: ByteStream) -> AsyncGenerator[bytes, None]:
         try:
@@ -73,7 +84,7 @@ class ObjectReader:
             await stream.aclose()
 
     async def _verified(
-        self, stream: ByteStream, version: ObjectVersion
+        self, stream: ByteStream, version: ObjectVersion, *, mark: bool
     ) -> AsyncGenerator[bytes, None]:
         """Stream a whole object while checking it against its recorded SHA-256 and size.
 
@@ -92,6 +103,8 @@ class ObjectReader:
             async for chunk in stream:
                 size += len(chunk)
                 if size > version.size:
+                    if mark:
+                        await self._integrity.mark(version.blob_id, "corrupt")
                     raise ObjectCorrupted(f"the stored data of {version.key!r} is too long")
                 if hashing is not None:
                     await hashing
@@ -107,7 +120,9 @@ class ObjectReader:
             if hashing is not None:
                 await hashing
             if size != version.size or digest.hexdigest() != version.sha256:
-                self._suspect.add(version.blob_id)
+                if mark:
+                    damage: Damage = "truncated" if size < version.size else "corrupt"
+                    await self._integrity.mark(version.blob_id, damage)
                 log.error("object %s/%s (%s) failed its checksum on read", version.bucket,
                           version.key, version.file_id)  # fmt: skip
                 raise ObjectCorrupted(f"the stored data of {version.key!r} failed its checksum")

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tfstorage.blobs.base import Capacity
 from tfstorage.blobs.replicated import ReplicatedBlobStore
 from tfstorage.domain.records import IndexStats
+from tfstorage.domain.usage import DailyUsage, UsageReport
+from tfstorage.errors import InvalidArgument
+from tfstorage.index.analytics import MAX_LARGEST, AnalyticsIndex
 from tfstorage.service.context import StorageContext
+
+MAX_HISTORY_DAYS = 365
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,15 +30,63 @@ class CheckResult:
     detail: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class StorageReport:
+    usage: UsageReport
+    capacity: Capacity
+
+
 class StatsService:
     def __init__(self, ctx: StorageContext) -> None:
         self._ctx = ctx
+        self._analytics = AnalyticsIndex(ctx.index.engine)
 
     async def stats(self) -> StorageStats:
         index_stats = await self._ctx.db(self._ctx.index.stats)
         for bucket, usage in index_stats.buckets.items():
             self._ctx.metrics.usage_bytes.labels(bucket=bucket).set(usage.bytes)
         return StorageStats(index_stats, await self._ctx.blobs.capacity())
+
+    async def report(self, *, bucket: str | None = None, top: int = 10) -> StorageReport:
+        """The usage report (from the index alone) and the blob store's free space."""
+        if not 0 <= top <= MAX_LARGEST:
+            raise InvalidArgument(f"top must be between 0 and {MAX_LARGEST}")
+        usage = await self._ctx.db(self._analytics.usage_report, bucket=bucket, top=top)
+        if bucket is None:
+            for name, figures in usage.buckets.items():
+                self._ctx.metrics.usage_bytes.labels(bucket=name).set(figures.live.bytes)
+        return StorageReport(usage, await self._ctx.blobs.capacity())
+
+    async def record_daily_snapshot(self) -> None:
+        """Upsert today's (UTC) row of the history: idempotent, any instance may run it."""
+        now = datetime.now(UTC)
+        usage = await self._ctx.db(self._analytics.usage_report, top=0)
+        await self._ctx.db(self._analytics.record_snapshot, now.date(), usage, now)
+
+    async def history(self, days: int, bucket: str | None = None) -> list[DailyUsage]:
+        """The last `days` days (today included), oldest first."""
+        if not 1 <= days <= MAX_HISTORY_DAYS:
+            raise InvalidArgument(f"days must be between 1 and {MAX_HISTORY_DAYS}")
+        since = datetime.now(UTC).date() - timedelta(days=days - 1)
+        # A deleted bucket's history is still there: no existence check.
+        return await self._ctx.db(self._analytics.usage_history, since, bucket)
+
+    async def refresh_gauges(self) -> None:
+        """Set the scrape-time gauges: backends up, live objects and bytes per bucket."""
+        up = self._ctx.metrics.backend_up
+        index = await self.check_index()
+        up.labels(backend="index").set(int(index.ok))
+        blobs = await self.check_blobs()
+        primary, replica = blobs.detail.get("primary"), blobs.detail.get("replica")
+        if isinstance(primary, dict) and isinstance(replica, dict):
+            up.labels(backend="blob_store").set(int(bool(primary.get("ok"))))
+            up.labels(backend="replica").set(int(bool(replica.get("ok"))))
+        else:
+            up.labels(backend="blob_store").set(int(blobs.ok))
+        if index.ok:
+            usage = await self.stats()
+            for bucket, figures in usage.index.buckets.items():
+                self._ctx.metrics.objects.labels(bucket=bucket).set(figures.objects)
 
     async def check_index(self) -> CheckResult:
         start = time.perf_counter()

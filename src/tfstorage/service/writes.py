@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from tfstorage.errors import (
     EntityTooLarge,
     RequestTimeout,
     ServiceUnavailable,
+    StorageError,
     UnsupportedFileType,
 )
 from tfstorage.service.context import StorageContext
@@ -65,6 +66,15 @@ class WriteResult:
     deduplicated: bool
 
 
+def check_allowed_type(record: Bucket, key: str) -> None:
+    if not is_allowed(key, record.allowed_types):
+        allowed = ", ".join(record.allowed_types or ())
+        raise UnsupportedFileType(
+            f"file type of {key.rsplit('/', 1)[-1]!r} is not allowed in bucket"
+            f" {record.name!r} (allowed: {allowed})"
+        )
+
+
 class ObjectWriter:
     def __init__(self, ctx: StorageContext) -> None:
         self._ctx = ctx
@@ -88,12 +98,7 @@ class ObjectWriter:
         validate_bucket_name(bucket)
         validate_key(key)
         record = await self._ctx.db(self._ctx.index.get_bucket, bucket)
-        if not is_allowed(key, record.allowed_types):
-            allowed = ", ".join(record.allowed_types or ())
-            raise UnsupportedFileType(
-                f"file type of {key.rsplit('/', 1)[-1]!r} is not allowed in bucket"
-                f" {bucket!r} (allowed: {allowed})"
-            )
+        check_allowed_type(record, key)
         return record
 
     async def stage(
@@ -141,8 +146,15 @@ class ObjectWriter:
         target = Target(staged, bucket, key, content_type, metadata, tags, checksums)
         return (await self.commit_all([target], created_by=created_by))[0]
 
-    async def commit_all(self, targets: list[Target], *, created_by: str) -> list[WriteResult]:
-        """Make several staged blobs visible in one index transaction: all, or none."""
+    async def commit_all(
+        self,
+        targets: list[Target],
+        *,
+        created_by: str,
+        then: Callable[[Any], object] | None = None,
+    ) -> list[WriteResult]:
+        """Make several staged blobs visible in one index transaction: all, or none.
+        `then(connection)` runs last inside that transaction (see ObjectIndex)."""
         blob_ids = [t.staged.blob_id for t in targets]
         try:
             news = [self._new_version(t, created_by) for t in targets]
@@ -151,7 +163,7 @@ class ObjectWriter:
                 await self.discard(blob_id)
             raise
         try:
-            results = await self._ctx.db(self._ctx.index.commit_versions, news)
+            results = await self._ctx.db(self._ctx.index.commit_versions, news, then=then)
         except ServiceUnavailable:
             # The connection failed; the COMMIT may have happened. The blobs stay, and
             # the orphan sweep (which consults the index first) removes them if not.
@@ -170,15 +182,52 @@ class ObjectWriter:
             out.append(WriteResult(result.version, result.duplicate_blob_id is not None))
         return out
 
+    async def commit_each(
+        self, targets: list[Target], *, created_by: str
+    ) -> list[WriteResult | StorageError]:
+        """Make each staged blob visible on its own, all in one index transaction: the
+        ones refused (bad digest, quota) are reported in place and their blobs removed."""
+        news: list[NewVersion | StorageError] = []
+        for target in targets:
+            try:
+                news.append(self._new_version(target, created_by))
+            except StorageError as exc:
+                news.append(exc)
+        valid = [n for n in news if isinstance(n, NewVersion)]
+        try:
+            committed = (
+                await self._ctx.db(self._ctx.index.commit_versions_each, valid) if valid else []
+            )
+        except ServiceUnavailable:
+            raise  # the COMMIT may have happened: the blobs stay for the orphan sweep
+        except Exception:
+            for target in targets:
+                await self.discard(target.staged.blob_id)
+            raise
+        answers = iter(committed)
+        out: list[WriteResult | StorageError] = []
+        for target, new in zip(targets, news, strict=True):
+            result = next(answers) if isinstance(new, NewVersion) else new
+            if isinstance(result, StorageError):
+                await self.discard(target.staged.blob_id)
+                out.append(result)
+                continue
+            if result.duplicate_blob_id is not None:
+                await self._heal(result.version.blob_id, target.staged)
+                await self.discard(result.duplicate_blob_id)
+            self._ctx.metrics.uploads.labels(bucket=target.bucket).inc()
+            out.append(WriteResult(result.version, result.duplicate_blob_id is not None))
+        return out
+
     async def _heal(self, stored_id: str, fresh: StagedBlob) -> None:
         """Dedup pointed a new version at stored bytes: if those are missing, of the
         wrong size, or failed a checksum on read, rewrite them from the fresh copy
-        (same SHA-256, so readers see the same content either way)."""
+        (same SHA-256, so readers see the same content either way), and clear the
+        blob's damage mark."""
         blobs = self._ctx.blobs
         try:
-            healthy = stored_id not in self._ctx.suspect_blobs and (
-                (await blobs.stat(stored_id)).size == fresh.size
-            )
+            damage = await self._ctx.db(self._ctx.integrity.damage_of, stored_id)
+            healthy = damage is None and (await blobs.stat(stored_id)).size == fresh.size
         except BlobNotFound:
             healthy = False
         if healthy:
@@ -189,7 +238,8 @@ class ObjectWriter:
             await blobs.put(stored_id, source)
         finally:
             await source.aclose()
-        self._ctx.suspect_blobs.discard(stored_id)
+        # The fresh bytes hashed to the same SHA-256 on their way in: the copy is good.
+        await self._ctx.db(self._ctx.integrity.mark_verified, stored_id)
 
     def _new_version(self, t: Target, created_by: str) -> NewVersion:
         staged = t.staged

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from tfstorage.api.audit import audit
 from tfstorage.api.deps import CallerDep, StorageDep, authorize
 from tfstorage.api.download import object_response
+from tfstorage.api.errors import request_id
 from tfstorage.api.routes.openapi import binary_response, multipart_body
-from tfstorage.api.routes.shaping import audit_uploads, upload_response
+from tfstorage.api.routes.shaping import audit_uploads, upload_response, upload_result
 from tfstorage.api.schemas import MAX_INT, DeleteResponse, FileInfo, FileSearchResponse, FileUpdate
-from tfstorage.api.uploads import receive_form
+from tfstorage.api.upload_batch import FileOutcome, receive_files
 from tfstorage.domain.caller import Caller
 from tfstorage.domain.metadata import parse_tag, parse_tags
 from tfstorage.domain.records import FileQuery, ObjectVersion
 from tfstorage.errors import AccessDenied, InvalidArgument, NoSuchVersion, Unauthenticated
 from tfstorage.service.storage import Storage
+from tfstorage.service.writes import WriteResult
 
 router = APIRouter(prefix="/api/v1/files", tags=["files"])
 
@@ -47,15 +50,56 @@ async def _version(storage: Storage, caller: Caller, file_id: str, scope: str) -
     return version
 
 
-@router.post("/upload", openapi_extra=multipart_body(many=True))
-async def upload_files(request: Request, storage: StorageDep, caller: CallerDep) -> dict[str, Any]:
+@router.post(
+    "/upload",
+    status_code=201,
+    openapi_extra=multipart_body(many=True),
+    responses={207: {"description": "Some files were stored, some refused: see `results`."}},
+)
+async def upload_files(request: Request, storage: StorageDep, caller: CallerDep) -> JSONResponse:
     """Upload one or many files (`file` parts) with `bucket`, `key`/`prefix`, `metadata`,
-    `tags`. All files become visible, or none."""
-    results = await receive_form(
+    `tags`; each file's `Content-MD5` / `X-Checksum-SHA256` part header is verified.
+
+    Each file stands on its own: `results` says, in form order, which were stored (201)
+    and why the others were refused; 207 when some were. `atomic=true` (a field or the
+    query) makes it all or nothing."""
+    outcomes = await receive_files(
         request, storage, caller, default_bucket=storage.settings.default_bucket
     )
-    await audit_uploads(request, storage, caller, results)
-    return upload_response(results)
+    stored = [o.result for o in outcomes if o.result is not None]
+    await audit_uploads(request, storage, caller, stored)
+    return _per_file_response(request, outcomes, stored)
+
+
+def _per_file_response(
+    request: Request, outcomes: list[FileOutcome], stored: list[WriteResult]
+) -> JSONResponse:
+    results = [
+        {
+            "filename": o.filename,
+            "key": o.key,
+            "status": 201 if o.error is None else o.error.status,
+            "file": upload_result(o.result).model_dump() if o.result is not None else None,
+            "error": None if o.error is None else {"error": o.error.message, "code": o.error.code},
+        }
+        for o in outcomes
+    ]
+    failed = [o.error for o in outcomes if o.error is not None]
+    if stored:
+        body = upload_response(stored)
+        if failed:
+            body["success"] = False
+            body["message"] = f"{len(stored)} of {len(outcomes)} files uploaded"
+    else:
+        body = {"success": False, "message": "no file uploaded", "count": 0, "files": []}
+    body |= {"results": results, "succeeded": len(stored), "failed": len(failed)}
+    if stored:
+        return JSONResponse(body, status_code=207 if failed else 201)
+    # Nothing stored: the answer is the first refusal, as an error body (clients of the
+    # all-or-nothing upload see the status and code they always did).
+    first = failed[0]
+    error = {"error": first.message, "code": first.code, "request_id": request_id(request)}
+    return JSONResponse(error | body, status_code=first.status, headers=first.headers)
 
 
 @router.get("")

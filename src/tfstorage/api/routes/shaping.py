@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import Request
 
-from tfstorage.api.audit import audit
+from tfstorage.api.audit import audit_many
 from tfstorage.api.schemas import FileInfo, UploadResponse, UploadResult
 from tfstorage.domain.caller import Caller
 from tfstorage.service.storage import Storage
@@ -31,9 +31,8 @@ def upload_response(results: list[WriteResult]) -> dict[str, Any]:
 async def audit_uploads(
     request: Request, storage: Storage, caller: Caller, results: list[WriteResult]
 ) -> None:
-    for r in results:
-        v = r.version
-        await audit(
-            request, storage, caller, "upload",
-            bucket=v.bucket, key=v.key, file_id=v.file_id, size=v.size,
-        )  # fmt: skip
+    entries = [
+        {"bucket": v.bucket, "key": v.key, "file_id": v.file_id, "size": v.size}
+        for v in (r.version for r in results)
+    ]
+    await audit_many(request, storage, caller, "upload", entries)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from tfstorage.api.deps import CallerDep, StorageDep, authorize
 from tfstorage.api.schemas import iso
+from tfstorage.api.usage import history_body, usage_body
 from tfstorage.domain.caller import Caller
 from tfstorage.domain.sizes import format_size
 from tfstorage.service.storage import Storage
@@ -71,9 +72,28 @@ async def stats(storage: StorageDep, caller: CallerDep) -> dict[str, Any]:
 
 
 @router.get("/api/v1/storage/stats")
-async def storage_stats(storage: StorageDep, caller: CallerDep) -> dict[str, Any]:
-    """The same statistics as `/api/v1/stats`."""
-    return await stats(storage, caller)
+async def storage_stats(
+    storage: StorageDep,
+    caller: CallerDep,
+    bucket: str | None = None,
+    top: Annotated[int, Query(description="how many of the largest objects")] = 10,
+) -> dict[str, Any]:
+    """The fields of `/api/v1/stats`, plus per bucket (versions, trash, quota use), per
+    category, per owner, the largest objects, and the bytes dedup saves; `?bucket=`
+    narrows it to one bucket. From the index alone, never a walk of the blob store."""
+    await authorize(storage, caller, "admin")
+    report = await storage.stats.report(bucket=bucket, top=top)
+    return usage_body(report, bucket)
+
+
+@router.get("/api/v1/storage/stats/history")
+async def storage_stats_history(
+    storage: StorageDep, caller: CallerDep, days: int = 30, bucket: str | None = None
+) -> dict[str, Any]:
+    """One entry per day (1..365 days, oldest first) from the daily snapshots that the
+    maintenance loop records."""
+    await authorize(storage, caller, "admin")
+    return history_body(days, bucket, await storage.stats.history(days, bucket))
 
 
 async def _health(storage: Storage, caller: Caller) -> tuple[bool, dict[str, Any]]:
@@ -124,9 +144,11 @@ async def detailed_health(storage: StorageDep, caller: CallerDep) -> JSONRespons
     index = await storage.stats.check_index()
     blobs = await storage.stats.check_blobs()
     disk = await storage.stats.check_disk()
+    integrity = await storage.integrity.health()  # damaged blobs make it "degraded"
     elapsed_ms = round((time.perf_counter() - start) * 1000, 2)
     healthy = index.ok and blobs.ok
-    status = "healthy" if healthy and disk.ok else ("degraded" if healthy else "unhealthy")
+    fine = disk.ok and integrity["ok"]
+    status = "healthy" if healthy and fine else ("degraded" if healthy else "unhealthy")
     body = {
         "service": "storage",
         "status": status,
@@ -135,6 +157,7 @@ async def detailed_health(storage: StorageDep, caller: CallerDep) -> JSONRespons
             "index": {"ok": index.ok, **index.detail},
             "blob_store": {"ok": blobs.ok, **blobs.detail},
             "disk_space": {"ok": disk.ok, **disk.detail},
+            "integrity": integrity,
             "response_time": {"ok": elapsed_ms < 1000, "ms": elapsed_ms},
         },
     }
@@ -145,7 +168,7 @@ async def detailed_health(storage: StorageDep, caller: CallerDep) -> JSONRespons
 async def storage_metrics(storage: StorageDep, caller: CallerDep) -> dict[str, Any]:
     """The service's counters as JSON (the same numbers as `/metrics`)."""
     await authorize(storage, caller, "admin")
-    await storage.stats.stats()  # refresh the usage gauges
+    await storage.stats.refresh_gauges()
     return {"timestamp": _now(), "metrics": storage.ctx.metrics.snapshot()}
 
 
@@ -153,7 +176,8 @@ async def storage_metrics(storage: StorageDep, caller: CallerDep) -> dict[str, A
 async def prometheus_metrics(storage: StorageDep, caller: CallerDep) -> Response:
     """Prometheus text exposition."""
     await authorize(storage, caller, "admin")
-    await storage.stats.stats()
+    await storage.stats.refresh_gauges()  # backends up, usage per bucket
+    await storage.integrity.refresh_gauges()  # damaged blobs: every instance's findings
     return Response(storage.ctx.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -1,0 +1,58 @@
+"""MD5 + SHA-256 of a multipart blob's whole bytes, computed while they are assembled."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import anyio.to_thread
+
+_INLINE_BELOW = 64 * 1024  # a thread hop costs more than hashing this little
+
+
+class Digests:
+    """MD5 and SHA-256 side by side: for large chunks the two run in parallel threads
+    (hashlib releases the GIL), so the slower of them sets the pace, not their sum."""
+
+    def __init__(self) -> None:
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._sha256 = hashlib.sha256()
+        self.size = 0
+
+    @property
+    def md5(self) -> str:
+        return self._md5.hexdigest()
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256.hexdigest()
+
+    def submit(self, chunk: bytes, pool: ThreadPoolExecutor) -> list[Future[None]]:
+        """Hash `chunk` in `pool` (two workers: one digest each); wait on the futures
+        before submitting the next chunk."""
+        self.size += len(chunk)
+        return [pool.submit(self._md5.update, chunk), pool.submit(self._sha256.update, chunk)]
+
+    def update(self, chunk: bytes | memoryview, pool: ThreadPoolExecutor | None = None) -> None:
+        """Hash `chunk` (blocking: call from a worker thread for large chunks)."""
+        self.size += len(chunk)
+        if pool is None or len(chunk) < _INLINE_BELOW:
+            self._md5.update(chunk)
+            self._sha256.update(chunk)
+            return
+        md5 = pool.submit(self._md5.update, chunk)
+        self._sha256.update(chunk)
+        md5.result()
+
+
+async def digest_stream(chunks: AsyncIterable[bytes]) -> Digests:
+    """Read a stream to its end, hashing it off the event loop."""
+    digests = Digests()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="md5") as pool:
+        async for chunk in chunks:
+            if len(chunk) < _INLINE_BELOW:
+                digests.update(chunk)
+            else:
+                await anyio.to_thread.run_sync(digests.update, chunk, pool)
+    return digests
