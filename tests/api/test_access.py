@@ -283,7 +283,7 @@ def route_requests(bucket: str, file_id: str) -> list[tuple[str, str, str, str, 
             "PUT",
             f"/api/v1/files/{file_id}/retention",
             f"write:{bucket}",
-            {"json": {"legal_hold": False}},
+            {"json": {}},  # an empty change: clearing a legal hold needs admin
         ),
         # integrity: verify and scrub (issue 6)
         (

@@ -334,3 +334,35 @@ async def test_archive_rules_need_an_archive_tier(client: httpx.AsyncClient) -> 
     )
     assert_error(r, 400, "InvalidArgument")
     assert "ARCHIVE_STORAGE_TYPE" in r.json()["error"]
+
+
+async def test_a_run_that_lost_its_lease_stops(
+    client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its lease lapsed (a paused process) and another instance took it over: this run
+    # must stop, not go on beside the new runner (each with its own cap).
+    from tfstorage.index.tables import leases
+    from tfstorage.service import lifecycle as lifecycle_service
+
+    for i in range(6):
+        await put(client, "artifacts", f"old/{i}.log", b"x")
+    rule = [{"id": "one", "keep_last": {"count": 1}}]
+    assert (await client.put("/api/v1/buckets/artifacts/lifecycle", json=rule)).status_code == 200
+    lifecycle = storage_of(app).lifecycle
+    real_apply = lifecycle._index.apply
+
+    def apply_then_lose_the_lease(*args: Any, **kwargs: Any) -> bool:
+        done = real_apply(*args, **kwargs)
+        with lifecycle._index.engine.begin() as conn:
+            conn.execute(
+                update(leases).values(
+                    holder="another-instance", expires_at=datetime.now(UTC) + timedelta(hours=1)
+                )
+            )
+        return done
+
+    monkeypatch.setattr(lifecycle_service, "_RENEW_EVERY", 1)
+    monkeypatch.setattr(lifecycle._index, "apply", apply_then_lose_the_lease)
+    run = (await client.post("/api/v1/lifecycle/run?bucket=artifacts")).json()
+    assert (run["status"], run["count"]) == ("busy", 1)
+    assert len(await keys(client, "artifacts")) == 5

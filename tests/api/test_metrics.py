@@ -115,3 +115,19 @@ async def test_method_labels_are_bounded(client: httpx.AsyncClient) -> None:
     }
     assert not any(m.startswith("MADEUP") for m in methods)
     assert "other" in methods
+
+
+async def test_a_deleted_buckets_usage_leaves_the_gauges(client: httpx.AsyncClient) -> None:
+    r = await client.post("/api/v1/buckets", json={"name": "short-lived"})
+    assert r.status_code == 201, r.text
+    r = await client.put("/api/v1/objects/short-lived/a.bin", content=b"a" * 700)
+    assert r.status_code == 200, r.text
+    before = await scrape(client)
+    assert value(before, "storage_usage_bytes", bucket="short-lived") == 700
+    assert value(before, "storage_objects", bucket="short-lived") == 1
+    r = await client.delete("/api/v1/buckets/short-lived?force=true")
+    assert r.status_code in (200, 204), r.text
+    after = await scrape(client)
+    # Gone, or (several workers: values kept in files) zero; never the old figures.
+    assert value(after, "storage_usage_bytes", bucket="short-lived") == 0
+    assert value(after, "storage_objects", bucket="short-lived") == 0

@@ -167,3 +167,21 @@ async def test_who_may_lock(client: httpx.AsyncClient, anon: httpx.AsyncClient) 
     assert r.status_code == 200 and r.json()["legal_hold"] is True
     audit = (await client.get("/api/v1/audit", params={"bucket": BUCKET})).json()["entries"]
     assert any(e["action"] == "retention" and e["file_id"] == file_id for e in audit)
+
+
+async def test_only_an_admin_releases_a_legal_hold(
+    client: httpx.AsyncClient, anon: httpx.AsyncClient
+) -> None:
+    # Otherwise any token that may write and delete would lift the hold, then delete.
+    file_id = await upload(client, "hold/x.ckpt", b"x")
+    user = bearer(await new_token(client, scopes=["read", "write", "delete"], buckets=[BUCKET]))
+    url = f"/api/v1/files/{file_id}/retention"
+    r = await anon.put(url, json={"legal_hold": True}, headers=user)
+    assert r.status_code == 200 and r.json()["legal_hold"] is True
+    assert_error(await anon.put(url, json={"legal_hold": False}, headers=user), 403, "AccessDenied")
+    assert_error(await anon.delete(f"/api/v1/files/{file_id}", headers=user), 403, "ObjectLocked")
+    assert (await anon.get(url, headers=user)).json()["legal_hold"] is True
+    # Setting it again, or extending a date, stays a writer's right.
+    assert (await anon.put(url, json={"legal_hold": True}, headers=user)).status_code == 200
+    r = await client.put(url, json={"legal_hold": False})  # the admin
+    assert r.status_code == 200 and r.json()["locked"] is False

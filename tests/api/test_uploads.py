@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import random
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,19 @@ async def client_with(settings: Settings, **overrides: Any) -> AsyncIterator[htt
         ) as c:
             c.app = application  # type: ignore[attr-defined]
             yield c
+
+
+async def test_a_failure_inside_client_with_is_not_swallowed(settings: Settings) -> None:
+    # The app's shutdown must let the error that ended its lifespan through, on every
+    # backend: else a failing assertion under `client_with` passes unseen.
+    seen = False
+    try:
+        async with client_with(settings) as client:
+            assert (await client.get("/api/v1/uploads")).status_code == 200
+            raise LookupError("must be seen")
+    except* LookupError:  # (anyio's task group may wrap it)
+        seen = True
+    assert seen
 
 
 def data(size: int, seed: int) -> bytes:
@@ -401,14 +416,59 @@ async def test_expiry_spares_a_session_used_since_it_was_found_idle(
         assert r.status_code == 200, r.text
 
 
-async def test_garbage_collection_spares_live_sessions(settings: Settings) -> None:
-    # With no grace at all, every incomplete write is swept, except a live session's.
-    async with client_with(settings, orphan_grace_seconds=0) as client:
+async def test_a_completion_outlasting_the_lease_keeps_its_claim(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A huge object takes long to assemble and hash. A client retrying its completion
+    # meanwhile must get 409, not a second completion: the loser of two would remove
+    # the blob (the session's own) that the winner just committed.
+    monkeypatch.setattr("tfstorage.index.uploads.COMPLETION_LEASE", timedelta(seconds=0.3))
+    monkeypatch.setattr("tfstorage.service.uploads.CLAIM_RENEWAL_SECONDS", 0.05)
+    async with client_with(settings) as client:
+        blobs = client.app.state.storage.ctx.blobs  # type: ignore[attr-defined]
+        assemble = blobs.complete_multipart
+        started, go_on = anyio.Event(), anyio.Event()
+
+        async def slow_first(*args: Any, **kwargs: Any) -> Any:
+            if not started.is_set():
+                started.set()
+                await go_on.wait()
+            return await assemble(*args, **kwargs)
+
+        blobs.complete_multipart = slow_first
         parts = {1: data(PART, 1), 2: data(10, 2)}
         upload_id = await create(client)
         await send_parts(client, upload_id, parts)
-        await anyio.sleep(0.1)
-        await client.app.state.storage.run_maintenance()  # type: ignore[attr-defined]
+        answers: list[httpx.Response] = []
+
+        async def first() -> None:
+            answers.append(await complete(client, upload_id, parts))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first)
+            await started.wait()
+            await anyio.sleep(0.5)  # the first claim would have run out by now
+            second = await complete(client, upload_id, parts)
+            assert_error(second, 409, "Conflict")
+            go_on.set()
+        assert answers[0].status_code == 200, answers[0].text
+        got = await client.get("/api/v1/download/checkpoints/run/ckpt.bin")
+        assert got.content == parts[1] + parts[2]
+
+
+async def test_garbage_collection_spares_live_sessions(settings: Settings) -> None:
+    # Run as if the grace had passed, every incomplete write is swept, except a live
+    # session's. (Not ORPHAN_GRACE_SECONDS=0: the start-up run would then sweep the
+    # engine's upload between its creation and its session's, as a grace prevents.)
+    async with client_with(settings) as client:
+        parts = {1: data(PART, 1), 2: data(10, 2)}
+        upload_id = await create(client)
+        await send_parts(client, upload_id, parts)
+        storage = client.app.state.storage  # type: ignore[attr-defined]
+        report = await storage.gc.run_once(
+            now=time.time() + 2 * storage.settings.orphan_grace_seconds
+        )
+        assert report.incomplete_writes == 0
         r = await complete(client, upload_id, parts)
         assert r.status_code == 200, r.text
         got = await client.get("/api/v1/download/checkpoints/run/ckpt.bin")

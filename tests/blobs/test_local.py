@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.from_thread
 import anyio.to_thread
 import pytest
 
+import tfstorage.blobs.local as local_module
 from tests.blobs.contract import (
     BlobStoreContract,
     MultipartContract,
@@ -499,3 +501,36 @@ async def test_a_blob_assembled_in_place_is_new_to_the_orphan_sweep(
     [info] = [info async for info in store.list_blobs()]
     assert info.blob_id == blob_id
     assert info.modified >= started - 1
+
+
+@pytest.mark.anyio
+async def test_a_part_placed_during_an_in_place_completion_stays_out_of_the_blob(
+    store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Part 3 (not in the completion) starts writing into the assembly file while the
+    # completion hashes parts 1 and 2 there: its bytes must not end up in the blob.
+    blob_id = new_blob_id()
+    upload = await store.begin_multipart(blob_id)
+    step = 5 * MiB
+    datas = {n: os.urandom(step) for n in (1, 2, 3)}
+
+    async def put(number: int) -> Any:
+        data = datas[number]
+        return await store.put_part(
+            blob_id, upload, number, chunked(data), size=len(data), offset=(number - 1) * step
+        )
+
+    parts = [await put(1), await put(2)]
+    store._prefixes.clear()  # as in another process: the completion hashes everything
+    hashing = local_module.concatenate
+
+    def meanwhile_part_three(*args: Any, **kwargs: Any) -> Any:
+        anyio.from_thread.run(put, 3)
+        return hashing(*args, **kwargs)
+
+    monkeypatch.setattr(local_module, "concatenate", meanwhile_part_three)
+    assembled = await store.complete_multipart(blob_id, upload, parts)
+    whole = datas[1] + datas[2]
+    assert assembled.size == len(whole)
+    assert (await store.stat(blob_id)).size == len(whole)
+    assert await read_all(store, blob_id) == whole

@@ -53,3 +53,10 @@ def test_bad_configuration_is_a_clear_error(
     monkeypatch.delenv("TFSTORAGE_CONFIG")
     with pytest.raises(ConfigurationError, match="http"):
         resolve_config("ftp://x")
+
+
+def test_the_token_does_not_show_in_a_repr() -> None:
+    """A config printed or logged (or in a traceback's locals) must not carry the secret."""
+    config = resolve_config("http://h:1", "tfs_secret_value")
+    assert config.token == "tfs_secret_value"
+    assert "tfs_secret_value" not in repr(config) and "tfs_secret_value" not in str(config)

@@ -6,15 +6,18 @@ from __future__ import annotations
 import hashlib
 import random
 import threading
+import time
 import uuid
+from collections.abc import Callable
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select, text
 
 from tfstorage.domain.lifecycle import evaluate, parse_rules
 from tfstorage.domain.records import NewVersion
+from tfstorage.errors import ObjectLocked
 from tfstorage.index import ObjectIndex
 from tfstorage.index.lifecycle import AuditFields, LifecycleIndex
-from tfstorage.index.tables import audit_log
+from tfstorage.index.tables import audit_log, versions
 
 
 def commit(index: ObjectIndex, bucket: str, key: str) -> str:
@@ -97,3 +100,55 @@ def test_the_lease_admits_one_holder(index: ObjectIndex) -> None:
     # A lapsed lease (its holder crashed) is taken over.
     assert lifecycle.acquire_lease(name, "b", 0)
     assert lifecycle.acquire_lease(name, "c", 60)
+
+
+def test_a_hold_landing_during_a_forced_bucket_delete_stops_it(postgres_engine: Engine) -> None:
+    # PostgreSQL (SQLite lets one writer in at a time): the delete checked for locks
+    # before the hold committed; it must not then delete the held version anyway.
+    index = ObjectIndex(postgres_engine)
+    lifecycle = LifecycleIndex(postgres_engine)
+    bucket = f"race-{uuid.uuid4().hex[:8]}"
+    index.create_bucket(bucket)
+    file_id = commit(index, bucket, "model.pt")
+    errors: dict[str, BaseException] = {}
+
+    def attempt(name: str, call: Callable[[], object]) -> threading.Thread:
+        def run() -> None:
+            try:
+                call()
+            except BaseException as exc:
+                errors[name] = exc
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    def waiting_for_locks(n: int) -> None:
+        query = text(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        with postgres_engine.connect() as conn:
+            for _ in range(1000):
+                if conn.execute(query).scalar_one() >= n:
+                    return
+                time.sleep(0.01)
+        raise AssertionError(f"never saw {n} transactions waiting for a lock")
+
+    with postgres_engine.connect() as blocker, blocker.begin():
+        # Holding the version row: the hold waits here, after its first locks.
+        blocker.execute(
+            select(versions.c.id).where(versions.c.file_id == file_id).with_for_update()
+        )
+        hold = attempt(
+            "hold",
+            lambda: lifecycle.set_retention(file_id, retain_until=None, legal_hold=True),
+        )
+        waiting_for_locks(1)
+        purge = attempt("delete", lambda: index.delete_bucket(bucket, force=True))
+        waiting_for_locks(2)
+    hold.join()
+    purge.join()
+    assert "hold" not in errors, errors
+    assert isinstance(errors.get("delete"), ObjectLocked), errors
+    assert lifecycle.get_retention(file_id).legal_hold is True

@@ -87,8 +87,11 @@ def test_two_workers_sum_their_counters(make_server: ServerFactory) -> None:
     def upload(i: int) -> None:
         # A new connection each time, so that either worker may accept it.
         with httpx.Client(base_url=server.base_url, headers=headers, timeout=30) as c:
-            r = c.put(f"/api/v1/objects/artifacts/w/{i}.bin", content=os.urandom(100 + i))
-            assert r.status_code == 200, r.text
+            try:
+                r = c.put(f"/api/v1/objects/artifacts/w/{i}.bin", content=os.urandom(100 + i))
+            except httpx.TransportError as exc:  # show what the server said about it
+                pytest.fail(f"upload {i}: {exc!r}\n{server.log_tail()}")
+            assert r.status_code == 200, r.text + server.log_tail()
 
     uploaded = 0
     pids: set[int] = set()

@@ -56,14 +56,20 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> FastAPI
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = await open_storage(settings, blobs=blob_store)
         app.state.storage = store
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_collect_garbage_forever, store)
-            tasks.start_soon(store.lifecycle.run_forever)
-            tasks.start_soon(store.scrubber.run_forever)
-            try:
-                yield
-            finally:
-                tasks.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(_collect_garbage_forever, store)
+                tasks.start_soon(store.lifecycle.run_forever)
+                tasks.start_soon(store.scrubber.run_forever)
+                try:
+                    yield
+                finally:
+                    tasks.cancel_scope.cancel()
+        finally:
+            # Outside the cancelled task group (and shielded): inside it, the close's
+            # first await was cancelled, leaving it half done and swallowing the error
+            # that ended the lifespan.
+            with anyio.CancelScope(shield=True):
                 await store.close()
 
     app = FastAPI(

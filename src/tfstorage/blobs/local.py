@@ -58,6 +58,8 @@ from tfstorage.blobs.local_parts import (
     new_part_name,
     part_location,
     placed_handle,
+    placed_whole,
+    seal,
     sweep_uploads,
     upload_dir,
 )
@@ -246,6 +248,7 @@ class LocalBlobStore:
                 await anyio.to_thread.run_sync(target.discard)
             raise
         if isinstance(target, _PlacedPart) and offset is not None:
+            await anyio.to_thread.run_sync(_placed_whole, directory, part_number)
             self._hash_ahead(upload, directory, offset, total, name)
         return StoredPart(part_number, total, name)
 
@@ -296,6 +299,8 @@ class LocalBlobStore:
             # and rename it into place.
             assembly = _TempFile(directory, ASSEMBLY)
             with _os_errors("assembling a multipart blob"):
+                if not seal(directory):
+                    return None  # a part is being placed: its bytes would join the blob
                 try:
                     if os.stat(assembly.path).st_size != total:
                         return None  # more was placed than this completion lists
@@ -440,6 +445,11 @@ def _quietly(work: Callable[[], None]) -> None:
 def _claim_place(directory: str, part_number: int) -> bool:
     with _os_errors("starting a part"):
         return claim_place(directory, part_number)
+
+
+def _placed_whole(directory: str, part_number: int) -> None:
+    with _os_errors("writing"):
+        placed_whole(directory, part_number)
 
 
 class _PlacedPart:

@@ -29,6 +29,7 @@ from tfstorage.errors import InvalidPart
 
 PARTS_DIR: Final = ".parts"
 ASSEMBLY: Final = "assembly"
+SEALED: Final = "sealed"
 _COPY_CHUNK: Final = 8 * 1024 * 1024
 
 
@@ -48,13 +49,32 @@ def placed_handle(part_number: int, offset: int) -> str:
 
 
 def claim_place(directory: str, part_number: int) -> bool:
-    """Reserve part `part_number`'s region of `assembly` (once per upload, ever)."""
+    """Reserve part `part_number`'s region of `assembly` (once per upload, ever), unless
+    a completion sealed the upload (see `seal`): the part is then a file of its own."""
     marker = os.path.join(directory, f"{part_number}.placed")
     try:
         os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640))
     except FileExistsError:
         return False
-    return True
+    return not os.path.exists(os.path.join(directory, SEALED))
+
+
+def placed_whole(directory: str, part_number: int) -> None:
+    """Note that the placed part is written (and its descriptor closed)."""
+    marker = os.path.join(directory, f"{part_number}.done")
+    os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o640))
+
+
+def seal(directory: str) -> bool:
+    """Stop parts from being placed in `assembly`; True if none is still being written
+    there. A completion renaming `assembly` into the blob must know that: a part written
+    meanwhile (one the completion leaves out) would land in the blob. A part claims its
+    place before it looks for the seal, the completion seals before it looks at the
+    claims: each sees the other."""
+    os.close(os.open(os.path.join(directory, SEALED), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC))
+    names = set(os.listdir(directory))
+    claimed = (name.removesuffix(".placed") for name in names if name.endswith(".placed"))
+    return all(f"{number}.done" in names for number in claimed)
 
 
 def part_location(directory: str, part: StoredPart) -> tuple[str, int]:

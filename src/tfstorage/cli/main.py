@@ -100,6 +100,10 @@ def serve(
                 "tfstorage.api.app:app_from_environment",
                 factory=True,
                 workers=settings.workers,
+                # The supervisor kills a worker that misses a 5 s ping (uvicorn's
+                # default); a worker busy hashing and fsyncing large uploads on a loaded
+                # machine can, and killing it cuts every transfer it serves.
+                timeout_worker_healthcheck=30,
                 **options,  # type: ignore[arg-type]
             )
         finally:

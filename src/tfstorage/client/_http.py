@@ -90,6 +90,8 @@ class Http:
                 response = await self.client.request(method, path, **kwargs)
                 if response.status_code >= 400:
                     raise error_from_response(response)
+                if response.status_code >= 300:
+                    raise _redirected(response)
                 return response
             except (httpx.TransportError, TFStorageError) as exc:
                 err = _as_error(exc, self.url)
@@ -112,9 +114,22 @@ class Http:
                 if response.status_code >= 400:
                     await response.aread()
                     raise error_from_response(response)
+                if response.status_code >= 300:
+                    raise _redirected(response)
                 yield response
         except httpx.TransportError as exc:
             raise _as_error(exc, self.url) from exc
+
+
+def _redirected(response: httpx.Response) -> TFStorageError:
+    """Redirects are not followed (the token would go along to another address), so a
+    3xx answer means nothing was done: an error, naming where the server points."""
+    where = response.headers.get("location", "elsewhere")
+    return TFStorageError(
+        f"the server answered with a redirect to {where}; use that address as the URL",
+        status=response.status_code,
+        code="Redirect",
+    )
 
 
 def _as_error(exc: BaseException, url: str) -> TFStorageError:

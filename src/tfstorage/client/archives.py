@@ -124,7 +124,10 @@ async def fetch_archive(
         tg.start_soon(unpack)
         try:
             params = {"prefix": prefix, "format": "tar"}
-            async with http.stream("GET", f"/api/v1/archive/{bucket}", params=params) as r:
+            identity = {"Accept-Encoding": "identity"}  # raw bytes are read: no gzip
+            async with http.stream(
+                "GET", f"/api/v1/archive/{bucket}", params=params, headers=identity
+            ) as r:
                 async for chunk in r.aiter_raw(256 * 1024):
                     if chunk and not await anyio.to_thread.run_sync(put, chunk):
                         break

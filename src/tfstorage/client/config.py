@@ -17,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -31,7 +31,7 @@ class ClientConfig:
     """A resolved server URL (no trailing slash) and token (None: anonymous)."""
 
     url: str
-    token: str | None
+    token: str | None = field(repr=False)  # a secret: never in a printed or logged repr
 
 
 def config_path() -> Path:

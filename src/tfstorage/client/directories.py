@@ -56,6 +56,9 @@ def local_files(root: Path) -> list[tuple[Path, str]]:
         dirnames.sort()
         for name in sorted(filenames):
             path = Path(dirpath) / name
+            # An interrupted download's leftovers are not the user's files.
+            if name.endswith(_PARTIAL_SUFFIXES):
+                continue
             if path.is_file():
                 found.append((path, path.relative_to(root).as_posix()))
     return found
@@ -81,11 +84,14 @@ def _build_form(bucket: str, prefix: str, files: list[_LocalFile]) -> tuple[str,
     digests = []
     for f in files:
         data = f.path.read_bytes()
-        digests.append(hashlib.sha256(data).hexdigest())
+        digest = hashlib.sha256(data).hexdigest()
+        digests.append(digest)
         name = PurePosixPath(f.rel).name
+        # The part's own X-Checksum-SHA256: the server refuses a file damaged on the
+        # way instead of storing it over the previous version.
         out += (
             f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n"
+            f"Content-Type: application/octet-stream\r\nX-Checksum-SHA256: {digest}\r\n\r\n"
         ).encode()
         out += data + b"\r\n"
     out += f"--{boundary}--\r\n".encode()
@@ -279,11 +285,13 @@ async def download_prefix(
     async for obj in iter_objects(http, bucket, prefix):
         listed_bytes += obj.size
         rel = obj.key[len(prefix) :]
-        rel = rel if prefix.endswith("/") else rel.removeprefix("/")
-        if rel.endswith("/") and obj.size == 0:
+        if prefix and not prefix.endswith("/"):
+            rel = rel.removeprefix("/")  # "run" + "/a": the separator, not a segment
+        if obj.size == 0 and obj.key.endswith("/"):
             # A folder marker (as S3 consoles make): a directory, not a file in its way.
-            if (marker := _safe_dest(root, rel.rstrip("/"))) is not None:
-                marker.mkdir(parents=True, exist_ok=True)
+            folder = _safe_dest(root, rel.rstrip("/")) if rel.rstrip("/") else root
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
                 continue
         dest = _safe_dest(root, rel)
         if dest is None:

@@ -189,7 +189,11 @@ async def _receive(
     """One GET from `sink.offset`; bytes are written and counted as they come, so an
     interruption leaves `sink` exactly where the next attempt starts."""
     offset = sink.offset
-    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    # The bytes as stored (what the SHA-256 and `Range` offsets are about): a proxy that
+    # compresses answers must not hand back gzip, which `aiter_raw` would save as is.
+    headers = {"Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
     path = f"/api/v1/files/download/{version.file_id}"
     async with http.stream("GET", path, headers=headers) as r:
         if offset and r.status_code != 206:

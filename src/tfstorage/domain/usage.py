@@ -52,7 +52,7 @@ class UsageReport:
     categories: dict[Category, Tally]  # live objects
     owners: dict[str, Tally]  # every version, by the principal that wrote it
     largest: list[LargeObject]  # live objects, largest first
-    stored: Tally  # distinct blobs: the physical bytes (index-wide, whatever the filter)
+    stored: Tally  # distinct referenced blobs (index-wide, whatever the filter)
     logical_bytes: int  # every version's size (index-wide): what storing without dedup costs
 
     def total(self, part: str) -> Tally:

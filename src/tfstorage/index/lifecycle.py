@@ -265,8 +265,17 @@ class LifecycleIndex(IndexStore):
             ).first()
             if found is None:
                 raise NoSuchVersion(file_id)
-            # The head row, as every delete path takes it first: a lock never lands
-            # between a deleter's check and its delete.
+            # The bucket row (KEY SHARE), which a bucket delete takes FOR UPDATE before
+            # its check: the delete waits for this lock to commit, then sees it.
+            bucket_row = conn.execute(
+                select(buckets.c.id)
+                .where(buckets.c.id == found.bucket_id)
+                .with_for_update(read=True, key_share=True)
+            ).first()
+            if bucket_row is None:
+                raise NoSuchVersion(file_id)
+            # The head row, as every other delete path takes it first: a lock never
+            # lands between a deleter's check and its delete.
             conn.execute(
                 select(object_keys.c.current_id)
                 .where(object_keys.c.bucket_id == found.bucket_id, object_keys.c.key == found.key)

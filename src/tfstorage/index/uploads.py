@@ -204,6 +204,20 @@ class UploadIndex(IndexStore):
 
         self._write(run)
 
+    def renew_claim(self, upload_id: str) -> None:
+        """The completion holding the claim is still at work: start its lease again."""
+        now = utcnow()
+        self._write(
+            lambda conn: conn.execute(
+                update(upload_sessions)
+                .where(
+                    upload_sessions.c.upload_id == upload_id,
+                    upload_sessions.c.completing_at.is_not(None),
+                )
+                .values(completing_at=now, touched_at=now)
+            )
+        )
+
     def release(self, upload_id: str) -> None:
         """Give up a claim (the completion failed; the session goes on)."""
         self._write(

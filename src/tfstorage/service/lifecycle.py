@@ -160,6 +160,10 @@ class LifecycleService:
                 retention_days=settings.retention_days,
                 protected_tags=self.protected_tags,
             )
+            # Planning a large bucket takes a while: is the lease still ours?
+            if act is not None and plan and not await self._renew(act[0]):
+                report.status = "busy"
+                return
             for expiry in plan:
                 removal = expiry.kind != "archive"
                 if removal and report.removed >= cap:
@@ -189,8 +193,14 @@ class LifecycleService:
                     report.actions.append(Action.of(name, expiry))
                 else:
                     report.skipped += 1
-                if (len(report.actions) + report.skipped) % _RENEW_EVERY == 0:
-                    await self._ctx.db(self._index.acquire_lease, LEASE, holder, LEASE_SECONDS)
+                renew = (len(report.actions) + report.skipped) % _RENEW_EVERY == 0
+                if renew and not await self._renew(holder):
+                    # It lapsed and another instance runs now: one runner at a time.
+                    report.status = "busy"
+                    return
+
+    async def _renew(self, holder: str) -> bool:
+        return await self._ctx.db(self._index.acquire_lease, LEASE, holder, LEASE_SECONDS)
 
     async def run_forever(self) -> None:
         """Every LIFECYCLE_INTERVAL_SECONDS (the first run one interval after start);

@@ -13,6 +13,7 @@ from tfstorage.domain.records import IndexStats
 from tfstorage.domain.usage import DailyUsage, UsageReport
 from tfstorage.errors import InvalidArgument
 from tfstorage.index.analytics import MAX_LARGEST, AnalyticsIndex
+from tfstorage.metrics import multiprocess_enabled
 from tfstorage.service.context import StorageContext
 
 MAX_HISTORY_DAYS = 365
@@ -40,12 +41,26 @@ class StatsService:
     def __init__(self, ctx: StorageContext) -> None:
         self._ctx = ctx
         self._analytics = AnalyticsIndex(ctx.index.engine)
+        self._gauged: set[str] = set()  # buckets this process set per-bucket gauges of
 
     async def stats(self) -> StorageStats:
         index_stats = await self._ctx.db(self._ctx.index.stats)
         for bucket, usage in index_stats.buckets.items():
             self._ctx.metrics.usage_bytes.labels(bucket=bucket).set(usage.bytes)
+        self._forget_gone(set(index_stats.buckets))
         return StorageStats(index_stats, await self._ctx.blobs.capacity())
+
+    def _forget_gone(self, current: set[str]) -> None:
+        """Deleted buckets leave the per-bucket gauges instead of keeping their last
+        figures. With several workers the values live in files and cannot be removed:
+        there they read 0."""
+        metrics = self._ctx.metrics
+        for gone in self._gauged - current:
+            for gauge in (metrics.usage_bytes, metrics.objects):
+                gauge.labels(bucket=gone).set(0)
+                if not multiprocess_enabled():
+                    gauge.remove(gone)
+        self._gauged = current
 
     async def report(self, *, bucket: str | None = None, top: int = 10) -> StorageReport:
         """The usage report (from the index alone) and the blob store's free space."""
@@ -55,6 +70,7 @@ class StatsService:
         if bucket is None:
             for name, figures in usage.buckets.items():
                 self._ctx.metrics.usage_bytes.labels(bucket=name).set(figures.live.bytes)
+            self._forget_gone(set(usage.buckets))
         return StorageReport(usage, await self._ctx.blobs.capacity())
 
     async def record_daily_snapshot(self) -> None:

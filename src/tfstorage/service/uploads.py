@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -47,6 +47,10 @@ from tfstorage.service.hashing import HashingStream, parse_sha256
 from tfstorage.service.writes import Checksums, ObjectWriter, StagedBlob, Target, WriteResult
 
 log = logging.getLogger(__name__)
+
+# A completion renews its claim this often: however long assembling and hashing take,
+# no second completion starts while it runs (the claim runs out only if it died).
+CLAIM_RENEWAL_SECONDS = 60.0
 
 
 def new_upload_id() -> str:
@@ -239,7 +243,9 @@ class UploadService:
         await self._ctx.db(self._index.claim, upload_id)
         try:
             session = await self.get(upload_id)
-            return await self._complete(session, requested, declared, created_by)
+            return await self._holding_claim(
+                upload_id, self._complete(session, requested, declared, created_by)
+            )
         except BaseException:
             with anyio.CancelScope(shield=True):
                 try:
@@ -247,6 +253,30 @@ class UploadService:
                 except Exception:  # the lease runs out by itself
                     log.warning("could not release the completion claim of %s", upload_id)
             raise
+
+    async def _holding_claim(self, upload_id: str, work: Awaitable[WriteResult]) -> WriteResult:
+        """Await `work` while renewing the claim: the lease only bounds how long a claim
+        left by a dead instance blocks the session, never how long a completion runs."""
+        error: Exception | None = None
+        async with anyio.create_task_group() as renewals:
+            renewals.start_soon(self._renew_claim, upload_id)
+            try:
+                result = await work
+            except Exception as exc:  # raised below, not wrapped in an exception group
+                error = exc
+            finally:
+                renewals.cancel_scope.cancel()
+        if error is not None:
+            raise error
+        return result
+
+    async def _renew_claim(self, upload_id: str) -> None:
+        while True:
+            await anyio.sleep(CLAIM_RENEWAL_SECONDS)
+            try:
+                await self._ctx.db(self._index.renew_claim, upload_id)
+            except Exception:  # the next renewal tries again
+                log.warning("could not renew the completion claim of %s", upload_id)
 
     async def _complete(
         self,

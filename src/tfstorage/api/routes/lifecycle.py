@@ -43,7 +43,9 @@ class RunAction(BaseModel):
 class RunResponse(BaseModel):
     run_id: str
     dry_run: bool
-    status: str  # done | capped (stopped at LIFECYCLE_MAX_DELETIONS_PER_RUN) | busy
+    # done | capped (stopped at LIFECYCLE_MAX_DELETIONS_PER_RUN) | busy (another instance
+    # holds the runners' lease, or took it over from this run: it stopped)
+    status: str
     count: int
     bytes: int
     skipped: int
@@ -160,8 +162,12 @@ async def put_retention(
     file_id: str, change: RetentionChange, request: Request, storage: StorageDep, caller: CallerDep
 ) -> RetentionInfo:
     """Lock a version: `retain_until` (can be extended, never shortened) and/or
-    `legal_hold` (set or cleared). Needs `write` on the version's bucket."""
+    `legal_hold` (set or cleared). Needs `write` on the version's bucket; clearing a
+    legal hold needs `admin` (else whoever may write and delete could lift it, then
+    delete)."""
     version = await visible_version(storage, caller, file_id, "write")
+    if change.legal_hold is False:
+        await authorize(storage, caller, "admin", version.bucket)
     until = change.retain_until
     if until is not None and until.tzinfo is None:
         raise InvalidArgument("retain_until must carry a time zone, e.g. 2027-01-01T00:00:00Z")
