@@ -31,8 +31,9 @@ def multipart(server: Server, root: Path, n: int, size: int) -> dict[str, float]
     """`Client.upload_file` of `size` bytes in 16 MiB parts, 4 in flight (MB/s).
 
     The file is written first and stays in the page cache, as a checkpoint just saved
-    would be; the SDK reads it, SHA-256s each part and the whole file, and the server
-    verifies both."""
+    would be; the SDK reads it and SHA-256s the whole file (new parts go without a hash
+    of their own), and the server hashes each part and the whole object and checks the
+    file's SHA-256 before the object becomes visible."""
     path = root / f"sdk-{n}.bin"
     _write_payload(path, size)
     try:
