@@ -8,12 +8,14 @@ never reveals whether an object exists.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from tfstorage.domain.caller import Caller
-from tfstorage.errors import AccessDenied, Unauthenticated
+from tfstorage.domain.records import ObjectVersion
+from tfstorage.errors import AccessDenied, NoSuchVersion, Unauthenticated
 from tfstorage.service.access import SIGNATURE_PARAMS
 from tfstorage.service.storage import Storage
 
@@ -97,3 +99,29 @@ async def authorize(
 
 StorageDep = Annotated[Storage, Depends(get_storage)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+_FILE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+async def visible_version(
+    storage: Storage, caller: Caller, file_id: str, scope: str
+) -> ObjectVersion:
+    """The version, if this caller may see it; else the same answer as for no version,
+    so ids of objects in other buckets reveal nothing."""
+    if not _FILE_ID.fullmatch(file_id):
+        if caller.anonymous:
+            raise Unauthenticated("a token is required", headers={"WWW-Authenticate": "Bearer"})
+        raise NoSuchVersion(file_id[:64])  # not an id: names nothing
+    try:
+        version = await storage.reader.by_id(file_id)
+        await authorize(storage, caller, "read", version.bucket, version.key)
+    except (NoSuchVersion, AccessDenied, Unauthenticated):
+        if caller.anonymous:
+            raise Unauthenticated(
+                "a token is required", headers={"WWW-Authenticate": "Bearer"}
+            ) from None
+        raise NoSuchVersion(file_id) from None
+    if scope != "read":
+        await authorize(storage, caller, scope, version.bucket, version.key)
+    return version

@@ -201,3 +201,47 @@ class BlobStore(Protocol):
     async def close(self) -> None:
         """Release connections and threads."""
         ...
+
+
+class PartsOnPrimary:
+    """Multipart uploads for a store layered over another (a replica, an archive tier):
+    the parts go to `primary` only; the assembled blob is then an ordinary blob there."""
+
+    primary: BlobStore
+
+    async def begin_multipart(self, blob_id: str) -> str:
+        return await self.primary.begin_multipart(blob_id)
+
+    async def put_part(
+        self,
+        blob_id: str,
+        upload: str,
+        part_number: int,
+        chunks: AsyncIterable[bytes],
+        *,
+        size: int,
+        md5: str | None = None,
+        sha256: str | None = None,
+        offset: int | None = None,
+    ) -> StoredPart:
+        return await self.primary.put_part(
+            blob_id, upload, part_number, chunks, size=size, md5=md5, sha256=sha256, offset=offset
+        )
+
+    async def discard_part(self, blob_id: str, upload: str, part: StoredPart) -> bool:
+        return await self.primary.discard_part(blob_id, upload, part)
+
+    async def complete_multipart(
+        self,
+        blob_id: str,
+        upload: str,
+        parts: Sequence[StoredPart],
+        *,
+        expected_sha256: str | None = None,
+    ) -> AssembledBlob:
+        return await self.primary.complete_multipart(
+            blob_id, upload, parts, expected_sha256=expected_sha256
+        )
+
+    async def abort_multipart(self, blob_id: str, upload: str) -> None:
+        await self.primary.abort_multipart(blob_id, upload)

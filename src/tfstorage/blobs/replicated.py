@@ -38,6 +38,7 @@ from tfstorage.blobs.base import (
     BlobStoreUnavailable,
     ByteStream,
     Capacity,
+    PartsOnPrimary,
     StoredPart,
     is_blob_id,
 )
@@ -57,7 +58,7 @@ class ReplicationReport:
     mismatched: int = 0  # full runs: held by both at different sizes (neither overwritten)
 
 
-class ReplicatedBlobStore:
+class ReplicatedBlobStore(PartsOnPrimary):
     """A `BlobStore` over a primary and a replica of any kinds."""
 
     name = "replicated"
@@ -94,29 +95,6 @@ class ReplicatedBlobStore:
                 raise  # cancelled: the caller records nothing, the journal entry is harmless
             self._replica_failed("copying a blob", exc)
 
-    # Parts go to the primary only; the assembled blob is replicated like any other.
-    async def begin_multipart(self, blob_id: str) -> str:
-        return await self.primary.begin_multipart(blob_id)
-
-    async def put_part(
-        self,
-        blob_id: str,
-        upload: str,
-        part_number: int,
-        chunks: AsyncIterable[bytes],
-        *,
-        size: int,
-        md5: str | None = None,
-        sha256: str | None = None,
-        offset: int | None = None,
-    ) -> StoredPart:
-        return await self.primary.put_part(
-            blob_id, upload, part_number, chunks, size=size, md5=md5, sha256=sha256, offset=offset
-        )
-
-    async def discard_part(self, blob_id: str, upload: str, part: StoredPart) -> bool:
-        return await self.primary.discard_part(blob_id, upload, part)
-
     async def complete_multipart(
         self,
         blob_id: str,
@@ -125,14 +103,12 @@ class ReplicatedBlobStore:
         *,
         expected_sha256: str | None = None,
     ) -> AssembledBlob:
-        assembled = await self.primary.complete_multipart(
+        # Parts went to the primary only; the assembled blob is replicated like any other.
+        assembled = await super().complete_multipart(
             blob_id, upload, parts, expected_sha256=expected_sha256
         )
         await self._replicate_new(blob_id)
         return assembled
-
-    async def abort_multipart(self, blob_id: str, upload: str) -> None:
-        await self.primary.abort_multipart(blob_id, upload)
 
     async def _copy(self, blob_id: str) -> None:
         stream = await self.primary.open(blob_id)

@@ -11,20 +11,19 @@ remove both copies.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Collection
 
 from tfstorage.blobs.base import (
-    AssembledBlob,
     BlobInfo,
     BlobNotFound,
     BlobStore,
     ByteStream,
     Capacity,
-    StoredPart,
+    PartsOnPrimary,
 )
 
 
-class TieredBlobStore:
+class TieredBlobStore(PartsOnPrimary):
     name = "tiered"
 
     def __init__(self, primary: BlobStore, archive: BlobStore) -> None:
@@ -60,43 +59,6 @@ class TieredBlobStore:
     async def sweep_incomplete(self, older_than: float, keep: Collection[str] = ()) -> int:
         swept = await self.primary.sweep_incomplete(older_than, keep)
         return swept + await self.archive.sweep_incomplete(older_than, keep)
-
-    async def begin_multipart(self, blob_id: str) -> str:
-        return await self.primary.begin_multipart(blob_id)
-
-    async def put_part(
-        self,
-        blob_id: str,
-        upload: str,
-        part_number: int,
-        chunks: AsyncIterable[bytes],
-        *,
-        size: int,
-        md5: str | None = None,
-        sha256: str | None = None,
-        offset: int | None = None,
-    ) -> StoredPart:
-        return await self.primary.put_part(
-            blob_id, upload, part_number, chunks, size=size, md5=md5, sha256=sha256, offset=offset
-        )
-
-    async def discard_part(self, blob_id: str, upload: str, part: StoredPart) -> bool:
-        return await self.primary.discard_part(blob_id, upload, part)
-
-    async def complete_multipart(
-        self,
-        blob_id: str,
-        upload: str,
-        parts: Sequence[StoredPart],
-        *,
-        expected_sha256: str | None = None,
-    ) -> AssembledBlob:
-        return await self.primary.complete_multipart(
-            blob_id, upload, parts, expected_sha256=expected_sha256
-        )
-
-    async def abort_multipart(self, blob_id: str, upload: str) -> None:
-        await self.primary.abort_multipart(blob_id, upload)
 
     async def capacity(self) -> Capacity:
         return await self.primary.capacity()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated
 
@@ -10,44 +9,19 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from tfstorage.api.audit import audit
-from tfstorage.api.deps import CallerDep, StorageDep, authorize
+from tfstorage.api.deps import CallerDep, StorageDep, authorize, visible_version
 from tfstorage.api.download import object_response
 from tfstorage.api.errors import request_id
 from tfstorage.api.routes.openapi import binary_response, multipart_body
 from tfstorage.api.routes.shaping import audit_uploads, upload_response, upload_result
 from tfstorage.api.schemas import MAX_INT, DeleteResponse, FileInfo, FileSearchResponse, FileUpdate
 from tfstorage.api.upload_batch import FileOutcome, receive_files
-from tfstorage.domain.caller import Caller
 from tfstorage.domain.metadata import parse_tag, parse_tags
-from tfstorage.domain.records import FileQuery, ObjectVersion
-from tfstorage.errors import AccessDenied, InvalidArgument, NoSuchVersion, Unauthenticated
-from tfstorage.service.storage import Storage
+from tfstorage.domain.records import FileQuery
+from tfstorage.errors import InvalidArgument
 from tfstorage.service.writes import WriteResult
 
 router = APIRouter(prefix="/api/v1/files", tags=["files"])
-
-_FILE_ID = re.compile(r"[0-9a-f]{32}")
-
-
-async def _version(storage: Storage, caller: Caller, file_id: str, scope: str) -> ObjectVersion:
-    """The version, if this caller may see it; else the same answer as for no version,
-    so ids of objects in other buckets reveal nothing."""
-    if not _FILE_ID.fullmatch(file_id):
-        if caller.anonymous:
-            raise Unauthenticated("a token is required", headers={"WWW-Authenticate": "Bearer"})
-        raise NoSuchVersion(file_id[:64])  # not an id: names nothing
-    try:
-        version = await storage.reader.by_id(file_id)
-        await authorize(storage, caller, "read", version.bucket, version.key)
-    except (NoSuchVersion, AccessDenied, Unauthenticated):
-        if caller.anonymous:
-            raise Unauthenticated(
-                "a token is required", headers={"WWW-Authenticate": "Bearer"}
-            ) from None
-        raise NoSuchVersion(file_id) from None
-    if scope != "read":
-        await authorize(storage, caller, scope, version.bucket, version.key)
-    return version
 
 
 @router.post(
@@ -156,14 +130,14 @@ async def download_file(
     file_id: str, request: Request, storage: StorageDep, caller: CallerDep
 ) -> Response:
     """Download one version by id (its bytes never change)."""
-    version = await _version(storage, caller, file_id, "read")
+    version = await visible_version(storage, caller, file_id, "read")
     return await object_response(request, storage, version)
 
 
 @router.get("/{file_id}")
 async def get_file(file_id: str, storage: StorageDep, caller: CallerDep) -> FileInfo:
     """Metadata of one version."""
-    return FileInfo.of(await _version(storage, caller, file_id, "read"))
+    return FileInfo.of(await visible_version(storage, caller, file_id, "read"))
 
 
 @router.put("/{file_id}")
@@ -171,7 +145,7 @@ async def update_file(
     file_id: str, update: FileUpdate, request: Request, storage: StorageDep, caller: CallerDep
 ) -> FileInfo:
     """Replace a version's user metadata, tags or content type (the bytes never change)."""
-    await _version(storage, caller, file_id, "write")
+    await visible_version(storage, caller, file_id, "write")
     version = await storage.objects.update(
         file_id,
         metadata=update.metadata,
@@ -189,7 +163,7 @@ async def delete_file(
     file_id: str, request: Request, storage: StorageDep, caller: CallerDep
 ) -> DeleteResponse:
     """Delete this version permanently; if it was the latest, the previous one is."""
-    await _version(storage, caller, file_id, "delete")
+    await visible_version(storage, caller, file_id, "delete")
     gone = await storage.objects.delete_version(file_id)
     await audit(
         request,

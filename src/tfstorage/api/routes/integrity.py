@@ -8,8 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from tfstorage.api.audit import audit
-from tfstorage.api.deps import CallerDep, StorageDep, authorize
-from tfstorage.api.routes.files import _version as readable_version
+from tfstorage.api.deps import CallerDep, StorageDep, authorize, visible_version
 from tfstorage.api.schemas import MAX_INT
 from tfstorage.errors import ScrubInProgress
 from tfstorage.service.integrity import Digest
@@ -29,7 +28,7 @@ async def verify_file(
     index. Damage found marks the blob (downloads then refuse it); with a replica
     holding a good copy, the damaged copy is rewritten from it (`repaired`). `ok` says
     whether the stored bytes match the index now."""
-    version = await readable_version(storage, caller, file_id, "read")
+    version = await visible_version(storage, caller, file_id, "read")
     verdict = await storage.integrity.verify_version(version)
     body: dict[str, Any] = {
         "file_id": version.file_id,

@@ -9,9 +9,8 @@ from fastapi import APIRouter, Body, Query, Request
 from pydantic import BaseModel, ConfigDict
 
 from tfstorage.api.audit import audit
-from tfstorage.api.deps import CallerDep, StorageDep, authorize
+from tfstorage.api.deps import CallerDep, StorageDep, authorize, visible_version
 from tfstorage.api.errors import request_id
-from tfstorage.api.routes.files import _version as visible_version
 from tfstorage.domain.lifecycle import DEFAULT_RULE_ID
 from tfstorage.errors import InvalidArgument
 from tfstorage.index.lifecycle import Retention
