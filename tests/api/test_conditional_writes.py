@@ -12,6 +12,7 @@ import os
 import time
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -269,3 +270,30 @@ async def test_batch_copy_refuses_the_headers(client: httpx.AsyncClient) -> None
     r = await client.post("/api/v1/batch/copy", json=body, headers=CREATE)
     assert_error(r, 400, "InvalidArgument")
     assert await latest(client, "copy/src.bin", "models") is None
+
+
+async def test_racing_completions_one_winner(
+    client: httpx.AsyncClient, app: FastAPI, settings: Settings
+) -> None:
+    # Both pass the early check (the key is absent); the commit decides.
+    key = "run/raced.bin"
+    payloads = [os.urandom(2000 + n) for n in range(4)]
+    uploads = [await _open_upload(client, key, data) for data in payloads]
+    answers: list[httpx.Response] = []
+
+    async def finish(upload: dict[str, Any]) -> None:
+        url = f"/api/v1/uploads/{upload['id']}/complete"
+        answers.append(await client.post(url, json=upload["body"], headers=CREATE))
+
+    async with anyio.create_task_group() as tasks:
+        for upload in uploads:
+            tasks.start_soon(finish, upload)
+    assert sorted(r.status_code for r in answers) == [200, 412, 412, 412], [r.text for r in answers]
+    winner = next(r for r in answers if r.status_code == 200).json()
+    assert (
+        await latest(client, key, "checkpoints")
+        == payloads[[md5(p) for p in payloads].index(winner["etag"])]
+    )
+    for upload in uploads:  # the losers' sessions are still open: abort them
+        await client.delete(f"/api/v1/uploads/{upload['id']}")
+    assert len(await nothing_for_gc(app, settings)) == 1
