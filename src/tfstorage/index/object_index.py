@@ -195,11 +195,11 @@ class ObjectIndex(IndexStore):
         self, bucket: str, key: str, condition: WriteCondition | None = None
     ) -> ObjectVersion:
         def run(conn: Connection) -> ObjectVersion:
-            if condition is not None:  # judged on the locked head, before anything moves
-                check_head(conn, bucket_id(conn, bucket), key, condition)
             head = _head(conn, bucket, key)
             if head is not None and head.deleted_at is not None:
                 writes.check_restore_quota(conn, bucket_id(conn, bucket), key, head.size)
+            if condition is not None:  # on the locked head (after the bucket: lock order)
+                check_head(conn, bucket_id(conn, bucket), key, condition)
             return _head_of(conn, writes.set_deleted(conn, bucket, key, None))
 
         return self._write(run)
