@@ -32,7 +32,8 @@ VersionId = Annotated[str | None, Query(max_length=64)]
 
 @router.post("/upload", openapi_extra=multipart_body(many=False))
 async def upload(request: Request, storage: StorageDep, caller: CallerDep) -> dict[str, Any]:
-    """Upload one file (multipart `file`, `bucket`, `key`) into a bucket."""
+    """Upload one file (multipart `file`, `bucket`, `key`) into a bucket; `If-Match` /
+    `If-None-Match` are judged when it commits (412)."""
     results = await receive_form(
         request, storage, caller, default_bucket=storage.settings.default_bucket, max_files=1
     )
@@ -50,7 +51,8 @@ async def upload_stream(request: Request, storage: StorageDep, caller: CallerDep
 async def put_object(
     bucket: str, key: str, request: Request, storage: StorageDep, caller: CallerDep
 ) -> dict[str, Any]:
-    """Store the raw request body as a new version of `bucket/key` (the fast path)."""
+    """Store the raw request body as a new version of `bucket/key` (the fast path).
+    `If-None-Match: *` creates only if absent, `If-Match` replaces only that ETag (412)."""
     await authorize(storage, caller, "write", bucket, key)
     result = await put_raw(request, storage, caller, bucket, key)
     await audit_uploads(request, storage, caller, [result])
