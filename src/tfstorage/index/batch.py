@@ -203,14 +203,11 @@ def copy_version(conn: Connection, item: CopyItem) -> CommitResult | None:
         # the trash counts as absent), so a concurrent writer cannot slip in between.
         condition=None if item.overwrite else WriteCondition(if_none_match=ANY),
     )
-    savepoint = conn.begin_nested()
     try:
-        result = writes.commit_version(conn, new)
+        with conn.begin_nested():  # rolled back on any error, the 412 included
+            return writes.commit_version(conn, new)
     except PreconditionFailed:
-        savepoint.rollback()
         return None
-    savepoint.commit()
-    return result
 
 
 class BatchIndex(IndexStore):

@@ -64,13 +64,14 @@ def place_head(
     """Make version `seq` the key's head, `head` being what `check_head` locked and
     accepted before `seq` was allocated."""
     if head is None:
-        savepoint = conn.begin_nested()
         try:
-            conn.execute(
-                insert(object_keys).values(bucket_id=bid, key=key, current_id=seq, deleted_at=None)
-            )
+            with conn.begin_nested():  # PostgreSQL: the conflict must not end the transaction
+                conn.execute(
+                    insert(object_keys).values(
+                        bucket_id=bid, key=key, current_id=seq, deleted_at=None
+                    )
+                )
         except IntegrityError:
-            savepoint.rollback()
             # A concurrent writer created the head and committed: judge its version.
             head = check_head(conn, bid, key, condition)
             if head is None:
@@ -79,7 +80,6 @@ def place_head(
                 # It holds a newer seq, so ours could never become the latest.
                 raise PreconditionFailed("the object was written concurrently") from None
         else:
-            savepoint.commit()
             return
     # The row is locked since check_head, and every seq allocated since is newer than
     # the one it holds: ours is the newest version of the key.
