@@ -17,6 +17,7 @@ import anyio
 from anyio.abc import TaskGroup
 from fastapi import Request
 
+from tfstorage.api.conditions import write_condition
 from tfstorage.api.deps import authorize
 from tfstorage.api.multipart import MultipartStream, Part
 from tfstorage.api.uploads import (
@@ -26,6 +27,7 @@ from tfstorage.api.uploads import (
     request_body,
 )
 from tfstorage.domain.caller import Caller
+from tfstorage.domain.conditions import WriteCondition
 from tfstorage.domain.metadata import parse_metadata, parse_tags
 from tfstorage.domain.names import key_from_filename, validate_bucket_name, validate_key
 from tfstorage.domain.records import Bucket
@@ -92,6 +94,7 @@ async def receive_files(
     request: Request, storage: Storage, caller: Caller, *, default_bucket: str
 ) -> list[FileOutcome]:
     writer = storage.writer
+    condition = write_condition(request)  # malformed: refused before any byte is read
     length = declared_length(request)
     if length is not None and length > writer.max_size * MAX_FILES_PER_REQUEST + _FORM_OVERHEAD:
         writer.check_declared_size(length - _FORM_OVERHEAD)
@@ -117,7 +120,7 @@ async def receive_files(
         stager.raise_if_failed()
         if not form.files:
             raise MissingFile()
-        return await _commit(storage, caller, form, default_bucket)
+        return await _commit(storage, caller, form, default_bucket, condition)
     except Exception:
         # (Not on cancellation: a blob whose commit may have landed is never deleted
         # here; the orphan sweep checks the index before removing anything.)
@@ -244,7 +247,11 @@ def _key_for(fields: dict[str, str], filename: str, *, single: bool) -> str:
 
 
 async def _commit(
-    storage: Storage, caller: Caller, form: _Form, default_bucket: str
+    storage: Storage,
+    caller: Caller,
+    form: _Form,
+    default_bucket: str,
+    condition: WriteCondition | None,
 ) -> list[FileOutcome]:
     f = form.fields
     files = form.files
@@ -280,6 +287,7 @@ async def _commit(
             metadata,
             tags,
             o.checksums,
+            condition,  # each file's own: a 412 refuses that file alone (unless atomic)
         )
         for o in ready
         if o.blob is not None and o.key is not None

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 import anyio
 from fastapi import Request
 
+from tfstorage.api.conditions import write_condition
 from tfstorage.api.deps import authorize
 from tfstorage.api.multipart import MultipartStream
 from tfstorage.domain.caller import Caller
+from tfstorage.domain.conditions import WriteCondition
 from tfstorage.domain.metadata import parse_metadata, parse_tags
 from tfstorage.domain.names import key_from_filename, validate_bucket_name, validate_key
 from tfstorage.errors import (
@@ -82,6 +84,7 @@ async def put_raw(
         ),
         created_by=caller.name,
         max_size=caller.max_upload,
+        condition=write_condition(request),
     )
 
 
@@ -107,8 +110,10 @@ async def receive_form(
     max_files: int = MAX_FILES_PER_REQUEST,
     allow_bucket: bool = True,
 ) -> list[WriteResult]:
-    """Store every file of a multipart form; all of them become visible, or none."""
+    """Store every file of a multipart form; all of them become visible, or none.
+    If-Match / If-None-Match apply to each file (judged when they commit)."""
     writer = storage.writer
+    condition = write_condition(request)  # malformed: refused before any byte is read
     length = declared_length(request)
     if length is not None and length > writer.max_size * max_files + _FORM_OVERHEAD:
         writer.check_declared_size(length - _FORM_OVERHEAD)
@@ -140,7 +145,7 @@ async def receive_form(
             form.files.append(_StagedFile(blob, filename, part.content_type))
         if not form.files:
             raise MissingFile()
-        return await _commit_all(storage, caller, form, default_bucket)
+        return await _commit_all(storage, caller, form, default_bucket, condition)
     except Exception:
         # (Not on cancellation: a blob whose commit may have landed must never be
         # deleted here; the orphan sweep checks the index before removing anything.)
@@ -150,7 +155,11 @@ async def receive_form(
 
 
 async def _commit_all(
-    storage: Storage, caller: Caller, form: _Form, default_bucket: str
+    storage: Storage,
+    caller: Caller,
+    form: _Form,
+    default_bucket: str,
+    condition: WriteCondition | None,
 ) -> list[WriteResult]:
     f = form.fields
     bucket = validate_bucket_name(f.get("bucket") or default_bucket)
@@ -180,6 +189,7 @@ async def _commit_all(
             metadata,
             tags,
             checksums,
+            condition,
         )
         for staged, key in zip(form.files, keys, strict=True)
     ]

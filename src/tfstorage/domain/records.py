@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tfstorage.domain.conditions import WriteCondition
+
 
 @dataclass(frozen=True, slots=True)
 class Bucket:
@@ -71,6 +73,8 @@ class NewVersion:
     metadata: dict[str, Any] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     created_by: str = "anonymous"
+    # If-Match / If-None-Match: judged on the key's head inside the commit.
+    condition: WriteCondition | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,9 @@ from uuid import uuid4
 from sqlalchemy import Connection, insert, select
 
 from tfstorage.domain.categories import key_category
+from tfstorage.domain.conditions import ANY, WriteCondition
 from tfstorage.domain.records import CommitResult, NewVersion, ObjectVersion
-from tfstorage.errors import NoSuchKey, StorageError
+from tfstorage.errors import NoSuchKey, PreconditionFailed, StorageError
 from tfstorage.index import writes
 from tfstorage.index.reads import bucket_id, chunks, fetch_by_ids, upsert, utcnow
 from tfstorage.index.tables import blobs, buckets, object_keys, tags, versions
@@ -62,6 +63,8 @@ def commit_each(conn: Connection, news: Sequence[NewVersion]) -> list[CommitResu
 def _bulk_eligible(conn: Connection, news: Sequence[NewVersion]) -> bool:
     if len(news) < 2 or len({n.bucket for n in news}) != 1:
         return False
+    if any(n.condition is not None for n in news):
+        return False  # a precondition can refuse one alone
     if len({n.key for n in news}) != len(news):
         return False
     settings = conn.execute(
@@ -183,31 +186,28 @@ def copy_version(conn: Connection, item: CopyItem) -> CommitResult | None:
     locked = select(versions.c.id).where(versions.c.id == src.seq)
     if conn.execute(locked.with_for_update(read=True, key_share=True)).first() is None:
         raise NoSuchKey(src.bucket, src.key)
-    if not item.overwrite:
-        live = select(object_keys.c.key).where(
-            object_keys.c.bucket_id == bucket_id(conn, item.dest_bucket),
-            object_keys.c.key == item.dest_key,
-            object_keys.c.deleted_at.is_(None),
-        )
-        if conn.execute(live).first() is not None:
-            return None
     # The same sha256 as a stored blob: commit_version takes a reference on it (the
     # dedup path), with the destination bucket's quota and versioning applied.
-    return writes.commit_version(
-        conn,
-        NewVersion(
-            bucket=item.dest_bucket,
-            key=item.dest_key,
-            blob_id=src.blob_id,
-            size=src.size,
-            md5=src.etag,
-            sha256=src.sha256,
-            content_type=src.content_type,
-            metadata=dict(src.metadata),
-            tags=dict(src.tags),
-            created_by=item.created_by,
-        ),
+    new = NewVersion(
+        bucket=item.dest_bucket,
+        key=item.dest_key,
+        blob_id=src.blob_id,
+        size=src.size,
+        md5=src.etag,
+        sha256=src.sha256,
+        content_type=src.content_type,
+        metadata=dict(src.metadata),
+        tags=dict(src.tags),
+        created_by=item.created_by,
+        # No overwrite: create only if absent, decided on the locked head (a key in
+        # the trash counts as absent), so a concurrent writer cannot slip in between.
+        condition=None if item.overwrite else WriteCondition(if_none_match=ANY),
     )
+    try:
+        with conn.begin_nested():  # rolled back on any error, the 412 included
+            return writes.commit_version(conn, new)
+    except PreconditionFailed:
+        return None
 
 
 class BatchIndex(IndexStore):

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select, text
 
+from tfstorage.domain.conditions import WriteCondition
 from tfstorage.domain.records import (
     Bucket,
     CommitResult,
@@ -28,6 +29,7 @@ from tfstorage.errors import (
 from tfstorage.index import buckets as bucket_rows
 from tfstorage.index import writes
 from tfstorage.index.batch import commit_each
+from tfstorage.index.conditions import check_head
 from tfstorage.index.listing import list_objects
 from tfstorage.index.reads import (
     bucket_id,
@@ -182,22 +184,32 @@ class ObjectIndex(IndexStore):
     def search_files(self, q: FileQuery) -> FileSearchPage:
         return self._read(lambda conn: search_files(conn, q))
 
-    def delete_key(self, bucket: str, key: str) -> ObjectVersion:
+    def delete_key(
+        self, bucket: str, key: str, condition: WriteCondition | None = None
+    ) -> ObjectVersion:
         return self._write(
-            lambda conn: _head_of(conn, writes.set_deleted(conn, bucket, key, utcnow()))
+            lambda conn: _head_of(conn, writes.set_deleted(conn, bucket, key, utcnow(), condition))
         )
 
-    def restore_key(self, bucket: str, key: str) -> ObjectVersion:
+    def restore_key(
+        self, bucket: str, key: str, condition: WriteCondition | None = None
+    ) -> ObjectVersion:
         def run(conn: Connection) -> ObjectVersion:
             head = _head(conn, bucket, key)
             if head is not None and head.deleted_at is not None:
                 writes.check_restore_quota(conn, bucket_id(conn, bucket), key, head.size)
+            if condition is not None:  # on the locked head (after the bucket: lock order)
+                check_head(conn, bucket_id(conn, bucket), key, condition)
             return _head_of(conn, writes.set_deleted(conn, bucket, key, None))
 
         return self._write(run)
 
-    def restore_version(self, file_id: str, created_by: str) -> CommitResult:
-        return self._write(lambda conn: writes.restore_version(conn, file_id, created_by))
+    def restore_version(
+        self, file_id: str, created_by: str, condition: WriteCondition | None = None
+    ) -> CommitResult:
+        return self._write(
+            lambda conn: writes.restore_version(conn, file_id, created_by, condition)
+        )
 
     def delete_version(self, file_id: str) -> ObjectVersion:
         return self._write(lambda conn: writes.delete_version(conn, file_id))

@@ -25,8 +25,10 @@ from sqlalchemy import (
 )
 
 from tfstorage.domain.categories import key_category
+from tfstorage.domain.conditions import WriteCondition
 from tfstorage.domain.records import CommitResult, NewVersion, ObjectVersion
 from tfstorage.errors import InternalError, NoSuchKey, NoSuchVersion, QuotaExceeded
+from tfstorage.index.conditions import check_head, place_head
 from tfstorage.index.locks import db_now, is_locked, refuse_locked
 from tfstorage.index.reads import bucket_id, chunks, fetch_version, upsert, utcnow
 from tfstorage.index.tables import blobs, buckets, object_keys, tags, versions
@@ -47,8 +49,6 @@ def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
     # A quota is checked against what the bucket holds, so commits to a bucket with one
     # take its row exclusively (PostgreSQL): two of them cannot both pass the check.
     bid = bucket_id(conn, new.bucket, lock="update" if limited else "share")
-    if limited and settings is not None:
-        _check_quota(conn, bid, new.bucket, new.key, new.size, settings)
     now = utcnow()
     # Dedup in one statement: take a reference on the stored blob with this sha256, or
     # record ours. Unlike UPDATE-then-INSERT this never fails on a concurrent insert of
@@ -67,6 +67,11 @@ def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
         index_elements=[blobs.c.sha256], set_={"refcount": blobs.c.refcount + 1}
     )
     stored = conn.execute(stmt.returning(blobs.c.blob_id)).scalar_one()
+    condition = new.condition
+    # Judged before the version takes its seq, with the head locked (index/conditions.py).
+    head = None if condition is None else check_head(conn, bid, new.key, condition)
+    if limited and settings is not None:  # after the precondition: a 412 comes first
+        _check_quota(conn, bid, new.bucket, new.key, new.size, settings)
     seq = _insert_version(
         conn,
         bucket_id=bid,
@@ -81,7 +86,10 @@ def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
         created_by=new.created_by,
         now=now,
     )
-    _advance_head(conn, bid, new.key, seq)
+    if condition is None:
+        _advance_head(conn, bid, new.key, seq)
+    else:
+        place_head(conn, bid, new.key, seq, condition, head)
     if settings is not None and not settings.versioning:
         # An unversioned bucket keeps only the newest version of each key.
         older = (versions.c.bucket_id == bid) & (versions.c.key == new.key) & (versions.c.id < seq)
@@ -132,7 +140,9 @@ def check_restore_quota(conn: Connection, bid: int, key: str, size: int) -> None
         _check_quota(conn, bid, limits.name, key, size, limits)
 
 
-def restore_version(conn: Connection, file_id: str, created_by: str) -> CommitResult:
+def restore_version(
+    conn: Connection, file_id: str, created_by: str, condition: WriteCondition | None = None
+) -> CommitResult:
     src = conn.execute(select(versions).where(versions.c.file_id == file_id)).first()
     if src is None:
         raise NoSuchVersion(file_id)
@@ -148,6 +158,7 @@ def restore_version(conn: Connection, file_id: str, created_by: str) -> CommitRe
         raise NoSuchVersion(file_id)
     check_restore_quota(conn, src.bucket_id, src.key, src.size)
     _add_reference(conn, src.blob_id)
+    head = None if condition is None else check_head(conn, src.bucket_id, src.key, condition)
     old_tags = conn.execute(select(tags.c.key, tags.c.value).where(tags.c.version_id == src.id))
     seq = _insert_version(
         conn,
@@ -163,7 +174,10 @@ def restore_version(conn: Connection, file_id: str, created_by: str) -> CommitRe
         created_by=created_by,
         now=utcnow(),
     )
-    _advance_head(conn, src.bucket_id, src.key, seq)
+    if condition is None:
+        _advance_head(conn, src.bucket_id, src.key, seq)
+    else:
+        place_head(conn, src.bucket_id, src.key, seq, condition, head)
     return CommitResult(version=_by_seq(conn, seq), duplicate_blob_id=None)
 
 
@@ -224,9 +238,17 @@ def update_version(
     return _by_seq(conn, seq)
 
 
-def set_deleted(conn: Connection, bucket: str, key: str, deleted_at: datetime | None) -> int:
+def set_deleted(
+    conn: Connection,
+    bucket: str,
+    key: str,
+    deleted_at: datetime | None,
+    condition: WriteCondition | None = None,
+) -> int:
     """Soft delete (a time) or restore (None) a key's head; returns the head's seq."""
     bid = bucket_id(conn, bucket)
+    if condition is not None:
+        check_head(conn, bid, key, condition)
     stmt = update(object_keys).where(object_keys.c.bucket_id == bid, object_keys.c.key == key)
     if deleted_at is not None:
         stmt = stmt.where(object_keys.c.deleted_at.is_(None))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tfstorage.domain.conditions import WriteCondition
 from tfstorage.domain.filetypes import validate_content_type
 from tfstorage.domain.metadata import validate_metadata
 from tfstorage.domain.names import validate_bucket_name, validate_key, validate_prefix
@@ -82,13 +83,16 @@ class ObjectCatalog:
             content_type=content_type,
         )
 
-    async def delete_key(self, bucket: str, key: str) -> ObjectVersion:
-        """Hide the key; its versions stay restorable for RETENTION_DAYS."""
+    async def delete_key(
+        self, bucket: str, key: str, *, condition: WriteCondition | None = None
+    ) -> ObjectVersion:
+        """Hide the key; its versions stay restorable for RETENTION_DAYS. `condition`
+        (If-Match: delete only while that is the latest) is judged on the locked head."""
         validate_bucket_name(bucket)
         validate_key(key)
         with self._ctx.metrics.time("delete_key"):
             await self._ctx.db(self._ctx.index.get_bucket, bucket)
-            return await self._ctx.db(self._ctx.index.delete_key, bucket, key)
+            return await self._ctx.db(self._ctx.index.delete_key, bucket, key, condition)
 
     async def delete_version(self, file_id: str) -> ObjectVersion:
         """Remove one version for good (its bytes go when nothing else references them)."""
@@ -102,17 +106,26 @@ class ObjectCatalog:
         return await self.delete_version(file_id)
 
     async def restore(
-        self, bucket: str, key: str, *, version_id: str | None, created_by: str
+        self,
+        bucket: str,
+        key: str,
+        *,
+        version_id: str | None,
+        created_by: str,
+        condition: WriteCondition | None = None,
     ) -> ObjectVersion:
         """Undelete a key, or make an older version the latest again (as a new version
-        sharing its bytes, so history stays immutable)."""
+        sharing its bytes, so history stays immutable). `condition` is judged against
+        the key's latest as it stands before the restore (a trashed key is absent)."""
         validate_bucket_name(bucket)
         validate_key(key)
         await self._ctx.db(self._ctx.index.get_bucket, bucket)
         if version_id is None:
-            return await self._ctx.db(self._ctx.index.restore_key, bucket, key)
+            return await self._ctx.db(self._ctx.index.restore_key, bucket, key, condition)
         version = await self._ctx.db(self._ctx.index.get_version, version_id)
         if version.bucket != bucket or version.key != key:
             raise NoSuchKey(bucket, key)
-        result = await self._ctx.db(self._ctx.index.restore_version, version_id, created_by)
+        result = await self._ctx.db(
+            self._ctx.index.restore_version, version_id, created_by, condition
+        )
         return result.version

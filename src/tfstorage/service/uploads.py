@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 
 from tfstorage.blobs.base import DigestMismatch, StoredPart, new_blob_id
+from tfstorage.domain.conditions import WriteCondition
 from tfstorage.domain.filetypes import validate_content_type
 from tfstorage.domain.metadata import validate_metadata
 from tfstorage.domain.uploads import (
@@ -237,14 +238,18 @@ class UploadService:
         *,
         sha256: str | None,
         created_by: str,
+        condition: WriteCondition | None = None,
     ) -> WriteResult:
-        """Assemble, verify and commit the object; the session closes with the commit."""
+        """Assemble, verify and commit the object; the session closes with the commit.
+        A failed `condition` (412) leaves the session open, as any refused completion."""
         declared = parse_sha256(sha256)
         await self._ctx.db(self._index.claim, upload_id)
         try:
             session = await self.get(upload_id)
+            # Before assembling: a completion bound to fail costs no copy.
+            await self._writer.precheck(session.bucket, session.key, condition)
             return await self._holding_claim(
-                upload_id, self._complete(session, requested, declared, created_by)
+                upload_id, self._complete(session, requested, declared, created_by, condition)
             )
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -284,6 +289,7 @@ class UploadService:
         requested: Sequence[tuple[int, str]],
         declared: str | None,
         created_by: str,
+        condition: WriteCondition | None,
     ) -> WriteResult:
         chosen = select_parts(session.parts, requested)
         total = sum(part.size for part in chosen)
@@ -319,6 +325,7 @@ class UploadService:
                     session.metadata,
                     session.tags,
                     Checksums(),
+                    condition,
                 )
                 # On a failure commit_all removes the assembled blob itself.
                 [result] = await self._writer.commit_all(

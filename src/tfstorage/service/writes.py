@@ -11,12 +11,14 @@ from typing import Any
 import anyio
 
 from tfstorage.blobs.base import BlobNotFound, new_blob_id
+from tfstorage.domain.conditions import WriteCondition
 from tfstorage.domain.filetypes import guess_content_type, is_allowed, validate_content_type
 from tfstorage.domain.names import validate_bucket_name, validate_key
 from tfstorage.domain.records import Bucket, NewVersion, ObjectVersion
 from tfstorage.errors import (
     BadDigest,
     EntityTooLarge,
+    NoSuchKey,
     RequestTimeout,
     ServiceUnavailable,
     StorageError,
@@ -58,6 +60,7 @@ class Target:
     metadata: dict[str, Any]
     tags: dict[str, str]
     checksums: Checksums
+    condition: WriteCondition | None = None  # If-Match / If-None-Match
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,18 @@ class ObjectWriter:
         check_allowed_type(record, key)
         return record
 
+    async def precheck(self, bucket: str, key: str, condition: WriteCondition | None) -> None:
+        """Refuse with 412 before any byte is read when the precondition already fails.
+        Only a shortcut: the commit judges the condition again, inside the transaction
+        that moves the key's head, which is what makes it race-free."""
+        if condition is None:
+            return
+        try:
+            latest = await self._ctx.db(self._ctx.index.resolve_latest, bucket, key)
+        except NoSuchKey:
+            latest = None
+        condition.check(None if latest is None else latest.etag)
+
     async def stage(
         self,
         body: AsyncIterable[bytes],
@@ -138,12 +153,13 @@ class ObjectWriter:
         tags: dict[str, str],
         checksums: Checksums,
         created_by: str,
+        condition: WriteCondition | None = None,
     ) -> WriteResult:
         """Verify client checksums, then make the version visible in one transaction.
 
         On any failure the staged blob is removed and nothing is recorded.
         """
-        target = Target(staged, bucket, key, content_type, metadata, tags, checksums)
+        target = Target(staged, bucket, key, content_type, metadata, tags, checksums, condition)
         return (await self.commit_all([target], created_by=created_by))[0]
 
     async def commit_all(
@@ -263,6 +279,7 @@ class ObjectWriter:
             metadata=t.metadata,
             tags=t.tags,
             created_by=created_by,
+            condition=t.condition,
         )
 
     async def put_object(
@@ -278,11 +295,13 @@ class ObjectWriter:
         checksums: Checksums,
         created_by: str,
         max_size: int | None = None,
+        condition: WriteCondition | None = None,
     ) -> WriteResult:
         """The whole write path for a body whose target is known up front."""
         self.check_declared_size(declared_size, max_size)
         validate_content_type(content_type)
         await self.check_target(bucket, key)
+        await self.precheck(bucket, key, condition)
         with self._ctx.metrics.time("put_object"):
             staged = await self.stage(body, declared_size=declared_size, max_size=max_size)
             return await self.commit(
@@ -294,4 +313,5 @@ class ObjectWriter:
                 tags=tags,
                 checksums=checksums,
                 created_by=created_by,
+                condition=condition,
             )

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from tfstorage.api.audit import audit, audit_many
+from tfstorage.api.conditions import refuse_condition
 from tfstorage.api.deps import CallerDep, StorageDep, authorize, get_storage
 from tfstorage.api.download import content_disposition
 from tfstorage.domain.caller import Caller
@@ -174,7 +175,10 @@ async def batch_copy(
     """Copy the latest version of every key under `prefix` to `dest_prefix` + the rest of
     the key in `dest_bucket`, server-side: the copies share the stored bytes (no data
     moves). The destination's quota, allowed types and versioning apply; with
-    `overwrite: false` existing destination keys are left alone (`skipped`)."""
+    `overwrite: false` existing destination keys are left alone (`skipped`): the
+    conditional create (If-None-Match: *) of each destination, decided in the commit.
+    One ETag cannot name many destinations, so the headers themselves are refused."""
+    refuse_condition(request, "on a batch copy (use overwrite: false)")
     # A token confined to a prefix must name prefixes inside it (keys are checked too).
     await authorize(storage, caller, "read", body.bucket, body.prefix or None)
     await authorize(storage, caller, "write", body.dest_bucket, body.dest_prefix or None)

@@ -36,7 +36,7 @@ async def upload_files(request: Request, storage: StorageDep, caller: CallerDep)
 
     Each file stands on its own: `results` says, in form order, which were stored (201)
     and why the others were refused; 207 when some were. `atomic=true` (a field or the
-    query) makes it all or nothing."""
+    query) makes it all or nothing. `If-Match` / `If-None-Match` apply to each file."""
     outcomes = await receive_files(
         request, storage, caller, default_bucket=storage.settings.default_bucket
     )

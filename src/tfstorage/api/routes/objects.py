@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from tfstorage.api.audit import audit
+from tfstorage.api.conditions import refuse_condition, write_condition
 from tfstorage.api.deps import CallerDep, StorageDep, authorize
 from tfstorage.api.download import object_response
 from tfstorage.api.routes.openapi import RAW_BODY, binary_response, multipart_body
@@ -31,7 +32,8 @@ VersionId = Annotated[str | None, Query(max_length=64)]
 
 @router.post("/upload", openapi_extra=multipart_body(many=False))
 async def upload(request: Request, storage: StorageDep, caller: CallerDep) -> dict[str, Any]:
-    """Upload one file (multipart `file`, `bucket`, `key`) into a bucket."""
+    """Upload one file (multipart `file`, `bucket`, `key`) into a bucket; `If-Match` /
+    `If-None-Match` are judged when it commits (412)."""
     results = await receive_form(
         request, storage, caller, default_bucket=storage.settings.default_bucket, max_files=1
     )
@@ -49,7 +51,8 @@ async def upload_stream(request: Request, storage: StorageDep, caller: CallerDep
 async def put_object(
     bucket: str, key: str, request: Request, storage: StorageDep, caller: CallerDep
 ) -> dict[str, Any]:
-    """Store the raw request body as a new version of `bucket/key` (the fast path)."""
+    """Store the raw request body as a new version of `bucket/key` (the fast path).
+    `If-None-Match: *` creates only if absent, `If-Match` replaces only that ETag (412)."""
     await authorize(storage, caller, "write", bucket, key)
     result = await put_raw(request, storage, caller, bucket, key)
     await audit_uploads(request, storage, caller, [result])
@@ -112,13 +115,17 @@ async def delete_object(
     caller: CallerDep,
     version_id: VersionId = None,
 ) -> DeleteResponse:
-    """Delete a key (restorable for RETENTION_DAYS), or one version for good."""
+    """Delete a key (restorable for RETENTION_DAYS), or one version for good.
+    `If-Match`: only while the latest version has that ETag (412 otherwise)."""
     await authorize(storage, caller, "delete", bucket, key)
     if version_id is not None:
+        # A version id already names exactly what goes; an ETag adds nothing.
+        refuse_condition(request, "with version_id")
         gone = await storage.objects.delete_key_version(bucket, key, version_id)
         message = "Version deleted permanently"
     else:
-        gone = await storage.objects.delete_key(bucket, key)
+        condition = write_condition(request)
+        gone = await storage.objects.delete_key(bucket, key, condition=condition)
         message = "File deleted successfully"
     action = "delete_version" if version_id is not None else "delete"
     await audit(request, storage, caller, action, bucket=bucket, key=key, file_id=gone.file_id)
@@ -144,10 +151,16 @@ async def restore_object(
     caller: CallerDep,
     version_id: VersionId = None,
 ) -> FileInfo:
-    """Undelete a key, or make `version_id` the latest again."""
+    """Undelete a key, or make `version_id` the latest again. `If-Match` /
+    `If-None-Match` are judged against the latest before the restore (a key in the
+    trash is absent)."""
     await authorize(storage, caller, "write", bucket, key)
     version = await storage.objects.restore(
-        bucket, key, version_id=version_id, created_by=caller.name
+        bucket,
+        key,
+        version_id=version_id,
+        created_by=caller.name,
+        condition=write_condition(request),
     )
     await audit(
         request, storage, caller, "restore", bucket=bucket, key=key, file_id=version.file_id

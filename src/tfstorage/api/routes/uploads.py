@@ -10,6 +10,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from tfstorage.api.audit import audit
+from tfstorage.api.conditions import write_condition
 from tfstorage.api.deps import CallerDep, StorageDep, authorize
 from tfstorage.api.routes.openapi import RAW_BODY
 from tfstorage.api.routes.shaping import audit_uploads, upload_response
@@ -184,13 +185,17 @@ async def complete_upload(
     caller: CallerDep,
 ) -> dict[str, Any]:
     """Assemble the listed parts into the object and make it visible atomically; the
-    answer is that of a single upload (`PUT /api/v1/objects/...`)."""
+    answer is that of a single upload (`PUT /api/v1/objects/...`). `If-Match` /
+    `If-None-Match` on this request are the object's preconditions; a 412 leaves the
+    session open (complete again, or abort it)."""
     session = await session_for(storage, caller, upload_id)
+    condition = write_condition(request)
     result = await storage.uploads.complete(
         session.upload_id,
         [(p.part_number, p.etag) for p in body.parts],
         sha256=body.sha256,
         created_by=caller.name,
+        condition=condition,
     )
     await audit_uploads(request, storage, caller, [result])
     return upload_response([result])
