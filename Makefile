@@ -2,7 +2,11 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+SUM    := $(shell cksum pyproject.toml | cut -d' ' -f1)
+# Two stamps: `make serve` installs what the service needs, `make test` (and lint, bench)
+# adds the dev extra (pytest, schemathesis, boto3, the SeaweedFS binary, ...).
+RUNTIME := $(VENV)/.installed-runtime-$(SUM)
+DEV     := $(VENV)/.installed-dev-$(SUM)
 
 .DEFAULT_GOAL := help
 .PHONY: help serve test lint format bench clean
@@ -10,29 +14,34 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(RUNTIME): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@rm -f $(VENV)/.installed-*
+	$(BIN)/python -m pip install --quiet -e .
+	@rm -f $(VENV)/.installed-runtime-* $(VENV)/.installed-dev-*
 	@touch $@
 
-serve: $(STAMP) ## run the service on local disk + SQLite (port 8083, DATA_DIR=./data)
+$(DEV): $(RUNTIME)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-dev-*
+	@touch $@
+
+serve: $(RUNTIME) ## run the service on local disk + SQLite (port 8083, DATA_DIR=./data)
 	$(BIN)/tfstorage serve
 
-test: $(STAMP) ## run the whole test suite
+test: $(DEV) ## run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff (lint + format check) and mypy
+lint: $(DEV) ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-format: $(STAMP) ## apply ruff's formatting and fixes
+format: $(DEV) ## apply ruff's formatting and fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) ## benchmarks against this machine's own disk (by hand; takes minutes)
+bench: $(DEV) ## benchmarks against this machine's own disk (by hand; takes minutes)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean: ## remove the virtualenv and caches (not ./data)

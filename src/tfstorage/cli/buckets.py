@@ -8,6 +8,7 @@ import typer
 
 from tfstorage.cli.output import client, emit_json, run
 from tfstorage.cli.paths import SCHEME, parse_remote
+from tfstorage.client.errors import BucketNotEmpty
 from tfstorage.domain.sizes import format_size
 
 JSON = typer.Option(False, "--json", help="print JSON")
@@ -51,7 +52,17 @@ def rb(
 
     async def go() -> dict[str, Any]:
         async with client() as c:
-            return await c.delete_bucket(name, force=force)
+            try:
+                return await c.delete_bucket(name, force=force)
+            except BucketNotEmpty as exc:
+                # The server's message speaks HTTP (`?force=true`); say it as the CLI.
+                raise BucketNotEmpty(
+                    f"bucket {name!r} is not empty: `tfstorage rb --force {SCHEME}{name}` "
+                    "removes it with everything in it",
+                    status=exc.status,
+                    code=exc.code,
+                    request_id=exc.request_id,
+                ) from None
 
     gone = run(go)
     emit_json(gone) if as_json else typer.echo(f"removed bucket {name}")

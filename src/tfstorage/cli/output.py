@@ -22,6 +22,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from tfstorage.cli.messages import describe
 from tfstorage.client import AsyncClient
 from tfstorage.client.errors import ConfigurationError, TFStorageError
 
@@ -47,7 +48,7 @@ def run(fn: Callable[[], Awaitable[T]]) -> T:
     except ConfigurationError as exc:
         raise fail(exc.message, 2) from None
     except TFStorageError as exc:
-        raise fail(str(exc)) from None
+        raise fail(describe(exc, CONNECTION["url"], CONNECTION["token"])) from None
     except OSError as exc:
         raise fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)) from None
 

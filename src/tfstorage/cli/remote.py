@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import typer
 
+from tfstorage.cli.messages import describe
 from tfstorage.cli.output import CONNECTION
 from tfstorage.client.config import resolve_config
 from tfstorage.client.errors import ConfigurationError, error_from_response
@@ -33,6 +34,8 @@ def call(method: str, path: str, **kwargs: Any) -> Any:
             typer.echo(f"tfstorage: cannot reach {c.base_url}: {exc}", err=True)
             raise typer.Exit(1) from None
     if response.status_code >= 400:
-        typer.echo(f"tfstorage: {error_from_response(response)}", err=True)
+        error = error_from_response(response)
+        message = describe(error, CONNECTION["url"], CONNECTION["token"])
+        typer.echo(f"tfstorage: {message}", err=True)
         raise typer.Exit(1)
     return response.json()

@@ -103,11 +103,15 @@ async def _health(storage: Storage, caller: Caller) -> tuple[bool, dict[str, Any
     body: dict[str, Any] = {
         "status": "healthy" if healthy else "unhealthy",
         "service": "storage",
-        # The original's field: is the blob backend reachable (MinIO then, any now).
+        # The original service's field, kept for its clients. It never meant MinIO only:
+        # "the blob store answers", whatever STORAGE_TYPE is (local disk included).
+        # `blob_store_connected` says the same under a name that fits every backend.
         "minio_connected": blobs.ok,
+        "blob_store_connected": blobs.ok,
+        "index_connected": index.ok,
         "storage_type": storage.settings.storage_type,
-        "blob_store": blobs.detail,
-        "index": index.detail,
+        "blob_store": {**blobs.detail, "state": "up" if blobs.ok else "down"},
+        "index": {**index.detail, "state": "up" if index.ok else "down"},
         "timestamp": _now(),
     }
     if not storage.access.enabled:

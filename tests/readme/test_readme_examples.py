@@ -1,0 +1,253 @@
+"""Every shell example of README.md runs, as printed, against a real server (issue 10).
+
+Each fenced ```bash / ```sh block is run with `bash` (`set -euo pipefail`) in README
+order, in one temporary working directory whose `data/` is the DATA_DIR of one real
+`tfstorage serve` process (first start: it writes `data/admin.token`, as for a user).
+The blocks are one terminal session: files and shell variables of earlier blocks are
+there for later ones (`$AUTH` of the first walk, say). Running a single block with `-k`
+therefore runs it without what the earlier blocks made.
+
+What differs from a user's terminal, and nothing else:
+- the server listens on a free port, not 8083 (a user's own `make serve` may hold it):
+  the literal `127.0.0.1:8083` and `localhost:8083` in a block are rewritten to it, and
+  `TFSTORAGE_URL` (the CLI's documented variable) names it;
+- `tfstorage` is the project's CLI: the running interpreter's bin directory comes first
+  on PATH;
+- `curl` is wrapped to add `--fail-with-body`, so an example whose request the server
+  refuses fails here (curl itself exits 0 on a 401). An example that shows the status it
+  gets (`-i`, `-I`, `-w`, or `-f` itself) is left alone: it may show a refusal on purpose.
+
+A block preceded (on the previous non-blank line) by `<!-- readme-test: skip (reason) -->`
+is not run; the reason is reported as the skip's message, and a marker without a reason
+fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.server.conftest import ServerProcess
+
+pytestmark = pytest.mark.server
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+BLOCK_TIMEOUT = 90.0
+SHELLS = ("bash", "sh")
+
+_FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<ticks>`{3,})\s*(?P<info>[^`]*?)\s*$")
+_SKIP = re.compile(r"^\s*<!--\s*readme-test:\s*skip\b\s*(?:\((?P<reason>.*)\))?\s*-->\s*$")
+_ANY_MARKER = re.compile(r"<!--\s*readme-test:")
+
+
+@dataclass(frozen=True)
+class Block:
+    line: int  # of the opening fence, 1-based
+    lang: str
+    text: str
+    skip: str | None  # None: run it; "": a skip marker without a reason
+
+
+def shell_blocks(markdown: str) -> list[Block]:
+    """The fenced bash/sh blocks, dedented by their fence's indent (list items)."""
+    blocks: list[Block] = []
+    lines = markdown.splitlines()
+    i = 0
+    while i < len(lines):
+        opening = _FENCE.match(lines[i])
+        if opening is None:
+            i += 1
+            continue
+        indent, ticks = opening["indent"], opening["ticks"]
+        lang = opening["info"].split()[0].lower() if opening["info"] else ""
+        body: list[str] = []
+        j = i + 1
+        while j < len(lines) and lines[j].strip() != ticks:
+            line = lines[j]
+            body.append(line[len(indent) :] if line.startswith(indent) else line.lstrip())
+            j += 1
+        if lang in SHELLS:
+            blocks.append(Block(i + 1, lang, "\n".join(body) + "\n", _skip_reason(lines, i)))
+        i = j + 1
+    return blocks
+
+
+def _skip_reason(lines: list[str], fence: int) -> str | None:
+    k = fence - 1
+    while k >= 0 and not lines[k].strip():
+        k -= 1
+    if k < 0 or not _ANY_MARKER.search(lines[k]):
+        return None
+    marker = _SKIP.match(lines[k])
+    return (marker["reason"] or "").strip() if marker else ""
+
+
+def _rewrite_port(text: str, port: int) -> str:
+    # Only the literal address of the README's default server; nothing else is rewritten.
+    for host in ("127.0.0.1", "localhost"):
+        text = text.replace(f"{host}:8083", f"{host}:{port}")
+    return text
+
+
+_CURL_WRAPPER = """#!/usr/bin/env bash
+# README test: a request the server refuses fails the example, unless the example
+# shows the status itself (-i, -I, -w) or already asks curl to fail (-f).
+for arg in "$@"; do
+  case "$arg" in
+    --include|--head|--write-out|--write-out=*|--fail|--fail-with-body) exec {curl} "$@" ;;
+    --*) ;;
+    -*[iIwf]*) exec {curl} "$@" ;;
+  esac
+done
+exec {curl} --fail-with-body "$@"
+"""
+
+# Runs one block; on success saves the shell variables it (or an earlier block) set, so
+# the next block starts where a user's terminal would be.
+_PRELUDE = """set -euo pipefail
+__tfs_base=" $(compgen -v | tr '\\n' ' ') "
+__tfs_save() {
+  local v
+  for v in $(compgen -v); do
+    case "$__tfs_base" in *" $v "*) continue ;; esac
+    case "$v" in __tfs_* | BASH* | FUNCNAME | PIPESTATUS | _) continue ;; esac
+    declare -p "$v"
+  done > "$README_TEST_STATE"
+}
+trap '[[ $? == 0 ]] && __tfs_save' EXIT
+if [[ -f "$README_TEST_STATE" ]]; then source "$README_TEST_STATE"; fi
+"""
+
+
+@dataclass
+class Session:
+    server: ServerProcess
+    workdir: Path
+    env: dict[str, str]
+
+    def run(self, block: Block) -> subprocess.CompletedProcess[str]:
+        script = _PRELUDE + _rewrite_port(block.text, self.server.port)
+        return subprocess.run(
+            ["bash", "-c", script],
+            cwd=self.workdir,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=BLOCK_TIMEOUT,
+        )
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+    root = tmp_path_factory.mktemp("readme")
+    workdir, shims, home = root / "work", root / "shims", root / "home"
+    for d in (workdir, shims, home):
+        d.mkdir()
+    real_curl = shutil.which("curl")
+    assert real_curl, "the README's examples need curl on PATH"
+    wrapper = shims / "curl"
+    wrapper.write_text(_CURL_WRAPPER.replace("{curl}", real_curl))
+    wrapper.chmod(0o755)
+    venv_bin = Path(sys.executable).parent
+    assert (venv_bin / "tfstorage").exists(), f"no tfstorage CLI beside {sys.executable}"
+
+    # ADMIN_TOKEN empty: the first start writes data/admin.token, as on a user's machine.
+    server = ServerProcess(workdir / "data", {"ADMIN_TOKEN": ""}, log_dir=root)
+    server.start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TFSTORAGE_")}
+    env.pop("DATA_DIR", None)  # ./data, the README's default, is the server's
+    env.update(
+        PATH=os.pathsep.join([str(shims), str(venv_bin), env.get("PATH", "")]),
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_CACHE_HOME=str(home / ".cache"),
+        TFSTORAGE_URL=server.base_url,
+        README_TEST_STATE=str(root / "shell-state.sh"),
+    )
+    yield Session(server, workdir, env)
+    server.stop()
+
+
+BLOCKS = shell_blocks(README.read_text())
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=[f"README.md:{b.line}" for b in BLOCKS])
+def test_readme_example(block: Block, session: Session) -> None:
+    where = f"README.md line {block.line} (```{block.lang})"
+    if block.skip == "":
+        pytest.fail(f"{where}: a readme-test skip marker needs a reason: skip (why)")
+    if block.skip is not None:
+        pytest.skip(f"{where} not run: {block.skip}")
+    try:
+        result = session.run(block)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{where} did not finish in {BLOCK_TIMEOUT:.0f} s; output:\n{exc.output}")
+    assert result.returncode == 0, (
+        f"{where} failed with exit status {result.returncode}\n"
+        f"--- the block (port rewritten to {session.server.port}) ---\n{block.text}"
+        f"--- its stdout ---\n{result.stdout[-6000:]}\n--- its stderr ---\n{result.stderr[-6000:]}\n"
+        f"--- server log ---\n{session.server.log_tail(3000)}"
+    )
+
+
+def test_the_readme_has_shell_examples() -> None:
+    assert len([b for b in BLOCKS if b.skip is None]) >= 5
+
+
+def test_blocks_markers_and_fences_are_read_as_written() -> None:
+    markdown = "\n".join(
+        [
+            "```bash",
+            "echo one",
+            "```",
+            "<!-- readme-test: skip (needs docker) -->",
+            "",
+            "```sh",
+            "docker compose up",
+            "```",
+            "- a list item:",
+            "",
+            "  ```bash",
+            "  echo indented",
+            "  ```",
+            "<!-- readme-test: skip -->",
+            "```bash",
+            "echo no reason",
+            "```",
+            "```python",
+            "print('not shell')",
+            "```",
+            "```console",
+            "$ not run either",
+            "```",
+        ]
+    )
+    blocks = shell_blocks(markdown)
+    assert [(b.line, b.lang, b.text, b.skip) for b in blocks] == [
+        (1, "bash", "echo one\n", None),
+        (6, "sh", "docker compose up\n", "needs docker"),
+        (11, "bash", "echo indented\n", None),
+        (15, "bash", "echo no reason\n", ""),
+    ]
+    assert _rewrite_port("curl http://127.0.0.1:8083/x localhost:8083 :8083", 9) == (
+        "curl http://127.0.0.1:9/x localhost:9 :8083"
+    )
+
+
+def test_a_request_the_server_refuses_fails_its_example(session: Session) -> None:
+    """Without a token the server answers 401, and plain curl would still exit 0."""
+    refused = Block(0, "bash", "curl -s http://127.0.0.1:8083/api/v1/buckets\n", None)
+    result = session.run(refused)
+    assert result.returncode == 22 and '"code":"Unauthenticated"' in result.stdout
+    shown = Block(0, "bash", "curl -s -i http://127.0.0.1:8083/api/v1/buckets\n", None)
+    result = session.run(shown)
+    assert result.returncode == 0 and "401 Unauthorized" in result.stdout
