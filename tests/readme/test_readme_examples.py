@@ -203,6 +203,16 @@ def test_the_readme_has_shell_examples() -> None:
     assert len([b for b in BLOCKS if b.skip is None]) >= 5
 
 
+def test_every_shell_example_is_fenced_to_run() -> None:
+    # A shell example under another fence (console, shell, zsh) would escape this test.
+    other_shells = [
+        (number, fence.strip())
+        for number, fence in enumerate(README.read_text().splitlines(), 1)
+        if re.fullmatch(r"\s*`{3,}\s*(console|shell|shell-session|zsh|fish)\b.*", fence)
+    ]
+    assert other_shells == [], f"shell examples fenced so they never run: {other_shells}"
+
+
 def test_blocks_markers_and_fences_are_read_as_written() -> None:
     markdown = "\n".join(
         [
