@@ -255,3 +255,32 @@ async def test_a_journal_file_of_an_older_release_is_moved_into_the_index(
             await anyio.sleep(0.05)
         assert health["pending_replication"] == 0
         assert blob_file(settings.replica_data_dir).read_bytes() == data
+
+
+async def test_one_instance_at_a_time_catches_the_replica_up(
+    replicated: tuple[FastAPI, Settings],
+) -> None:
+    from tfstorage.index.lifecycle import LifecycleIndex
+    from tfstorage.service.replication import LEASE
+
+    app, settings = replicated
+    storage = app.state.storage
+    async with await client_for(app) as c:
+        await c.put("/api/v1/objects/models/queued.bin", content=b"queued")
+    assert settings.replica_data_dir is not None
+    copy = blob_file(settings.replica_data_dir)
+    copy.unlink()
+    await storage.replication.journal.add("put", copy.name)
+
+    leases = LifecycleIndex(storage.ctx.index.engine)
+    assert leases.acquire_lease(LEASE, "another-instance", 60)
+    report = await storage.replicate()
+    assert report.busy and report.copied == 0 and not copy.exists()
+    assert await storage.replication.journal.pending() == 1
+
+    leases.release_lease(LEASE, "another-instance")
+    report = await storage.replicate()
+    assert (report.busy, report.copied, report.failed) == (False, 1, 0)
+    assert copy.read_bytes() == b"queued"
+    assert await storage.replication.journal.pending() == 0
+    assert leases.acquire_lease(LEASE, "another-instance", 60)  # released after the run
