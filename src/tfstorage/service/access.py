@@ -82,9 +82,12 @@ class AccessService:
         if await self._ctx.db(self._index.count_tokens):
             if not (settings.data_dir / "admin.token").exists():
                 # Another instance sharing the index made the admin token (and wrote it
-                # into its own DATA_DIR): the CLI's local fallback finds nothing here.
-                log.info("no DATA_DIR/admin.token on this instance: set ADMIN_TOKEN on every"
-                         " instance that shares the index")  # fmt: skip
+                # into its own DATA_DIR), or it was removed: the CLI's local fallback
+                # finds nothing here.
+                log.warning(
+                    "no DATA_DIR/admin.token on this instance; with several instances on"
+                    " one index, set ADMIN_TOKEN on every one"
+                )
             return
         secret = _new_secret()
         await self._create(name="admin", owner="admin", secret=secret)
