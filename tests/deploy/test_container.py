@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -23,7 +24,8 @@ import pytest
 import yaml
 
 from tests.server.conftest import SERVE_ARGS, ServerFactory
-from tfstorage.config import Settings
+from tfstorage.config import Settings, load_settings
+from tfstorage.service.backends import build_blob_store
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((Path(__file__).with_name("compose-spec.json")).read_text())
@@ -49,6 +51,19 @@ MUST_MATCH = (
 def compose() -> dict[str, Any]:
     loaded: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
     return loaded
+
+
+_VARIABLE = re.compile(r"\$\{([A-Z_]+)(:[-?])([^${}]*)\}")
+
+
+def interpolated(value: str) -> str:
+    """Compose's `${VAR:-default}` (the default) and `${VAR:?error}` (a stand-in value),
+    innermost first."""
+    while match := _VARIABLE.search(value):
+        name, kind, default = match.groups()
+        stand_in = default if kind == ":-" else f"x-{name.lower()}"
+        value = value[: match.start()] + stand_in + value[match.end() :]
+    return value
 
 
 def dockerfile() -> list[tuple[str, str]]:
@@ -105,6 +120,11 @@ def test_compose_runs_two_instances_that_share_what_must_match() -> None:
             assert services[name]["depends_on"][needed]["condition"] == "service_healthy"
     for name in ("postgres", "seaweedfs", "proxy"):
         assert services[name]["healthcheck"]["test"][0] == "CMD", name
+    # The settings as an instance reads them: valid, and a blob store can be built of them.
+    settings = load_settings(**{name.lower(): interpolated(value) for name, value in env.items()})
+    assert settings.public_url == "http://localhost:8080"
+    assert settings.database_url.endswith("@postgres:5432/tfstorage")
+    assert build_blob_store(settings).name == "tiered"  # S3, with the archive tier
     nginx = compose()["configs"]["nginx-conf"]["content"]
     assert all(f"server {name}:8083" in nginx for name in INSTANCES)
     for header in ("Host $$host", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"):
