@@ -42,7 +42,7 @@ class ReverseProxy:
             host="127.0.0.1",
             port=self.port,
             log_level="warning",
-            lifespan="off",
+            lifespan="on",
             interface="asgi3",
         )
         self._server = uvicorn.Server(config)
@@ -65,13 +65,23 @@ class ReverseProxy:
         self._thread.join(timeout=10)
 
     async def _app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":  # one upstream client, closed on the way out
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    self._client = httpx.AsyncClient(timeout=httpx.Timeout(60.0))
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    if self._client is not None:
+                        await self._client.aclose()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
         assert scope["type"] == "http"
         response = await self._forward(Request(scope, receive))
         await response(scope, receive, send)
 
     async def _forward(self, request: Request) -> Response:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(60.0))
+        assert self._client is not None, "started without its lifespan"
         with self._lock:
             upstream = next(self._next)
             self.served.append(upstream)
