@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -137,6 +139,36 @@ class Settings(BaseSettings):
     # Resumable upload sessions idle (no part, no completion) longer than this are expired
     # by the maintenance loop and their parts collected.
     upload_session_ttl_seconds: float = 7 * 24 * 3600.0
+
+    # Scaling out (issue 10). The base URL clients reach the service at (a load balancer's),
+    # for the links it hands out (presigned URLs); empty: the request's own, as forwarded
+    # by a trusted proxy. Proxies whose Forwarded / X-Forwarded-* headers are believed:
+    # comma-separated addresses or networks, or "*" for any peer.
+    public_url: str = ""
+    forwarded_allow_ips: str = "127.0.0.1,::1"
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be a full URL such as https://storage.example.com")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or a fragment")
+        return value.rstrip("/")
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        for item in (i.strip() for i in value.split(",")):
+            if item and item != "*":
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
 
     @field_validator("max_file_size", "scrub_bytes_per_second", mode="before")
     @classmethod

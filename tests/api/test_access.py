@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import time
@@ -175,6 +176,7 @@ def route_requests(bucket: str, file_id: str) -> list[tuple[str, str, str, str, 
             f"read:{bucket}",
             {"json": {"method": "GET", "bucket": bucket, "key": key}},
         ),
+        ("/api/v1/presign/rotate-key", "POST", "/api/v1/presign/rotate-key", "admin", {}),
         ("/api/v1/audit", "GET", "/api/v1/audit", "admin", {}),
         ("/api/v1/stats", "GET", "/api/v1/stats", "admin", {}),
         ("/api/v1/storage/stats", "GET", "/api/v1/storage/stats", "admin", {}),
@@ -723,3 +725,21 @@ async def test_fields_after_the_file_are_authorized_as_sent(
     assert_error(
         await anon.post("/api/v1/upload", content=outside, headers=headers), 403, "AccessDenied"
     )
+
+
+async def test_a_second_instance_on_the_index_says_where_the_admin_token_is(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = make_settings(tmp_path, admin_token="", data_dir=tmp_path / "first")
+    app = create_app(first)
+    async with app.router.lifespan_context(app):
+        assert (first.data_dir / "admin.token").exists()
+    second = make_settings(
+        tmp_path, admin_token="", data_dir=tmp_path / "second", database_url=first.index_url
+    )
+    app = create_app(second)
+    with caplog.at_level(logging.WARNING, logger="tfstorage.service.access"):
+        async with app.router.lifespan_context(app):
+            pass
+    assert not (second.data_dir / "admin.token").exists()
+    assert "set ADMIN_TOKEN on every one" in caplog.text

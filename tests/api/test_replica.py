@@ -225,3 +225,62 @@ async def test_a_missing_bucket_is_not_recreated_when_the_index_has_blobs(
         health = await c.get("/api/v1/storage/health")
         assert health.status_code == 503 and health.json()["minio_connected"] is False
     assert typo.s3_bucket not in [b["Name"] for b in seaweedfs.client().list_buckets()["Buckets"]]
+
+
+async def test_a_journal_file_of_an_older_release_is_moved_into_the_index(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(
+        tmp_path, replica_storage_type="local", replica_data_dir=tmp_path / "replica"
+    )
+    app = create_app(settings)
+    data = os.urandom(10_000)
+    async with app.router.lifespan_context(app), await client_for(app) as c:
+        assert (await c.put("/api/v1/objects/models/old.bin", content=data)).status_code == 200
+    assert settings.replica_data_dir is not None
+    copy = blob_file(settings.replica_data_dir)
+    copy.unlink()  # the replica missed it, and the old release queued it in a file
+    log_file = settings.data_dir / "replica-pending.log"
+    log_file.write_text(f"put {copy.name}\nnot a line\n")
+    (settings.data_dir / "replica-pending.log.1a2b3c4d.draining").write_text(f"put {copy.name}\n")
+
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), await client_for(app) as c:
+        assert not log_file.exists()  # imported before serving
+        assert not list(settings.data_dir.glob("replica-pending.log*"))
+        for _ in range(100):  # the start-up maintenance run catches up
+            health = (await c.get("/api/v1/storage/health")).json()["blob_store"]
+            if health["pending_replication"] == 0:
+                break
+            await anyio.sleep(0.05)
+        assert health["pending_replication"] == 0
+        assert blob_file(settings.replica_data_dir).read_bytes() == data
+
+
+async def test_one_instance_at_a_time_catches_the_replica_up(
+    replicated: tuple[FastAPI, Settings],
+) -> None:
+    from tfstorage.index.lifecycle import LifecycleIndex
+    from tfstorage.service.replication import LEASE
+
+    app, settings = replicated
+    storage = app.state.storage
+    async with await client_for(app) as c:
+        await c.put("/api/v1/objects/models/queued.bin", content=b"queued")
+    assert settings.replica_data_dir is not None
+    copy = blob_file(settings.replica_data_dir)
+    copy.unlink()
+    await storage.replication.journal.add("put", copy.name)
+
+    leases = LifecycleIndex(storage.ctx.index.engine)
+    assert leases.acquire_lease(LEASE, "another-instance", 60)
+    report = await storage.replicate()
+    assert report.busy and report.copied == 0 and not copy.exists()
+    assert await storage.replication.journal.pending() == 1
+
+    leases.release_lease(LEASE, "another-instance")
+    report = await storage.replicate()
+    assert (report.busy, report.copied, report.failed) == (False, 1, 0)
+    assert copy.read_bytes() == b"queued"
+    assert await storage.replication.journal.pending() == 0
+    assert leases.acquire_lease(LEASE, "another-instance", 60)  # released after the run

@@ -50,7 +50,6 @@ class TestLocalPrimaryS3Replica(BlobStoreContract):
         store = ReplicatedBlobStore(
             LocalBlobStore(tmp_path / "primary"),
             s3_store(seaweedfs, s3_prefix),
-            journal_path=tmp_path / "journal",
         )
         yield store
         await store.close()
@@ -64,7 +63,6 @@ class TestS3PrimaryLocalReplica(BlobStoreContract):
         store = ReplicatedBlobStore(
             s3_store(seaweedfs, s3_prefix),
             LocalBlobStore(tmp_path / "replica"),
-            journal_path=tmp_path / "journal",
         )
         yield store
         await store.close()
@@ -78,7 +76,6 @@ async def s3_primary(
     store = ReplicatedBlobStore(
         s3_store(seaweedfs, s3_prefix, fault_proxy.endpoint_url),
         LocalBlobStore(tmp_path / "replica"),
-        journal_path=tmp_path / "journal",
     )
     yield store
     await store.close()
@@ -92,7 +89,6 @@ async def s3_replica(
     store = ReplicatedBlobStore(
         LocalBlobStore(tmp_path / "primary"),
         s3_store(seaweedfs, s3_prefix, fault_proxy.endpoint_url),
-        journal_path=tmp_path / "journal",
     )
     yield store
     await store.close()

@@ -27,6 +27,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+# The command every server test starts (after the interpreter); the Dockerfile's
+# ENTRYPOINT runs the same (tests/deploy checks it).
+SERVE_ARGS = ("-m", "tfstorage", "serve")
 READY_TIMEOUT = 20.0
 STOP_GRACE = 5.0
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -130,7 +133,7 @@ class ServerProcess:
         self.log_path = self.log_dir / f"server-{self._starts}.log"
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tfstorage", "serve"],
+                [sys.executable, *SERVE_ARGS],
                 env=self._env(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from tfstorage import __version__
 from tfstorage.api.errors import install_error_handlers
+from tfstorage.api.forwarded import ForwardedHeadersMiddleware
 from tfstorage.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from tfstorage.api.routes import (
     access,
@@ -106,7 +107,9 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> FastAPI
             expose_headers=["ETag", "Content-Range", "X-Request-ID", "X-File-Id"],
         )
     app.add_middleware(BodyLimitMiddleware)
-    app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every answer has an id
+    app.add_middleware(RequestIdMiddleware)  # outermost but one, so every answer has an id
+    # Outermost: the access log, the audit log and presigned links see the client's view.
+    app.add_middleware(ForwardedHeadersMiddleware, trusted=settings.forwarded_allow_ips)
     return app
 
 

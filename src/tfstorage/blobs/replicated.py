@@ -5,6 +5,8 @@ that is down does not fail the write: the primary holds the bytes durably and is
 source of truth, so making every upload depend on a second engine would only double the
 ways uploads fail. The blob id goes to a catch-up journal instead, which `replicate()`
 (run periodically, and by hand with `full=True` to compare whole listings) works off.
+The journal is a `ReplicaJournal`: the service gives the store one kept in the index, so
+that every instance sharing the index sees it and it outlives any one of them.
 After a replica failure, writes skip it for a short cooldown rather than each waiting
 out its timeouts.
 
@@ -16,19 +18,14 @@ do not match.
 
 from __future__ import annotations
 
-import fcntl
+import itertools
 import logging
-import os
-import secrets
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Collection, Sequence
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import anyio
-import anyio.to_thread
 
 from tfstorage.blobs.base import (
     AssembledBlob,
@@ -46,7 +43,53 @@ from tfstorage.blobs.base import (
 log = logging.getLogger(__name__)
 
 REPLICA_COOLDOWN_SECONDS: Final = 30.0
+JOURNAL_PAGE: Final = 500
 _FAILOVER = (BlobNotFound, BlobStoreUnavailable)
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    seq: int  # queue order
+    operation: str  # "put" or "delete"
+    blob_id: str
+
+
+class ReplicaJournal(Protocol):
+    """Where the blob ids the replica still needs are queued, oldest first."""
+
+    async def add(self, operation: str, blob_id: str) -> None: ...
+
+    async def pending(self) -> int: ...
+
+    async def entries(self, after: int, limit: int) -> list[JournalEntry]:
+        """Up to `limit` entries with a `seq` above `after`, in queue order."""
+        ...
+
+    async def remove(self, seqs: Collection[int]) -> None: ...
+
+
+class MemoryJournal:
+    """A `ReplicaJournal` in this process's memory: for tests, and for a store that is not
+    (yet) attached to an index. Lost with the process."""
+
+    def __init__(self) -> None:
+        self._entries: dict[int, JournalEntry] = {}
+        self._seqs = itertools.count(1)
+
+    async def add(self, operation: str, blob_id: str) -> None:
+        assert operation in ("put", "delete") and is_blob_id(blob_id)
+        seq = next(self._seqs)
+        self._entries[seq] = JournalEntry(seq, operation, blob_id)
+
+    async def pending(self) -> int:
+        return len(self._entries)
+
+    async def entries(self, after: int, limit: int) -> list[JournalEntry]:
+        return [e for seq, e in sorted(self._entries.items()) if seq > after][:limit]
+
+    async def remove(self, seqs: Collection[int]) -> None:
+        for seq in seqs:
+            self._entries.pop(seq, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +99,7 @@ class ReplicationReport:
     failed: int = 0  # still pending in the journal
     replica_only: int = 0  # full runs: blobs the primary lacks (kept: maybe the only copy)
     mismatched: int = 0  # full runs: held by both at different sizes (neither overwritten)
+    busy: bool = False  # another instance was catching up: this run did nothing
 
 
 class ReplicatedBlobStore(PartsOnPrimary):
@@ -68,12 +112,12 @@ class ReplicatedBlobStore(PartsOnPrimary):
         primary: BlobStore,
         replica: BlobStore,
         *,
-        journal_path: Path,
+        journal: ReplicaJournal | None = None,
         cooldown_seconds: float = REPLICA_COOLDOWN_SECONDS,
     ) -> None:
         self.primary = primary
         self.replica = replica
-        self._journal = _Journal(journal_path)
+        self.journal: ReplicaJournal = journal or MemoryJournal()
         self._cooldown = cooldown_seconds
         self._replica_down_until = 0.0
 
@@ -84,13 +128,13 @@ class ReplicatedBlobStore(PartsOnPrimary):
 
     async def _replicate_new(self, blob_id: str) -> None:
         if time.monotonic() < self._replica_down_until:
-            await self._journal.add("put", blob_id)
+            await self.journal.add("put", blob_id)
             return
         try:
             await self._copy(blob_id)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
-                await self._journal.add("put", blob_id)
+                await self.journal.add("put", blob_id)
             if not isinstance(exc, Exception):
                 raise  # cancelled: the caller records nothing, the journal entry is harmless
             self._replica_failed("copying a blob", exc)
@@ -160,7 +204,7 @@ class ReplicatedBlobStore(PartsOnPrimary):
         try:
             await self.replica.delete(blob_id)
         except BlobStoreUnavailable as exc:
-            await self._journal.add("delete", blob_id)
+            await self.journal.add("delete", blob_id)
             self._replica_failed("deleting a blob", exc)
 
     def list_blobs(self) -> AsyncIterator[BlobInfo]:
@@ -191,7 +235,7 @@ class ReplicatedBlobStore(PartsOnPrimary):
             "status": "ok" if primary["ok"] and replica["ok"] else "degraded",
             "primary": primary,
             "replica": replica,
-            "pending_replication": await self._journal.pending(),
+            "pending_replication": await self.journal.pending(),
         }
 
     async def replicate(self, *, full: bool = False) -> ReplicationReport:
@@ -200,8 +244,15 @@ class ReplicatedBlobStore(PartsOnPrimary):
         `mismatched` and left alone: either copy may be the damaged one, and only the
         index's checksums can tell (the service's verified reads do)."""
         copied = deleted = failed = replica_only = mismatched = 0
-        async with self._journal.draining() as entries:
-            for operation, blob_id in entries:
+        after = 0
+        while page := await self.journal.entries(after, JOURNAL_PAGE):
+            after = page[-1].seq
+            latest: dict[str, list[JournalEntry]] = {}
+            for entry in page:  # the last operation on an id is the one that counts
+                latest.setdefault(entry.blob_id, []).append(entry)
+            done: list[int] = []
+            for blob_id, queued in latest.items():
+                operation = queued[-1].operation
                 try:
                     if operation == "delete":
                         await self.replica.delete(blob_id)
@@ -212,9 +263,13 @@ class ReplicatedBlobStore(PartsOnPrimary):
                 except BlobNotFound:
                     pass  # deleted from the primary since: nothing to copy
                 except Exception as exc:
-                    failed += 1
-                    await self._journal.add(operation, blob_id)
+                    failed += 1  # stays queued for the next run
                     log.warning("replica: catching up %s failed (%s)", blob_id, _describe(exc))
+                    continue
+                done += [entry.seq for entry in queued]
+            await self.journal.remove(done)
+            if not done:
+                break  # nothing of a whole page went through: the replica is down
         if full:
             on_replica = {info.blob_id: info.size async for info in self.replica.list_blobs()}
             async for info in self.primary.list_blobs():
@@ -230,6 +285,8 @@ class ReplicatedBlobStore(PartsOnPrimary):
             replica_only = len(on_replica)
         if not failed:
             self._replica_down_until = 0.0
+        else:
+            failed = max(failed, await self.journal.pending())
         return ReplicationReport(copied, deleted, failed, replica_only, mismatched)
 
     async def close(self) -> None:
@@ -278,84 +335,6 @@ class _FailoverStream(AsyncIterator[bytes]):
 
     async def aclose(self) -> None:
         await self._stream.aclose()
-
-
-class _Journal:
-    """Blob ids the replica still needs, one `put <id>` or `delete <id>` line each.
-
-    Appends are single small `O_APPEND` writes, atomic between the processes sharing a
-    data directory. A catch-up run renames the file away first, so that appends during
-    the run land in a fresh one.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._lock_path = path.with_name(path.name + ".lock")
-        self._mutex = anyio.Lock()
-
-    async def add(self, operation: str, blob_id: str) -> None:
-        assert operation in ("put", "delete") and is_blob_id(blob_id)
-        await anyio.to_thread.run_sync(self._append, f"{operation} {blob_id}\n".encode())
-
-    def _append(self, line: bytes) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    async def pending(self) -> int:
-        return await anyio.to_thread.run_sync(self._count)
-
-    def _count(self) -> int:
-        paths = [self._path, *self._path.parent.glob(self._path.name + ".*.draining")]
-        count = 0
-        for path in paths:
-            try:
-                with path.open("rb") as file:
-                    count += sum(1 for _ in file)
-            except FileNotFoundError:
-                pass
-        return count
-
-    @asynccontextmanager
-    async def draining(self) -> AsyncIterator[list[tuple[str, str]]]:
-        """The pending entries, held under a lock (one catch-up run at a time, across
-        processes too); the files they came from go when the block ends without error,
-        by which time failed entries have been added back."""
-        async with self._mutex:
-            lock = await anyio.to_thread.run_sync(self._lock)
-            try:
-                taken, entries = await anyio.to_thread.run_sync(self._take)
-                yield entries
-                for path in taken:
-                    path.unlink(missing_ok=True)
-            finally:
-                os.close(lock)  # releases the flock
-
-    def _lock(self) -> int:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return fd
-
-    def _take(self) -> tuple[list[Path], list[tuple[str, str]]]:
-        # Files left by a run that crashed are taken again: copies are idempotent.
-        taken = sorted(self._path.parent.glob(self._path.name + ".*.draining"))
-        if self._path.exists():
-            fresh = self._path.with_name(f"{self._path.name}.{secrets.token_hex(4)}.draining")
-            os.replace(self._path, fresh)
-            taken.append(fresh)
-        latest: dict[str, str] = {}  # the last operation on an id is the one that counts
-        for path in taken:
-            for line in path.read_text(errors="replace").splitlines():
-                operation, _, blob_id = line.partition(" ")
-                if operation in ("put", "delete") and is_blob_id(blob_id):
-                    latest.pop(blob_id, None)
-                    latest[blob_id] = operation
-        return taken, [(operation, blob_id) for blob_id, operation in latest.items()]
 
 
 async def _probe(store: BlobStore) -> dict[str, Any]:

@@ -88,6 +88,9 @@ def serve(
         # Slow clients cannot hold a connection forever between requests.
         "timeout_keep_alive": 30,
         "access_log": False,  # the service logs each request itself
+        # The app reads Forwarded / X-Forwarded-* itself (api/forwarded.py): uvicorn's
+        # would rewrite the client first and hide the proxy whose trust decides.
+        "proxy_headers": False,
         "log_config": logging_config(settings),
     }
     if settings.workers > 1 or os.environ.get(MULTIPROC_ENV):

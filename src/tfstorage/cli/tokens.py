@@ -1,4 +1,4 @@
-"""`tfstorage token create|list|revoke`."""
+"""`tfstorage token create|list|revoke|rotate-presign-key`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from rich.table import Table
 
 from tfstorage.cli.remote import call
 
-app = typer.Typer(help="Manage API tokens (needs an admin token).", no_args_is_help=True)
+app = typer.Typer(
+    help="Manage API tokens and the presigned-URL key (needs an admin token).",
+    no_args_is_help=True,
+)
 
 
 @app.command()
@@ -55,3 +58,15 @@ def revoke(token_id: str) -> None:
     """Revoke a token: it and every URL it presigned stop working."""
     call("DELETE", f"/api/v1/tokens/{token_id}")
     typer.echo(f"revoked {token_id}")
+
+
+@app.command("rotate-presign-key")
+def rotate_presign_key(
+    yes: bool = typer.Option(False, "--yes", help="do not ask for confirmation"),
+) -> None:
+    """Replace the key presigned URLs are signed with: every link issued so far stops
+    working (on every instance within a few seconds). Tokens are not affected."""
+    if not yes:
+        typer.confirm("Every presigned URL issued so far will stop working. Go on?", abort=True)
+    call("POST", "/api/v1/presign/rotate-key")
+    typer.echo("rotated the presigned-URL signing key: earlier links no longer work")

@@ -161,6 +161,21 @@ class AccessIndex(IndexStore):
 
         return self._write(run)
 
+    def replace_shared_secret(self, name: str) -> str:
+        """A new random value for the secret `name`; the old one is gone."""
+        value = secrets.token_hex(32)
+
+        def run(conn: Connection) -> str:
+            stmt = upsert(conn, server_secrets).values(name=name, value=value)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[server_secrets.c.name], set_={"value": value}
+                )
+            )
+            return value
+
+        return self._write(run)
+
 
 def _get(conn: Connection, token_id: str) -> Token:
     row = conn.execute(select(tokens).where(tokens.c.id == token_id)).first()

@@ -358,3 +358,17 @@ bucket_usage_daily = Table(
     Column("version_bytes", BigInteger, nullable=False),
     Column("taken_at", UTCDateTime(), nullable=False),
 )
+
+# Replica catch-up journal (revision 0009) ----------------------------------------------
+# Blob ids whose copy to (or deletion from) the replica failed, in the order they were
+# queued. In the index rather than one instance's DATA_DIR: any instance's maintenance run
+# works it off, and losing an instance loses none of it.
+replica_journal = Table(
+    "replica_journal",
+    metadata,
+    Column("id", seq_type(), primary_key=True, autoincrement=True),
+    Column("operation", String(8), nullable=False),
+    Column("blob_id", String(32), nullable=False),
+    Column("queued_at", UTCDateTime(), nullable=False),
+    sqlite_autoincrement=True,
+)

@@ -29,6 +29,10 @@ _TOUCH_EVERY = 60.0  # seconds between last-used updates of one token
 # once; through another instance sharing the index, within this many seconds.
 TOKEN_CACHE_SECONDS = 5.0
 SIGNATURE_PARAMS = ("X-Tfs-Expires", "X-Tfs-Token", "X-Tfs-Max-Size", "X-Tfs-Signature")
+# The presigned URLs' HMAC key, shared by every instance through the index. Each instance
+# re-reads it this often, so a rotation through one reaches the others within as long.
+SIGNING_KEY = "presign-signing-key"
+SIGNING_KEY_CACHE_SECONDS = TOKEN_CACHE_SECONDS
 
 
 def hash_secret(secret: str) -> str:
@@ -54,6 +58,7 @@ class AccessService:
         self._touched: dict[str, float] = {}
         self._cache: dict[str, tuple[float, Token | None]] = {}
         self._signing_key: bytes | None = None
+        self._signing_key_read = -SIGNING_KEY_CACHE_SECONDS
 
     @property
     def enabled(self) -> bool:
@@ -63,9 +68,7 @@ class AccessService:
     async def bootstrap(self) -> None:
         """ADMIN_TOKEN, or on first start a generated admin token in DATA_DIR/admin.token."""
         settings = self._ctx.settings
-        self._signing_key = bytes.fromhex(
-            await self._ctx.db(self._index.shared_secret, "presign-signing-key")
-        )
+        await self._current_signing_key()
         if not self.enabled:
             log.warning("AUTH_ENABLED=false: every request has full rights; never expose this port")
             return
@@ -77,6 +80,14 @@ class AccessService:
             )
             return
         if await self._ctx.db(self._index.count_tokens):
+            if not (settings.data_dir / "admin.token").exists():
+                # Another instance sharing the index made the admin token (and wrote it
+                # into its own DATA_DIR), or it was removed: the CLI's local fallback
+                # finds nothing here.
+                log.warning(
+                    "no DATA_DIR/admin.token on this instance; with several instances on"
+                    " one index, set ADMIN_TOKEN on every one"
+                )
             return
         secret = _new_secret()
         await self._create(name="admin", owner="admin", secret=secret)
@@ -181,14 +192,34 @@ class AccessService:
         return token
 
     # presigned URLs -------------------------------------------------------------------
-    def _sign(
-        self, method: str, bucket: str, key: str, expires: int, token_id: str, max_size: int
-    ) -> str:
-        assert self._signing_key is not None, "bootstrap() first"
-        message = "\n".join([method, bucket, key, str(expires), token_id, str(max_size)])
-        return hmac.new(self._signing_key, message.encode("utf-8"), hashlib.sha256).hexdigest()
+    async def _current_signing_key(self) -> bytes:
+        now = time.monotonic()
+        if self._signing_key is None or now - self._signing_key_read >= SIGNING_KEY_CACHE_SECONDS:
+            value = await self._ctx.db(self._index.shared_secret, SIGNING_KEY)
+            self._signing_key, self._signing_key_read = bytes.fromhex(value), now
+        return self._signing_key
 
-    def presign(
+    async def rotate_signing_key(self) -> None:
+        """A new presigned-URL key: every link signed so far stops working (on this
+        instance at once, on the others within SIGNING_KEY_CACHE_SECONDS)."""
+        value = await self._ctx.db(self._index.replace_shared_secret, SIGNING_KEY)
+        self._signing_key, self._signing_key_read = bytes.fromhex(value), time.monotonic()
+        log.warning("the presigned-URL signing key was rotated: earlier links no longer work")
+
+    @staticmethod
+    def _sign(
+        signing_key: bytes,
+        method: str,
+        bucket: str,
+        key: str,
+        expires: int,
+        token_id: str,
+        max_size: int,
+    ) -> str:
+        message = "\n".join([method, bucket, key, str(expires), token_id, str(max_size)])
+        return hmac.new(signing_key, message.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    async def presign(
         self,
         caller: Caller,
         *,
@@ -212,7 +243,8 @@ class AccessService:
         limit = self._ctx.settings.max_file_size
         size = min(max_size, limit) if max_size is not None else limit
         expires = int(time.time()) + expires_in
-        signature = self._sign(method, bucket, key, expires, caller.token_id, size)
+        signing_key = await self._current_signing_key()
+        signature = self._sign(signing_key, method, bucket, key, expires, caller.token_id, size)
         route = "download" if method == "GET" else "objects"
         query = urlencode(
             dict(
@@ -238,7 +270,8 @@ class AccessService:
         except (KeyError, ValueError):
             raise AccessDenied("the presigned URL is incomplete") from None
         sign_method = "GET" if method == "HEAD" else method
-        expected = self._sign(sign_method, bucket, key, expires, token_id, max_size)
+        signing_key = await self._current_signing_key()
+        expected = self._sign(signing_key, sign_method, bucket, key, expires, token_id, max_size)
         if not hmac.compare_digest(expected, signature):
             raise AccessDenied("the presigned URL's signature does not match")
         if expires < time.time():

@@ -32,11 +32,8 @@ def build_blob_store(settings: Settings) -> BlobStore:
     # Imported here: replication is optional, and its module builds on this one's stores.
     from tfstorage.blobs.replicated import ReplicatedBlobStore
 
-    return ReplicatedBlobStore(
-        primary,
-        _build_replica(settings),
-        journal_path=settings.data_dir / "replica-pending.log",
-    )
+    # Its catch-up journal is the index's, attached by `open_storage` (service/replication.py).
+    return ReplicatedBlobStore(primary, _build_replica(settings))
 
 
 def s3_config(settings: Settings) -> S3Config:

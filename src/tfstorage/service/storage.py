@@ -28,6 +28,7 @@ from tfstorage.service.integrity import IntegrityChecker
 from tfstorage.service.lifecycle import LifecycleService
 from tfstorage.service.objects import ObjectCatalog
 from tfstorage.service.reads import ObjectReader
+from tfstorage.service.replication import Replication
 from tfstorage.service.scrub import Scrubber
 from tfstorage.service.stats import StatsService
 from tfstorage.service.uploads import UploadService
@@ -50,6 +51,7 @@ class Storage:
     lifecycle: LifecycleService
     integrity: IntegrityChecker
     scrubber: Scrubber
+    replication: Replication
 
     @classmethod
     def from_context(cls, ctx: StorageContext, access_index: AccessIndex) -> Storage:
@@ -66,6 +68,7 @@ class Storage:
             lifecycle=LifecycleService(ctx, LifecycleIndex(ctx.index.engine)),
             integrity=checker,
             scrubber=Scrubber(ctx, checker),
+            replication=Replication(ctx),
         )
 
     @property
@@ -93,9 +96,7 @@ class Storage:
 
     async def replicate(self, *, full: bool = False) -> ReplicationReport | None:
         """Catch the replica up (None without one); `full` compares every blob."""
-        if not isinstance(self.ctx.blobs, ReplicatedBlobStore):
-            return None
-        return await self.ctx.blobs.replicate(full=full)
+        return await self.replication.run(full=full)
 
     async def close(self) -> None:
         await self.scrubber.close()
@@ -129,6 +130,7 @@ async def open_storage(settings: Settings, *, blobs: BlobStore | None = None) ->
         log.warning("blob store unavailable at start-up: %s", exc.message)
     await storage.buckets.ensure_standard()
     await storage.access.bootstrap()
+    await storage.replication.import_file_journal()
     return storage
 
 

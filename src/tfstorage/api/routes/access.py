@@ -71,7 +71,7 @@ async def presign(
     7 days); signed for this token, so revoking the token kills the URL."""
     scope = "read" if body.method == "GET" else "write"
     await authorize(storage, caller, scope, body.bucket, body.key)
-    signed = storage.access.presign(
+    signed = await storage.access.presign(
         caller,
         method=body.method,
         bucket=body.bucket,
@@ -79,13 +79,27 @@ async def presign(
         expires_in=body.expires_in,
         max_size=body.max_size,
     )
-    base = str(request.base_url).rstrip("/")
+    # The address clients use (PUBLIC_URL, else this request's as a trusted proxy
+    # forwarded it), never this instance's own: behind a load balancer that is unreachable.
+    base = storage.settings.public_url or str(request.base_url).rstrip("/")
     await audit(
         request, storage, caller, "presign", bucket=body.bucket, key=body.key, method=body.method
     )
     return PresignResponse(
         url=base + signed.url, expires_at=iso(signed.expires_at), method=body.method
     )
+
+
+@router.post("/presign/rotate-key")
+async def rotate_presign_key(
+    request: Request, storage: StorageDep, caller: CallerDep
+) -> dict[str, bool]:
+    """Replace the presigned URLs' signing key (admin): every link issued so far stops
+    working, on every instance within a few seconds. For a key that may have leaked."""
+    await authorize(storage, caller, "admin")
+    await storage.access.rotate_signing_key()
+    await audit(request, storage, caller, "rotate_presign_key")
+    return {"rotated": True}
 
 
 @router.get("/audit")
