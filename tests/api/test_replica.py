@@ -186,6 +186,13 @@ async def test_truncated_primary_is_served_from_replica_and_verify_keeps_the_goo
             f.truncate(1000)
         r = await c.get("/api/v1/download/models/t.bin")
         assert r.status_code == 200 and r.content == data
+        # The failed read started a background verification that repairs the primary
+        # from the replica; let it finish, then damage the primary again, so that the
+        # catch-up below meets a truncated primary whatever the timing.
+        await app.state.storage.integrity.settle()
+        assert primary.read_bytes() == data
+        with open(primary, "r+b") as f:
+            f.truncate(1000)
         report = (await c.post("/api/v1/storage/replicate", params={"verify": "true"})).json()
         assert report["mismatched"] == 1 and report["copied"] == 0
         assert settings.replica_data_dir is not None
