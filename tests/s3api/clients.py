@@ -21,7 +21,7 @@ from botocore.awsrequest import AWSRequest, AWSResponse
 from botocore.config import Config
 from botocore.credentials import Credentials
 
-from tfstorage.s3api.sigv4 import SignedRequest
+from tfstorage.s3api.canonical import SignedRequest
 
 # AWS's published example credentials (their documentation's test vectors use them).
 ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"

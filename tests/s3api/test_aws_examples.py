@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 import pytest
 
 from tfstorage.s3api import chunked, sigv4
+from tfstorage.s3api.canonical import SignedRequest
 from tfstorage.s3api.errors import SignatureDoesNotMatch
-from tfstorage.s3api.sigv4 import SignedRequest
 
 from .clients import ACCESS_KEY, ChunkEncoder, collect, example_signing_key, lookup, pieces
 

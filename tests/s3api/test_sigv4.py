@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tfstorage.errors import AccessDenied, InvalidArgument, StorageError
-from tfstorage.s3api import sigv4
+from tfstorage.s3api import canonical, sigv4
+from tfstorage.s3api.canonical import SignedRequest
 from tfstorage.s3api.errors import (
     AuthorizationHeaderMalformed,
     AuthorizationQueryParametersError,
@@ -23,7 +24,6 @@ from tfstorage.s3api.errors import (
     RequestTimeTooSkewed,
     SignatureDoesNotMatch,
 )
-from tfstorage.s3api.sigv4 import SignedRequest
 
 from .clients import ACCESS_KEY, Sent, boto3_presigner, boto3_request, botocore_sign, lookup
 
@@ -399,7 +399,7 @@ def test_presigned_every_signature_byte_matters() -> None:
 
 
 def test_signing_keys_are_cached_per_day_region_and_secret() -> None:
-    sigv4.signing_key.cache_clear()
+    canonical.signing_key.cache_clear()
     for _ in range(3):
         _verify(_signed_get().signed())
-    assert sigv4.signing_key.cache_info().hits >= 2
+    assert canonical.signing_key.cache_info().hits >= 2

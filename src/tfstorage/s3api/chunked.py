@@ -27,8 +27,9 @@ from dataclasses import dataclass
 
 from tfstorage.errors import IncompleteBody, InvalidRequest
 from tfstorage.s3api import checksums
+from tfstorage.s3api.canonical import signatures_match
 from tfstorage.s3api.errors import ChunkFramingError, MalformedTrailerError, SignatureDoesNotMatch
-from tfstorage.s3api.sigv4 import EMPTY_SHA256, Authenticated, signatures_match
+from tfstorage.s3api.sigv4 import EMPTY_SHA256, Authenticated
 
 DEFAULT_MAX_CHUNK_SIZE = 16 * 1024 * 1024
 MAX_CHUNK_LINE = 4096  # "<hex>;chunk-signature=<64 hex>" is ~90 bytes

@@ -11,16 +11,24 @@ to enforce while the body streams.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from functools import lru_cache
-from urllib.parse import quote, unquote
 
 from tfstorage.errors import AccessDenied, InvalidArgument
+from tfstorage.s3api.canonical import (
+    ALGORITHM,
+    SignedRequest,
+    canonical_request,
+    hmac_hex,
+    parse_query,
+    path_candidates,
+    signatures_match,
+    signing_key,
+    string_to_sign,
+)
 from tfstorage.s3api.errors import (
     AuthorizationHeaderMalformed,
     AuthorizationQueryParametersError,
@@ -31,7 +39,6 @@ from tfstorage.s3api.errors import (
     UnsupportedAuthorization,
 )
 
-ALGORITHM = "AWS4-HMAC-SHA256"
 MAX_SKEW = timedelta(minutes=15)
 MAX_PRESIGNED_EXPIRY = 604800  # seven days, S3's own limit
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -51,24 +58,6 @@ _AMZ_DATE = "%Y%m%dT%H%M%SZ"
 
 SecretLookup = Callable[[str], str | None]
 """Access key id -> secret access key, or None when the key is unknown."""
-
-
-@dataclass(frozen=True)
-class SignedRequest:
-    """What verification needs from an HTTP request, exactly as received."""
-
-    method: str
-    raw_path: str  # percent-encoded as sent, without the query
-    raw_query: str  # as sent, without the '?'
-    headers: Sequence[tuple[str, str]]  # every header line, repeats kept
-
-    def header_values(self, name: str) -> list[str]:
-        lowered = name.lower()
-        return [v for k, v in self.headers if k.lower() == lowered]
-
-    def header(self, name: str) -> str | None:
-        values = self.header_values(name)
-        return ",".join(values) if values else None
 
 
 @dataclass(frozen=True)
@@ -100,24 +89,6 @@ class Authenticated:
         return self.credential.scope
 
 
-@lru_cache(maxsize=1024)
-def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
-    """kSigning; four HMACs per request saved, the same key all day for a client."""
-    key = hmac.new(f"AWS4{secret}".encode(), date.encode(), hashlib.sha256).digest()
-    for part in (region, service, "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    return key
-
-
-def hmac_hex(key: bytes, message: str) -> str:
-    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
-
-
-def signatures_match(expected: str, given: str) -> bool:
-    # Constant time, so a forger cannot learn the signature byte by byte from timing.
-    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace"))
-
-
 def verify(
     request: SignedRequest,
     lookup_secret: SecretLookup,
@@ -129,7 +100,7 @@ def verify(
     """Verify the request's signature; None for an anonymous (unsigned) request."""
     now = now or datetime.now(UTC)
     authorization = request.header("authorization")
-    query = _parse_query(request.raw_query)
+    query = parse_query(request.raw_query)
     presigned = any(k == "X-Amz-Algorithm" or k == "X-Amz-Credential" for k, _ in query)
     if authorization is not None and presigned:
         raise InvalidArgument("Only one auth mechanism allowed; only the X-Amz-Algorithm query")
@@ -185,7 +156,7 @@ def _verify_header(
         credential=credential,
         amz_date=amz_date,
         signed_headers=signed_headers,
-        query=_parse_query(request.raw_query),
+        query=parse_query(request.raw_query),
         payload=content_sha256,
         given=fields["Signature"],
         presigned=False,
@@ -268,7 +239,7 @@ def _check_signature(
     key = signing_key(secret, credential.date, credential.region, credential.service)
     expected = ""
     matched = False
-    for path in _path_candidates(request.raw_path):
+    for path in path_candidates(request.raw_path):
         canonical = canonical_request(request.method, path, query, signed_headers, request, payload)
         expected = hmac_hex(key, string_to_sign(amz_date, credential.scope, canonical))
         # Both candidates are compared whatever the first gave: no timing difference.
@@ -284,62 +255,6 @@ def _check_signature(
         content_sha256=payload,
         presigned=presigned,
     )
-
-
-def _path_candidates(raw_path: str) -> list[str]:
-    """The path as sent, and SigV4's own encoding of it when a client sent another.
-
-    SDKs sign exactly what they send. A few clients send `$` or `!` bare but sign
-    them percent-encoded, as the spec's UriEncode does; both name the same key.
-    """
-    sent = raw_path or "/"
-    spec = quote(unquote(sent, errors="strict"), safe="/~") if _decodes(sent) else sent
-    return [sent] if spec == sent else [sent, spec]
-
-
-def _decodes(path: str) -> bool:
-    try:
-        unquote(path, errors="strict")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def canonical_request(
-    method: str,
-    path: str,
-    query: list[tuple[str, str]],
-    signed_headers: list[str],
-    request: SignedRequest,
-    payload: str,
-) -> str:
-    encoded = sorted((_uri_encode(k), _uri_encode(v)) for k, v in query)
-    canonical_query = "&".join(f"{k}={v}" for k, v in encoded)
-    lines = [
-        f"{name}:{','.join(' '.join(v.split()) for v in request.header_values(name))}"
-        for name in signed_headers
-    ]
-    return "\n".join(
-        [method.upper(), path, canonical_query, *lines, "", ";".join(signed_headers), payload]
-    )
-
-
-def string_to_sign(amz_date: str, scope: str, canonical: str) -> str:
-    digest = hashlib.sha256(canonical.encode("utf-8", "surrogateescape")).hexdigest()
-    return f"{ALGORITHM}\n{amz_date}\n{scope}\n{digest}"
-
-
-def _uri_encode(value: str) -> str:
-    return quote(value, safe="-_.~")
-
-
-def _parse_query(raw_query: str) -> list[tuple[str, str]]:
-    """Decoded (name, value) pairs; '+' stays a plus, as SigV4 clients encode spaces."""
-    pairs = []
-    for part in raw_query.split("&") if raw_query else []:
-        name, _, value = part.partition("=")
-        pairs.append((unquote(name), unquote(value)))
-    return pairs
 
 
 def _parse_credential(text: str, region: str, service: str, *, header: bool) -> Credential:
