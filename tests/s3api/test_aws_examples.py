@@ -230,3 +230,19 @@ def test_trailer_signature_matches_aws_crt_vector() -> None:
         STREAMING_CHUNKS[2], [("third", "3rd"), ("first", "1st"), ("second", "2nd")]
     )
     assert signature == "df5735bd9f3295cd9386572292562fefc93ba94e80a0a1ddcbd652c4e0a75e6c"
+
+
+def test_a_path_sent_bare_but_signed_encoded_verifies() -> None:
+    # The PUT example signs /test%24file.text; a client may put the '$' bare on the wire.
+    bare = SignedRequest("PUT", "/test$file.text", "", PUT_OBJECT.headers)
+    assert sigv4.verify(bare, lookup, region="us-east-1", now=WHEN) is not None
+    # Another key, however it is encoded, is not the signed one.
+    other = SignedRequest("PUT", "/test%25file.text", "", PUT_OBJECT.headers)
+    with pytest.raises(SignatureDoesNotMatch):
+        sigv4.verify(other, lookup, region="us-east-1", now=WHEN)
+
+
+def test_a_path_that_is_not_utf8_is_only_compared_as_sent() -> None:
+    request = SignedRequest("GET", "/test%FF.txt", "", GET_OBJECT.headers)
+    with pytest.raises(SignatureDoesNotMatch):
+        sigv4.verify(request, lookup, region="us-east-1", now=WHEN)

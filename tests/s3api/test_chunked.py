@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 
+import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tfstorage.errors import BadDigest, IncompleteBody, InvalidDigest, InvalidRequest
 from tfstorage.s3api import chunked, sigv4
@@ -297,3 +301,25 @@ async def test_data_after_the_last_chunk_without_trailer_is_refused() -> None:
     body = _encoder(False).body(CHUNKS) + b"x-amz-checksum-crc32c:sOO8/Q==\r\n\r\n"
     with pytest.raises(MalformedTrailerError):
         await _decode_signed(body, False, [])
+
+
+@settings(max_examples=40, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=66900), max_size=30), trailer=st.booleans())
+def test_any_split_of_a_signed_body_decodes(cuts: list[int], trailer: bool) -> None:
+    body = _encoder(trailer).body(CHUNKS, CRC32C if trailer else None)
+    bounds = sorted({0, len(body), *(c for c in cuts if c < len(body))})
+
+    async def split() -> AsyncIterator[bytes]:
+        for start, end in itertools.pairwise(bounds):
+            yield body[start:end]
+
+    async def run() -> bytes:
+        stream = chunked.decode(
+            split(),
+            decoded_length=66560,
+            signer=_signer(trailer),
+            trailer="crc32c" if trailer else None,
+        )
+        return await collect(stream)
+
+    assert anyio.run(run) == b"a" * 66560
