@@ -101,12 +101,28 @@ class _Reader:
         return line
 
     async def exactly(self, size: int) -> bytes:
-        while len(self._buffer) < size:
-            if not await self._fill():
-                raise IncompleteBody("the body ended in the middle of a chunk")
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return data
+        if len(self._buffer) >= size:
+            data = bytes(self._buffer[:size])
+            del self._buffer[:size]
+            return data
+        # Gather the pieces and join once: growing one buffer would copy a big chunk
+        # several times over.
+        parts = [bytes(self._buffer)]
+        have = len(self._buffer)
+        self._buffer.clear()
+        while have < size:
+            try:
+                piece = await anext(self._source)
+            except StopAsyncIteration:
+                self._ended = True
+                raise IncompleteBody("the body ended in the middle of a chunk") from None
+            parts.append(piece)
+            have += len(piece)
+        if have > size:
+            extra = have - size
+            self._buffer += parts[-1][-extra:]
+            parts[-1] = parts[-1][:-extra]
+        return b"".join(parts)
 
     async def pieces(self, size: int) -> AsyncIterator[bytes]:
         """`size` bytes as they arrive, without gathering them first."""
@@ -165,10 +181,9 @@ async def decode(
                 "x-amz-decoded-content-length"
             )
         if signer is not None:
-            data = await reader.exactly(size + 2) if size else b""
-            if size and data[-2:] != b"\r\n":
+            data = await reader.exactly(size) if size else b""
+            if size and await reader.exactly(2) != b"\r\n":
                 raise ChunkFramingError("a chunk is not followed by CRLF")
-            data = data[:-2]
             digest = hashlib.sha256(data).hexdigest() if size else EMPTY_SHA256
             previous = _check(signer.chunk_signature(previous, digest), signature)
             if data:
