@@ -42,7 +42,7 @@ def _fields(document: bytes) -> dict[str, str]:
         (errors.Unauthenticated(), "AccessDenied", 403),
         (errors.ScrubInProgress(), "OperationAborted", 409),
         (errors.RequestTooLarge(), "MaxMessageLengthExceeded", 400),
-        (errors.ObjectCorrupted("/var/data/blob/123 is gone"), "InternalError", 500),
+        (errors.ObjectCorrupted("blob 123 is gone from its volume"), "InternalError", 500),
         (errors.InternalError("psycopg: SELECT * FROM secrets"), "InternalError", 500),
     ],
 )
@@ -108,7 +108,7 @@ BILLION_LAUGHS = b"""<?xml version="1.0"?>
 <!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]>
 <Delete><Object><Key>&lol2;</Key></Object></Delete>"""
 XXE = b"""<?xml version="1.0"?>
-<!DOCTYPE d [<!ENTITY x SYSTEM "file:///etc/passwd">]>
+<!DOCTYPE d [<!ENTITY x SYSTEM "file:///nonexistent/secret">]>
 <Delete><Object><Key>&x;</Key></Object></Delete>"""
 DTD_ONLY = b"""<?xml version="1.0"?><!DOCTYPE Delete SYSTEM "http://example.test/x.dtd">
 <Delete><Object><Key>k</Key></Object></Delete>"""

@@ -127,12 +127,22 @@ class _Reader:
     async def pieces(self, size: int) -> AsyncIterator[bytes]:
         """`size` bytes as they arrive, without gathering them first."""
         while size > 0:
-            if not self._buffer and not await self._fill():
-                raise IncompleteBody("the body ended in the middle of a chunk")
-            piece = bytes(self._buffer[:size])
-            del self._buffer[: len(piece)]
+            if self._buffer:
+                piece = bytes(self._buffer[:size])
+                del self._buffer[: len(piece)]
+            else:
+                # Straight from the source, uncopied, unless it runs past this chunk.
+                try:
+                    piece = await anext(self._source)
+                except StopAsyncIteration:
+                    self._ended = True
+                    raise IncompleteBody("the body ended in the middle of a chunk") from None
+                if len(piece) > size:
+                    self._buffer += piece[size:]
+                    piece = piece[:size]
             size -= len(piece)
-            yield piece
+            if piece:
+                yield piece
 
     async def rest(self, limit: int) -> bytes:
         while not self._ended:
