@@ -34,11 +34,12 @@ async def test_boto3_uploads_read_back(endpoint: str, algorithm: str | None) -> 
     assert await _object(sent) == DATA
 
 
-async def test_boto3_upload_part_and_content_md5_read_back() -> None:
+@pytest.mark.parametrize("endpoint", ["https://s3.example.test", "http://127.0.0.1:8084"])
+async def test_boto3_upload_part_and_content_md5_read_back(endpoint: str) -> None:
     md5 = base64.b64encode(hashlib.md5(DATA).digest()).decode()
     sent = boto3_request(
         "upload_part",
-        endpoint="http://127.0.0.1:8084",
+        endpoint=endpoint,
         Bucket="b",
         Key="k",
         UploadId="u",

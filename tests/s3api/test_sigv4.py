@@ -297,6 +297,16 @@ def test_missing_security_headers() -> None:
         _verify(sent.with_header("X-Amz-Date", None).signed())
 
 
+def test_a_date_header_can_stand_in_for_x_amz_date() -> None:
+    # botocore signs with Date (and drops X-Amz-Date) when the caller set a Date header.
+    sent = botocore_sign(
+        S3SigV4Auth, "GET", "http://h/b/k", headers={"Date": "Thu, 01 Jan 2026 00:00:00 GMT"}
+    )
+    assert sent.header("X-Amz-Date") is None and sent.header("Date") is not None
+    auth = _verify(sent.signed())
+    assert len(auth.amz_date) == 16 and auth.amz_date.endswith("Z")
+
+
 def test_a_bad_content_sha256_is_an_invalid_argument() -> None:
     sent = _signed_get().with_header("x-amz-content-sha256", "not-a-hash")
     with pytest.raises(InvalidArgument, match="x-amz-content-sha256"):
