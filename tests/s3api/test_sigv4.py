@@ -413,3 +413,17 @@ def test_signing_keys_are_cached_per_day_region_and_secret() -> None:
     for _ in range(3):
         _verify(_signed_get().signed())
     assert canonical.signing_key.cache_info().hits >= 2
+
+
+def test_an_asgi_scope_carries_what_was_signed() -> None:
+    sent = boto3_request("get_object", Bucket="models", Key="ünï côdé+%2F", VersionId="a b")
+    parts = urlsplit(sent.url)
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/decoded/by/the/server",
+        "raw_path": parts.path.encode("latin-1"),
+        "query_string": parts.query.encode("latin-1"),
+        "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in sent.headers],
+    }
+    assert _verify(SignedRequest.from_asgi(scope)).access_key == ACCESS_KEY

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 from urllib.parse import quote, unquote
 
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -16,12 +17,27 @@ ALGORITHM = "AWS4-HMAC-SHA256"
 
 @dataclass(frozen=True)
 class SignedRequest:
-    """What verification needs from an HTTP request, exactly as received."""
+    """What verification needs from an HTTP request, exactly as received.
+
+    Bytes become text as latin-1: Python's http.client (botocore's transport) encodes
+    header values that way, and it maps every byte to one character and back.
+    """
 
     method: str
     raw_path: str  # percent-encoded as sent, without the query
     raw_query: str  # as sent, without the '?'
     headers: Sequence[tuple[str, str]]  # every header line, repeats kept
+
+    @classmethod
+    def from_asgi(cls, scope: Mapping[str, Any]) -> SignedRequest:
+        """From an ASGI HTTP scope: `raw_path` and `query_string` are the bytes as sent."""
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        return cls(
+            method=scope["method"],
+            raw_path=raw_path.decode("latin-1").split("?", 1)[0],
+            raw_query=scope.get("query_string", b"").decode("latin-1"),
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
+        )
 
     def header_values(self, name: str) -> list[str]:
         lowered = name.lower()
