@@ -118,6 +118,7 @@ def test_published_examples_verify(request_: SignedRequest) -> None:
     assert auth.access_key == ACCESS_KEY
     assert auth.scope == SCOPE
     assert auth.presigned is (request_ is PRESIGNED)
+    assert "signing_key" not in repr(auth)  # the day's key never reaches a log line
 
 
 def test_published_presigned_example_is_valid_for_its_whole_day() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
@@ -80,7 +80,7 @@ class Authenticated:
     credential: Credential
     amz_date: str  # the timestamp that was signed, ISO 8601 basic
     signature: str  # the seed of an aws-chunked body's signature chain
-    signing_key: bytes
+    signing_key: bytes = field(repr=False)  # a secret for the day: kept out of logs
     content_sha256: str  # a hex digest or one of the payload modes
     presigned: bool
 
@@ -103,7 +103,10 @@ def verify(
     query = parse_query(request.raw_query)
     presigned = any(k == "X-Amz-Algorithm" or k == "X-Amz-Credential" for k, _ in query)
     if authorization is not None and presigned:
-        raise InvalidArgument("Only one auth mechanism allowed; only the X-Amz-Algorithm query")
+        raise InvalidArgument(
+            "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter "
+            "or the Authorization header should be specified"
+        )
     if authorization is not None:
         return _verify_header(request, authorization, lookup_secret, region, service, now)
     if presigned:
