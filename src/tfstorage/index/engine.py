@@ -13,6 +13,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from tfstorage.errors import ConfigError
+from tfstorage.index import jsonb
 
 # Execution option marking a connection whose transaction will write: on SQLite it
 # begins with BEGIN IMMEDIATE so writers queue on busy_timeout instead of failing with
@@ -31,7 +32,9 @@ def create_index_engine(url: str) -> Engine:
     parsed = _parse_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
-    return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(
+        parsed, pool_pre_ping=True, pool_size=10, max_overflow=20, json_serializer=jsonb.dumps
+    )
 
 
 def migrate(engine: Engine) -> None:

@@ -1,0 +1,34 @@
+"""JSON text for PostgreSQL's jsonb that reads back as the value that was written.
+
+jsonb keeps numbers as `numeric`, which prints `1e+16` as `10000000000000000`: read back
+through `json.loads` a float became an int (and `1.7976931348623157e308` a different
+int). Writing such floats in plain notation with a fraction (`10000000000000000.0`)
+keeps them floats, with the same value, so PostgreSQL answers what SQLite answers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from decimal import Decimal
+
+# Python writes floats from this magnitude on in exponent notation (repr's rule).
+_EXPONENT_FROM = 1e16
+
+
+def dumps(value: object) -> str:
+    if isinstance(value, float) and math.isfinite(value) and abs(value) >= _EXPONENT_FROM:
+        # repr is the shortest text that reads back as the same float; spelled out
+        # without the exponent it still does.
+        return f"{Decimal(repr(value)):f}.0"
+    if isinstance(value, dict):
+        items = (f"{json.dumps(_key(k))}:{dumps(v)}" for k, v in value.items())
+        return "{" + ",".join(items) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(dumps(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def _key(key: object) -> str:
+    # json.dumps's own rule for keys that are not strings: "1", "true", "null".
+    return key if isinstance(key, str) else json.dumps(key)
