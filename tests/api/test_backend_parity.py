@@ -20,9 +20,11 @@ import functools
 import itertools
 import json
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
@@ -41,11 +43,29 @@ postgres_server = index_fixtures.postgres_server  # session-wide throwaway datab
 
 BUCKET = "artifacts"
 PARITY = settings(
-    max_examples=100,
+    max_examples=int(os.environ.get("PARITY_EXAMPLES", "25")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 _serial = itertools.count()
+# Listed with generated markers: both backends must order keys by their UTF-8 bytes.
+ORDER_FOLDER = "parity/order/"
+ORDER_KEYS = [
+    ORDER_FOLDER + k
+    for k in (
+        "A",
+        "a",
+        "a b",
+        "a/b",
+        "ab",
+        "e\u0301",
+        "\u00e9",
+        "\u212b",
+        "z",
+        "\U0001f600",
+        "\uffee",
+    )
+]
 
 
 @dataclass(frozen=True)
@@ -64,10 +84,19 @@ class Backend:
         self.name = name
         self.app = app
         self.portal = portal
+        self._scratch: dict[str, str] = {}
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         self.client = httpx.AsyncClient(
             transport=transport, base_url="http://testserver", headers=ADMIN
         )
+
+    def scratch(self, name: str) -> str:
+        """One object per test and backend whose metadata, tags or content type the
+        examples overwrite (an upload per example would make the test slow)."""
+        if name not in self._scratch:
+            r = self.request("PUT", f"/api/v1/objects/{BUCKET}/parity/scratch-{name}", content=b"x")
+            self._scratch[name] = r.json()["file_id"]
+        return self._scratch[name]
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         call = functools.partial(self.client.request, method, url, **kwargs)
@@ -93,6 +122,9 @@ def backends(
             backend = Backend(name, app, portal)
             stack.enter_context(portal.wrap_async_context_manager(backend.client))
             made.append(backend)
+            for key in ORDER_KEYS:
+                r = backend.request("PUT", f"/api/v1/objects/{BUCKET}/{quote(key)}", content=b"o")
+                assert r.status_code == 200, r.text
         yield made[0], made[1]
 
 
@@ -106,6 +138,12 @@ def json_body(value: object) -> dict[str, Any]:
         "content": json.dumps(value, ensure_ascii=True, allow_nan=True),
         "headers": {"Content-Type": "application/json"},
     }
+
+
+def with_query(path: str, **params: Any) -> str:
+    """`path?query` as a client sends it; lone surrogates go out as the raw bytes a
+    broken client would send (httpx itself refuses to encode them)."""
+    return f"{path}?{urlencode(params, doseq=True, encoding='utf-8', errors='surrogatepass')}"
 
 
 def answer(response: httpx.Response, *fields: str) -> Answer:
@@ -248,14 +286,14 @@ def test_metadata_update_is_stored_alike(
     backends: tuple[Backend, Backend], metadata: object
 ) -> None:
     def run(backend: Backend) -> Answer:
-        r = backend.request("PUT", f"/api/v1/objects/{BUCKET}/{unique('meta-put')}", content=b"x")
-        file_id = r.json()["file_id"]
+        file_id = backend.scratch("meta-put")
+        before = backend.request("GET", f"/api/v1/files/{file_id}").json()["metadata"]
         update = backend.request(
             "PUT", f"/api/v1/files/{file_id}", **json_body({"metadata": metadata})
         )
         stored = backend.request("GET", f"/api/v1/files/{file_id}").json()["metadata"]
         if update.status_code >= 300:
-            assert stored == {}, "a refused update changed the metadata"
+            assert stored == before, "a refused update changed the metadata"
         return Answer(update.status_code, answer(update).code, stored)
 
     same_on_both(backends, run)
@@ -278,3 +316,195 @@ def test_upload_session_metadata_is_stored_alike(
         return Answer(r.status_code, None, got.get("metadata"))
 
     same_on_both(backends, run)
+
+
+# --- tags ------------------------------------------------------------------------------
+
+tag_maps = st.dictionaries(texts, texts, max_size=3)
+
+
+@PARITY
+@given(tag_maps)
+@example({"a": "\x00"})
+@example({"k ": " v "})
+def test_tags_are_stored_alike(backends: tuple[Backend, Backend], tags: dict[str, str]) -> None:
+    def run(backend: Backend) -> Answer:
+        file_id = backend.scratch("tags")
+        before = backend.request("GET", f"/api/v1/files/{file_id}").json()["tags"]
+        update = backend.request("PUT", f"/api/v1/files/{file_id}", **json_body({"tags": tags}))
+        stored = backend.request("GET", f"/api/v1/files/{file_id}").json()["tags"]
+        if update.status_code >= 300:
+            assert stored == before, "a refused update changed the tags"
+            return answer(update)
+        tag_filter = [f"{k}={v}" for k, v in stored.items()]
+        found = backend.request("GET", with_query("/api/v1/files", bucket=BUCKET, tag=tag_filter))
+        hits = answer(found, "files")
+        if hits.status == 200:  # a tag found by its own key=value
+            hits = Answer(200, None, [f["file_id"] == file_id for f in hits.value["files"]])
+        return Answer(update.status_code, None, (stored, hits))
+
+    same_on_both(backends, run)
+
+
+@PARITY
+@given(st.lists(texts, max_size=3))
+@example(["a=\x00"])
+def test_tag_form_field_is_stored_alike(
+    backends: tuple[Backend, Backend], items: list[str]
+) -> None:
+    def run(backend: Backend) -> Answer:
+        r = backend.request(
+            "POST",
+            "/api/v1/upload",
+            files={"file": ("f.bin", b"x")},
+            data={"bucket": BUCKET, "key": unique("tag-form"), "tags": json.dumps(items)},
+        )
+        return answer(r, "tags")
+
+    same_on_both(backends, run)
+
+
+# --- keys, content types ---------------------------------------------------------------
+
+
+def key_path(key: str) -> str:
+    # Lone surrogates go out as the bytes a broken client would send.
+    return quote(key.encode("utf-8", "surrogatepass"), safe="/")
+
+
+@PARITY
+@given(texts)
+@example("a\x00b")
+@example("caf\u00e9/\u212b")
+@example("trailing ")
+def test_keys_are_stored_alike(backends: tuple[Backend, Backend], name: str) -> None:
+    def run(backend: Backend) -> Answer:
+        folder = unique("keys")
+        r = backend.request(
+            "PUT", f"/api/v1/objects/{BUCKET}/{folder}/{key_path(name)}", content=b"x"
+        )
+        listed = backend.request("GET", f"/api/v1/list/{BUCKET}", params={"prefix": folder + "/"})
+        keys = [o["key"].removeprefix(folder + "/") for o in listed.json()["objects"]]
+        if r.status_code >= 300:
+            assert keys == [], "a refused key was stored"
+            return answer(r)
+        return Answer(r.status_code, None, (r.json()["key"].removeprefix(folder + "/"), keys))
+
+    result = same_on_both(backends, run)
+    if result.status == 200:
+        sent, (stored, keys) = name, result.value
+        assert keys == [stored] and stored == sent, "not given back as sent"
+
+
+@PARITY
+@given(texts)
+@example("text/plain; charset=\x00")
+@example("a/b\x00")
+def test_content_types_are_stored_alike(
+    backends: tuple[Backend, Backend], content_type: str
+) -> None:
+    def run(backend: Backend) -> Answer:
+        file_id = backend.scratch("ctype")
+        before = backend.request("GET", f"/api/v1/files/{file_id}").json()["content_type"]
+        update = backend.request(
+            "PUT", f"/api/v1/files/{file_id}", **json_body({"content_type": content_type})
+        )
+        stored = backend.request("GET", f"/api/v1/files/{file_id}").json()["content_type"]
+        if update.status_code >= 300:
+            assert stored == before, "a refused update changed the content type"
+        search = backend.request(
+            "GET", with_query("/api/v1/files", bucket=BUCKET, content_type=content_type)
+        )
+        header = None
+        raw = content_type.encode("latin-1", "ignore")
+        if raw.decode("latin-1") == content_type:
+            # As a header too, where HTTP allows the text in one.
+            put = backend.request(
+                "PUT",
+                f"/api/v1/objects/{BUCKET}/{unique('ctype-header')}",
+                content=b"x",
+                headers={"Content-Type": raw},
+            )
+            header = answer(put, "content_type")
+        return Answer(
+            update.status_code, answer(update).code, (stored, answer(search).code, header)
+        )
+
+    same_on_both(backends, run)
+
+
+# --- the other free text: descriptions, token names, filters, markers, batch keys ------
+
+
+@PARITY
+@given(texts, texts)
+@example("a\x00b", "t\x00")
+def test_descriptions_and_token_names_are_stored_alike(
+    backends: tuple[Backend, Backend], description: str, name: str
+) -> None:
+    bucket = f"parity-{next(_serial)}"
+
+    def run(backend: Backend) -> Answer:
+        made = backend.request(
+            "POST", "/api/v1/buckets", **json_body({"name": bucket, "description": description})
+        )
+        got = backend.request("GET", f"/api/v1/buckets/{bucket}")
+        if made.status_code >= 300:
+            assert got.status_code == 404, "a refused bucket was created"
+        else:
+            backend.request("DELETE", f"/api/v1/buckets/{bucket}")
+        token = backend.request(
+            "POST",
+            "/api/v1/tokens",
+            **json_body({"name": name, "owner": name, "prefix": name, "scopes": ["read"]}),
+        )
+        return Answer(
+            made.status_code,
+            answer(made).code,
+            (answer(got, "description"), answer(token, "name", "owner", "prefix")),
+        )
+
+    same_on_both(backends, run)
+
+
+@PARITY
+@given(texts, texts)
+@example("\x00", "\x00")
+@example("a\ud800", "b")
+@example("e", "\u212b")
+def test_filters_and_markers_answer_alike(
+    backends: tuple[Backend, Backend], first: str, second: str
+) -> None:
+    def run(backend: Backend) -> list[Answer]:
+        listed = backend.request(
+            "GET",
+            with_query(f"/api/v1/list/{BUCKET}", prefix=ORDER_FOLDER, marker=first, delimiter="/"),
+        )
+        keys = answer(listed, "objects", "common_prefixes")
+        if keys.status == 200:  # byte order on both: the keys after the marker, in order
+            keys = Answer(
+                200,
+                None,
+                ([o["key"] for o in keys.value["objects"]], keys.value["common_prefixes"]),
+            )
+        search = backend.request(
+            "GET", with_query("/api/v1/files", bucket=BUCKET, prefix=first, marker=second)
+        )
+        filtered = backend.request(
+            "GET", with_query("/api/v1/files", content_type=first, tag=f"k={second}")
+        )
+        batch = backend.request(
+            "POST",
+            "/api/v1/batch/delete",
+            **json_body({"bucket": BUCKET, "keys": [f"parity/none/{first}", second]}),
+        )
+        return [
+            keys,
+            answer(search, "truncated"),
+            answer(filtered, "truncated"),
+            answer(batch, "deleted", "failed"),
+        ]
+
+    sqlite, postgres = backends
+    a, b = run(sqlite), run(postgres)
+    assert canonical(a) == canonical(b), f"sqlite: {a}\npostgres: {b}"

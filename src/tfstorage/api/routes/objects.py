@@ -17,6 +17,7 @@ from tfstorage.api.schemas import (
     FileInfo,
     ListedObject,
     ListResponse,
+    StoredText,
     VersionsResponse,
 )
 from tfstorage.api.uploads import put_raw, receive_form
@@ -84,7 +85,7 @@ async def list_objects(
     caller: CallerDep,
     prefix: Annotated[str, Query(max_length=1024)] = "",
     delimiter: Annotated[str, Query(max_length=1)] = "",
-    marker: Annotated[str, Query(max_length=1024)] = "",
+    marker: Annotated[StoredText, Query(max_length=1024)] = "",
     limit: Limit = None,
 ) -> ListResponse:
     """Keys of a bucket in byte order, paged by `marker`; `delimiter` groups prefixes."""
