@@ -27,3 +27,19 @@ def check_storable(text: str, field: str) -> str:
     if reason is not None:
         raise InvalidArgument(f"{field} {reason}")
     return text
+
+
+def check_storable_tree(value: object, field: str) -> None:
+    """Every string (keys included) of a JSON value, as `check_storable` checks one.
+
+    Iterative: callers bound the size, not the depth, of what clients send."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            check_storable(item, field)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)

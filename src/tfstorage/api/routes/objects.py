@@ -27,7 +27,7 @@ router = APIRouter(prefix="/api/v1", tags=["objects"])
 Limit = Annotated[
     int | None, Query(ge=1, le=MAX_INT, description="at most this many entries (capped)")
 ]
-VersionId = Annotated[str | None, Query(max_length=64)]
+VersionId = Annotated[StoredText | None, Query(max_length=64)]
 
 
 @router.post("/upload", openapi_extra=multipart_body(many=False))
