@@ -32,6 +32,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from fastapi import FastAPI
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from sqlalchemy.exc import DBAPIError
 
 from tests.api.conftest import ADMIN, make_settings
 from tests.index import conftest as index_fixtures
@@ -109,10 +110,7 @@ class Backend:
 def backends(
     tmp_path_factory: pytest.TempPathFactory, postgres_server: index_fixtures.PostgresServer
 ) -> Iterator[tuple[Backend, Backend]]:
-    urls = {
-        "sqlite": None,
-        "postgres": postgres_server.create_database(),
-    }
+    urls = {"sqlite": None, "postgres": database_with_a_language_collation(postgres_server)}
     with start_blocking_portal() as portal, contextlib.ExitStack() as stack:
         made: list[Backend] = []
         for name, url in urls.items():
@@ -126,6 +124,17 @@ def backends(
                 r = backend.request("PUT", f"/api/v1/objects/{BUCKET}/{quote(key)}", content=b"o")
                 assert r.status_code == 200, r.text
         yield made[0], made[1]
+
+
+def database_with_a_language_collation(server: index_fixtures.PostgresServer) -> str:
+    """A database whose default collation is a language's (ICU en-US), as production
+    clusters are often created: text compared or ordered without the index's explicit
+    collation "C" would then disagree with SQLite's byte order and show up here."""
+    icu = "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+    try:
+        return server.create_database(icu)
+    except DBAPIError:  # before PostgreSQL 15, or built without ICU
+        return server.create_database()
 
 
 def unique(prefix: str) -> str:
@@ -391,6 +400,8 @@ def key_path(key: str) -> str:
 @example("a\x00b")
 @example("caf\u00e9/\u212b")
 @example("trailing ")
+@example("\u00e9" * 480)  # with its folder, just under 1024 bytes
+@example("\u00e9" * 600)  # over 1024 bytes: KeyTooLong
 def test_keys_are_stored_alike(backends: tuple[Backend, Backend], name: str) -> None:
     def run(backend: Backend) -> Answer:
         folder = unique("keys")
@@ -453,6 +464,8 @@ def test_content_types_are_stored_alike(
 @PARITY
 @given(texts, texts)
 @example("a\x00b", "t\x00")
+@example("\U0001f600" * 1024, "\u00e9" * 255)  # at the limits, in characters
+@example("\U0001f600" * 1025, "\u00e9" * 256)  # one over
 def test_descriptions_and_token_names_are_stored_alike(
     backends: tuple[Backend, Backend], description: str, name: str
 ) -> None:
