@@ -40,10 +40,11 @@ class PostgresServer:
         with self._admin.connect() as conn:
             conn.execute(text("SELECT 1"))
 
-    def create_database(self) -> str:
+    def create_database(self, options: str = "") -> str:
+        """A new database (`options`: the rest of CREATE DATABASE, e.g. a locale)."""
         name = f"tfs_test_{uuid.uuid4().hex[:12]}"
         with self._admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}" {options}'))
         self._created.append(name)
         return make_url(self.url).set(database=name).render_as_string(hide_password=False)
 

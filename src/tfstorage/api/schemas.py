@@ -4,14 +4,27 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from tfstorage.domain.records import AuditEntry, Bucket, BucketUsage, ObjectVersion, Token
 from tfstorage.domain.sizes import format_size
+from tfstorage.domain.text import unstorable_reason
 
 MAX_INT = 2**63 - 1  # what the index's BIGINT columns hold
+
+
+def _storable(text: str) -> str:
+    reason = unstorable_reason(text)
+    if reason is not None:
+        raise ValueError(reason)  # a 400 InvalidArgument naming the field
+    return text
+
+
+# Free text the index keeps: refused (NUL, lone surrogates) where one backend could not
+# store it as sent.
+StoredText = Annotated[str, AfterValidator(_storable)]
 
 
 def iso(dt: datetime) -> str:
@@ -175,10 +188,10 @@ class BucketCreate(BaseModel):
 
     name: str = Field(max_length=255)  # the name rules answer InvalidBucketName
     versioning: bool = True
-    allowed_types: list[str] | None = Field(default=None, max_length=200)
+    allowed_types: list[StoredText] | None = Field(default=None, max_length=200)
     quota_bytes: int | None = Field(default=None, ge=0, le=MAX_INT)
     quota_objects: int | None = Field(default=None, ge=0, le=MAX_INT)
-    description: str = Field(default="", max_length=1024)
+    description: StoredText = Field(default="", max_length=1024)
     public_read: bool = False
 
 
@@ -186,10 +199,10 @@ class BucketUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     versioning: bool | None = None
-    allowed_types: list[str] | None = Field(default=None, max_length=200)
+    allowed_types: list[StoredText] | None = Field(default=None, max_length=200)
     quota_bytes: int | None = Field(default=None, ge=0, le=MAX_INT)
     quota_objects: int | None = Field(default=None, ge=0, le=MAX_INT)
-    description: str | None = Field(default=None, max_length=1024)
+    description: StoredText | None = Field(default=None, max_length=1024)
     public_read: bool | None = None
 
 
@@ -210,12 +223,12 @@ class BucketDeleted(BaseModel):
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=255)
+    name: StoredText = Field(min_length=1, max_length=255)
     scopes: list[str] = Field(min_length=1, max_length=4)
-    buckets: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=100)
-    prefix: str = Field(default="", max_length=1024)
+    buckets: list[StoredText] = Field(default_factory=lambda: ["*"], min_length=1, max_length=100)
+    prefix: StoredText = Field(default="", max_length=1024)
     expires_in: int | None = Field(default=None, gt=0, le=100 * 365 * 86400, description="seconds")
-    owner: str | None = Field(default=None, max_length=255)
+    owner: StoredText | None = Field(default=None, max_length=255)
 
 
 class TokenInfo(BaseModel):

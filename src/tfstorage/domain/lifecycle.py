@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from tfstorage.domain.text import check_storable_tree
 from tfstorage.errors import InvalidArgument
 
 MAX_RULES = 100
@@ -143,6 +144,7 @@ class Expiry:
 # parsing ---------------------------------------------------------------------------
 def parse_rules(raw: object) -> tuple[Rule, ...]:
     """Validate rules sent by a client (a list, or {"rules": [...]}); 400 on any error."""
+    check_storable_tree(raw, "lifecycle rules")  # stored as sent: no NUL, no lone surrogate
     if isinstance(raw, dict) and set(raw) == {"rules"}:
         raw = raw["rules"]
     if not isinstance(raw, list):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -37,10 +38,14 @@ def _refuse_constant(name: str) -> object:
 
 
 def validate_metadata(value: object) -> dict[str, Any]:
+    """`value` if every index backend stores it exactly as sent, else the 400 that says why.
+
+    PostgreSQL's jsonb refuses U+0000 in a string (SQLite would keep it) and its numeric
+    has no negative zero, so NUL is refused and -0.0 becomes 0.0 on every backend.
+    """
     if not isinstance(value, dict):
         raise InvalidMetadata("metadata must be a JSON object")
-    if _depth(value) > MAX_METADATA_DEPTH:
-        raise InvalidMetadata(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels")
+    negative_zero = _check_tree(value)
     try:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         size = len(text.encode("utf-8"))
@@ -48,22 +53,47 @@ def validate_metadata(value: object) -> dict[str, Any]:
         raise InvalidMetadata("metadata must be valid JSON text in UTF-8") from None
     if size > MAX_METADATA_BYTES:
         raise MetadataTooLarge(f"metadata is larger than {MAX_METADATA_BYTES} bytes")
-    return value
+    return _without_negative_zero(value) if negative_zero else value
 
 
-def _depth(value: object) -> int:
-    # Iterative, so hostile nesting cannot exhaust the interpreter's stack.
-    deepest, stack = 0, [(value, 1)]
+def _check_tree(value: object) -> bool:
+    """Depth and NUL checks in one walk; True when a -0.0 needs replacing.
+
+    Iterative, so hostile nesting cannot exhaust the interpreter's stack."""
+    negative_zero, stack = False, [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if depth > MAX_METADATA_DEPTH:
-            break
+        if depth > MAX_METADATA_DEPTH:  # a scalar counts as a level, as it always did
+            raise InvalidMetadata(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels")
         if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
+            for key, child in item.items():
+                _refuse_nul(key, "a key")
+                stack.append((child, depth + 1))
         elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return deepest
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            _refuse_nul(item, "a value")
+        elif isinstance(item, float) and item == 0.0 and math.copysign(1.0, item) < 0:
+            negative_zero = True
+    return negative_zero
+
+
+def _refuse_nul(text: object, what: str) -> None:
+    if isinstance(text, str) and "\x00" in text:
+        raise InvalidMetadata(
+            f"metadata has {what} containing U+0000 (NUL), which the index cannot store"
+        )
+
+
+def _without_negative_zero(value: Any) -> Any:
+    # Recursion is bounded: the depth was checked first.
+    if isinstance(value, dict):
+        return {k: _without_negative_zero(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_negative_zero(v) for v in value]
+    if isinstance(value, float) and value == 0.0:
+        return 0.0
+    return value
 
 
 def parse_tag(text: str) -> tuple[str, str]:

@@ -13,6 +13,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from tfstorage.errors import ConfigError
+from tfstorage.index import json_codec
 
 # Execution option marking a connection whose transaction will write: on SQLite it
 # begins with BEGIN IMMEDIATE so writers queue on busy_timeout instead of failing with
@@ -31,7 +32,14 @@ def create_index_engine(url: str) -> Engine:
     parsed = _parse_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
-    return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(
+        parsed,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        json_serializer=json_codec.dumps,
+        json_deserializer=json_codec.loads,
+    )
 
 
 def migrate(engine: Engine) -> None:
@@ -88,7 +96,7 @@ def _sqlite_engine(url: URL) -> Engine:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     # A memory database lives in one connection (SingletonThreadPool): no pool sizing.
     pooling: dict[str, Any] = {} if in_memory else {"pool_size": 10, "max_overflow": 20}
-    engine = create_engine(url, **pooling)
+    engine = create_engine(url, json_deserializer=json_codec.loads, **pooling)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

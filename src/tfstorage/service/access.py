@@ -16,6 +16,7 @@ from urllib.parse import quote, urlencode
 from tfstorage.domain.caller import SCOPES, Caller, validate_bucket_pattern
 from tfstorage.domain.names import validate_bucket_name, validate_key
 from tfstorage.domain.records import AuditEntry, Token
+from tfstorage.domain.text import check_storable
 from tfstorage.errors import AccessDenied, InvalidArgument, Unauthenticated
 from tfstorage.index.access import AccessIndex
 from tfstorage.service.context import StorageContext
@@ -187,6 +188,7 @@ class AccessService:
         return await self._ctx.db(self._index.list_tokens)
 
     async def revoke_token(self, token_id: str) -> Token:
+        check_storable(token_id, "the token id")
         token = await self._ctx.db(self._index.revoke_token, token_id)
         self._cache.clear()
         return token

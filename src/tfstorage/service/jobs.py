@@ -19,6 +19,7 @@ import anyio
 
 from tfstorage.domain.caller import Caller
 from tfstorage.domain.jobs import FAILED, SUCCEEDED, Job, JobProgress
+from tfstorage.domain.text import check_storable
 from tfstorage.errors import StorageError
 from tfstorage.index.jobs import JobIndex, NoSuchJob
 from tfstorage.service.context import StorageContext
@@ -50,6 +51,7 @@ class JobService:
     async def get(self, job_id: str, caller: Caller) -> Job:
         """The job, if this caller started it or is an admin; else the same 404 as for
         no job, so ids of other callers' jobs reveal nothing."""
+        check_storable(job_id, "the job id")
         job = await self._ctx.db(self._index.get_job, job_id)
         if not caller.is_admin and (job.owner, job.token_id) != (caller.name, caller.token_id):
             raise NoSuchJob(f"job {job_id[:64]!r} does not exist")

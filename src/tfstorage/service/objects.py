@@ -72,7 +72,7 @@ class ObjectCatalog:
         content_type: str | None,
     ) -> ObjectVersion:
         if metadata is not None:
-            validate_metadata(metadata)
+            metadata = validate_metadata(metadata)
         if content_type is not None:
             content_type = validate_content_type(content_type) or "application/octet-stream"
         return await self._ctx.db(

@@ -15,6 +15,7 @@ from tfstorage.api.schemas import (
     AuditRecord,
     PresignRequest,
     PresignResponse,
+    StoredText,
     TokenCreate,
     TokenCreated,
     TokenInfo,
@@ -106,7 +107,7 @@ async def rotate_presign_key(
 async def audit_log(
     storage: StorageDep,
     caller: CallerDep,
-    bucket: Annotated[str | None, Query(max_length=63)] = None,
+    bucket: Annotated[StoredText | None, Query(max_length=63)] = None,
     since: datetime | None = None,
     after: Annotated[
         int, Query(ge=0, le=2**63 - 1, description="entries after this id (paging)")

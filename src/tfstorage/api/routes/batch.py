@@ -14,6 +14,7 @@ from tfstorage.api.audit import audit, audit_many
 from tfstorage.api.conditions import refuse_condition
 from tfstorage.api.deps import CallerDep, StorageDep, authorize, get_storage
 from tfstorage.api.download import content_disposition
+from tfstorage.api.schemas import StoredText
 from tfstorage.domain.caller import Caller
 from tfstorage.domain.jobs import Job, JobProgress
 from tfstorage.domain.records import ObjectVersion
@@ -32,7 +33,7 @@ class BatchDeleteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     bucket: str = Field(max_length=63)
-    keys: list[Annotated[str, Field(max_length=KEY_LENGTH)]] | None = Field(
+    keys: list[Annotated[StoredText, Field(max_length=KEY_LENGTH)]] | None = Field(
         default=None, max_length=MAX_KEYS
     )
     prefix: str | None = Field(default=None, max_length=KEY_LENGTH)

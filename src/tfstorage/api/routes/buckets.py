@@ -17,6 +17,7 @@ from tfstorage.api.schemas import (
     BucketList,
     BucketUpdate,
     ListResponse,
+    StoredText,
 )
 from tfstorage.domain.caller import Caller
 from tfstorage.domain.records import Bucket
@@ -104,7 +105,7 @@ async def list_bucket_files(
     caller: CallerDep,
     prefix: Annotated[str, Query(max_length=1024)] = "",
     delimiter: Annotated[str, Query(max_length=1)] = "",
-    marker: Annotated[str, Query(max_length=1024)] = "",
+    marker: Annotated[StoredText, Query(max_length=1024)] = "",
     limit: Limit = None,
 ) -> ListResponse:
     """The same listing as `/api/v1/list/{bucket}`."""

@@ -14,7 +14,14 @@ from tfstorage.api.download import object_response
 from tfstorage.api.errors import request_id
 from tfstorage.api.routes.openapi import binary_response, multipart_body
 from tfstorage.api.routes.shaping import audit_uploads, upload_response, upload_result
-from tfstorage.api.schemas import MAX_INT, DeleteResponse, FileInfo, FileSearchResponse, FileUpdate
+from tfstorage.api.schemas import (
+    MAX_INT,
+    DeleteResponse,
+    FileInfo,
+    FileSearchResponse,
+    FileUpdate,
+    StoredText,
+)
 from tfstorage.api.upload_batch import FileOutcome, receive_files
 from tfstorage.domain.metadata import parse_tag, parse_tags
 from tfstorage.domain.records import FileQuery
@@ -83,12 +90,12 @@ async def search_files(
     bucket: Annotated[str | None, Query(max_length=63)] = None,
     prefix: Annotated[str | None, Query(max_length=1024)] = None,
     tag: Annotated[list[str] | None, Query(description="k=v; repeat to AND")] = None,
-    content_type: Annotated[str | None, Query(max_length=255)] = None,
+    content_type: Annotated[StoredText | None, Query(max_length=255)] = None,
     min_size: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
     max_size: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
-    marker: Annotated[str | None, Query(max_length=64)] = None,
+    marker: Annotated[StoredText | None, Query(max_length=64)] = None,
     limit: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
 ) -> FileSearchResponse:
     """Search latest versions by bucket, prefix, tags, content type, size and date."""

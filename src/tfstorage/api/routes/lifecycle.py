@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from tfstorage.api.audit import audit
 from tfstorage.api.deps import CallerDep, StorageDep, authorize, visible_version
 from tfstorage.api.errors import request_id
+from tfstorage.api.schemas import StoredText
 from tfstorage.domain.lifecycle import DEFAULT_RULE_ID
 from tfstorage.errors import InvalidArgument
 from tfstorage.index.lifecycle import Retention
@@ -134,7 +135,7 @@ async def run_lifecycle(
     storage: StorageDep,
     caller: CallerDep,
     dry_run: bool = False,
-    bucket: Annotated[str | None, Query(max_length=63)] = None,
+    bucket: Annotated[StoredText | None, Query(max_length=63)] = None,
 ) -> RunResponse:
     """Run the rules now over one bucket or all; `dry_run` lists what would go and why.
     Needs `admin`."""

@@ -18,6 +18,7 @@ from tfstorage.api.schemas import (
     FileInfo,
     ListedObject,
     ListResponse,
+    StoredText,
     VersionsResponse,
 )
 from tfstorage.api.uploads import put_raw, receive_form
@@ -27,7 +28,7 @@ router = APIRouter(prefix="/api/v1", tags=["objects"])
 Limit = Annotated[
     int | None, Query(ge=1, le=MAX_INT, description="at most this many entries (capped)")
 ]
-VersionId = Annotated[str | None, Query(max_length=64)]
+VersionId = Annotated[StoredText | None, Query(max_length=64)]
 
 
 @router.post("/upload", openapi_extra=multipart_body(many=False))
@@ -87,7 +88,7 @@ async def list_objects(
     caller: CallerDep,
     prefix: Annotated[str, Query(max_length=1024)] = "",
     delimiter: Annotated[str, Query(max_length=1)] = "",
-    marker: Annotated[str, Query(max_length=1024)] = "",
+    marker: Annotated[StoredText, Query(max_length=1024)] = "",
     limit: Limit = None,
 ) -> ListResponse:
     """Keys of a bucket in byte order, paged by `marker`; `delimiter` groups prefixes."""

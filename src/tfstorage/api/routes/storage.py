@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from tfstorage.api.deps import CallerDep, StorageDep, authorize
-from tfstorage.api.schemas import iso
+from tfstorage.api.schemas import StoredText, iso
 from tfstorage.api.usage import history_body, usage_body
 from tfstorage.domain.caller import Caller
 from tfstorage.domain.sizes import format_size
@@ -75,7 +75,7 @@ async def stats(storage: StorageDep, caller: CallerDep) -> dict[str, Any]:
 async def storage_stats(
     storage: StorageDep,
     caller: CallerDep,
-    bucket: str | None = None,
+    bucket: StoredText | None = None,
     top: Annotated[int, Query(description="how many of the largest objects")] = 10,
 ) -> dict[str, Any]:
     """The fields of `/api/v1/stats`, plus per bucket (versions, trash, quota use), per
@@ -88,7 +88,7 @@ async def storage_stats(
 
 @router.get("/api/v1/storage/stats/history")
 async def storage_stats_history(
-    storage: StorageDep, caller: CallerDep, days: int = 30, bucket: str | None = None
+    storage: StorageDep, caller: CallerDep, days: int = 30, bucket: StoredText | None = None
 ) -> dict[str, Any]:
     """One entry per day (1..365 days, oldest first) from the daily snapshots that the
     maintenance loop records."""

@@ -14,7 +14,7 @@ from tfstorage.api.conditions import write_condition
 from tfstorage.api.deps import CallerDep, StorageDep, authorize
 from tfstorage.api.routes.openapi import RAW_BODY
 from tfstorage.api.routes.shaping import audit_uploads, upload_response
-from tfstorage.api.schemas import MAX_INT, iso
+from tfstorage.api.schemas import MAX_INT, StoredText, iso
 from tfstorage.api.uploads import declared_length, request_body
 from tfstorage.domain.caller import Caller
 from tfstorage.domain.metadata import parse_tags
@@ -127,7 +127,7 @@ async def create_upload(
 async def list_uploads(
     storage: StorageDep,
     caller: CallerDep,
-    bucket: Annotated[str | None, Query(max_length=255)] = None,
+    bucket: Annotated[StoredText | None, Query(max_length=255)] = None,
 ) -> dict[str, Any]:
     """Open sessions (without their parts) the caller may write to, oldest first."""
     if bucket is not None:
