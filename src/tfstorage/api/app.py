@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from tfstorage import __version__
+from tfstorage.api.docs import install_docs
 from tfstorage.api.errors import install_error_handlers
 from tfstorage.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from tfstorage.api.routes import (
@@ -77,8 +78,11 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> FastAPI
         version=__version__,
         description="Indexed, checksummed storage for ML datasets, models and checkpoints.",
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs, with assets from a package
+        redoc_url=None,
     )
     install_error_handlers(app)
+    install_docs(app)
     # uploads/batch before files: /api/v1/files/{file_id} must not shadow longer routes.
     routers = (
         uploads,
