@@ -114,6 +114,14 @@ class Settings(BaseSettings):
     # A client that sends no body bytes for this long is cut off (slow-body clients
     # cannot hold an upload, its temp file and its memory forever).
     body_timeout_seconds: float = 60.0
+    # Slow clients (issue 10): request headers must be complete this long after their
+    # first byte; a body must arrive at BODY_MIN_RATE bytes/s on average once
+    # BODY_GRACE_SECONDS have passed (a declared length L: by max(grace, L / rate)).
+    # 0 turns each off. HTTP_IMPLEMENTATION picks uvicorn's parser (auto: httptools).
+    header_timeout_seconds: float = 10.0
+    body_min_rate: int = 64 * 1024
+    body_grace_seconds: float = 10.0
+    http_implementation: Literal["auto", "h11", "httptools"] = "auto"
 
     gc_interval_seconds: float = 3600.0
     orphan_grace_seconds: float = 3600.0
@@ -138,7 +146,7 @@ class Settings(BaseSettings):
     # by the maintenance loop and their parts collected.
     upload_session_ttl_seconds: float = 7 * 24 * 3600.0
 
-    @field_validator("max_file_size", "scrub_bytes_per_second", mode="before")
+    @field_validator("max_file_size", "scrub_bytes_per_second", "body_min_rate", mode="before")
     @classmethod
     def _parse_size(cls, value: object) -> object:
         return parse_size(value) if isinstance(value, str) else value
@@ -148,7 +156,7 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("storage_type", "log_format", mode="before")
+    @field_validator("storage_type", "log_format", "http_implementation", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
@@ -187,6 +195,9 @@ class Settings(BaseSettings):
         "gc_interval_seconds",
         "orphan_grace_seconds",
         "body_timeout_seconds",
+        "header_timeout_seconds",
+        "body_min_rate",
+        "body_grace_seconds",
         "upload_session_ttl_seconds",
         "scrub_interval_seconds",
         "scrub_bytes_per_second",

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from tfstorage import __version__
+from tfstorage.api.body_deadline import BodyDeadlineMiddleware
 from tfstorage.api.docs import install_docs
 from tfstorage.api.errors import install_error_handlers
 from tfstorage.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -110,6 +111,11 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> FastAPI
             expose_headers=["ETag", "Content-Range", "X-Request-ID", "X-File-Id"],
         )
     app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(
+        BodyDeadlineMiddleware,
+        min_rate=settings.body_min_rate,
+        grace_seconds=settings.body_grace_seconds,
+    )
     app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every answer has an id
     return app
 

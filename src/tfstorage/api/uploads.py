@@ -48,7 +48,10 @@ async def request_body(request: Request) -> AsyncIterator[bytes]:
         except StopAsyncIteration:
             return
         except TimeoutError:
-            raise RequestTimeout(f"no body bytes received for {idle:g} seconds") from None
+            # The rest of the body is not read: the connection cannot carry another request.
+            raise RequestTimeout(
+                f"no body bytes received for {idle:g} seconds", headers={"Connection": "close"}
+            ) from None
         yield chunk
 
 
