@@ -184,11 +184,15 @@ def test_slow_headers_and_trickled_bodies_get_408_while_others_are_served(
         assert (
             client.put("/api/v1/objects/artifacts/normal.bin", content=payload).status_code == 200
         )
+        chunks = iter([payload[:100_000], payload[100_000:]])  # no length: chunked
+        r = client.put("/api/v1/objects/artifacts/chunked-ok.bin", content=chunks)
+        assert r.status_code == 200, r.text
         time.sleep(1.5)
         for i in range(3):
             r = client.put(f"/api/v1/objects/artifacts/fast-{i}.bin", content=b"ok")
             assert r.status_code == 200, r.text
         assert client.get("/api/v1/download/artifacts/normal.bin").content == payload
+        assert client.get("/api/v1/download/artifacts/chunked-ok.bin").content == payload
         for thread in threads:
             thread.join(timeout=30)
         _assert_timed_out(results["headers"], within=3)
