@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     admin_token: str = ""  # empty: generated on first start into DATA_DIR/admin.token
 
     # A client that sends no body bytes for this long is cut off (slow-body clients
-    # cannot hold an upload, its temp file and its memory forever).
+    # cannot hold an upload, its temp file and its memory forever); 0: no limit.
     body_timeout_seconds: float = 60.0
     # Slow clients (issue 10): request headers must be complete this long after their
     # first byte; a body must arrive at BODY_MIN_RATE bytes/s on average once

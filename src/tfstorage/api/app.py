@@ -113,6 +113,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> FastAPI
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(
         BodyDeadlineMiddleware,
+        idle_seconds=settings.body_timeout_seconds,
         min_rate=settings.body_min_rate,
         grace_seconds=settings.body_grace_seconds,
     )

@@ -1,11 +1,12 @@
-"""A minimum body rate: a body trickled slowly enough never to trip the idle timeout
-(BODY_TIMEOUT_SECONDS) still cannot hold a connection, an upload or its memory for ever.
+"""Deadlines on request bodies: an idle timeout and a minimum rate, one timer per read.
 
-After BODY_GRACE_SECONDS, a body must have arrived at BODY_MIN_RATE bytes per second on
-average since the request began; one with a declared Content-Length L must be complete
-by max(grace, L / rate). Otherwise the request is answered 408 `RequestTimeout` with
-`Connection: close`: the route sees the timeout raised from its receive, so a streaming
-upload discards what it staged (nothing stored), exactly as for the idle timeout.
+A body that sends nothing for BODY_TIMEOUT_SECONDS is cut off; so is one trickled just
+fast enough never to be idle that long: after BODY_GRACE_SECONDS it must have arrived at
+BODY_MIN_RATE bytes per second on average since the request began, and one with a
+declared Content-Length L must be complete by max(grace, L / rate). Either is answered
+408 `RequestTimeout` with `Connection: close`. The timeout is raised from the app's
+`receive`, so a streaming upload discards what it staged (nothing stored); a JSON body
+read whole by BodyLimitMiddleware is answered here.
 """
 
 from __future__ import annotations
@@ -30,13 +31,16 @@ class BodyTooSlow(RequestTimeout):
 
 
 class BodyDeadlineMiddleware:
-    def __init__(self, app: ASGIApp, *, min_rate: int, grace_seconds: float) -> None:
+    def __init__(
+        self, app: ASGIApp, *, idle_seconds: float, min_rate: int, grace_seconds: float
+    ) -> None:
         self.app = app
+        self.idle = idle_seconds if idle_seconds > 0 else math.inf
         self.min_rate = min_rate
         self.grace = grace_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.min_rate <= 0:
+        if scope["type"] != "http" or (self.min_rate <= 0 and self.idle == math.inf):
             await self.app(scope, receive, send)
             return
         declared = _declared_length(scope)
@@ -46,9 +50,11 @@ class BodyDeadlineMiddleware:
         too_slow: BodyTooSlow | None = None
         started = False
 
-        def deadline() -> float:
+        def rate_deadline() -> float:
             # Declared: the whole body by then. Chunked: the average rate so far, which
             # fails at received / rate (never before the grace period ends).
+            if self.min_rate <= 0:
+                return math.inf
             expected = declared if declared is not None else received
             return start + max(self.grace, expected / self.min_rate)
 
@@ -57,10 +63,15 @@ class BodyDeadlineMiddleware:
             if complete:
                 return await receive()  # after the body: the disconnect, whenever it comes
             message: Message | None = None
-            with anyio.move_on_after(max(0.0, deadline() - time.monotonic())):
+            rate_left = rate_deadline() - time.monotonic()
+            with anyio.move_on_after(max(0.0, min(self.idle, rate_left))):
                 message = await receive()
             if message is None:
-                too_slow = BodyTooSlow(self._explain(declared, received, time.monotonic() - start))
+                if self.idle < rate_left:
+                    explanation = f"no body bytes received for {self.idle:g} seconds"
+                else:
+                    explanation = self._explain(declared, received, time.monotonic() - start)
+                too_slow = BodyTooSlow(explanation)
                 raise too_slow
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
