@@ -1,8 +1,8 @@
 """A deadline on request headers, added to uvicorn's two HTTP/1.1 protocols.
 
-uvicorn bounds the header size (h11: `h11_max_incomplete_event_size`, 16 KiB; httptools:
-llhttp's limits) and the idle time between requests (`timeout_keep_alive`, which stops
-counting at the next request's first byte), but not how long the headers take: a client
+uvicorn bounds the idle time between requests (`timeout_keep_alive`, which stops counting
+at the next request's first byte) and, with h11, the header size
+(`h11_max_incomplete_event_size`, 16 KiB), but not how long the headers take: a client
 sending one byte a second holds its connection for ever. These subclasses start a
 timer at a request's first byte; headers not complete within HEADER_TIMEOUT_SECONDS get
 a 408 with `Connection: close` and the connection is closed. They are passed to uvicorn
