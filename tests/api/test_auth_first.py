@@ -13,9 +13,11 @@ import pytest
 from fastapi import FastAPI
 
 from tests.api.conftest import ADMIN, assert_error, make_settings
+from tests.server import conftest as server_fixtures
 from tfstorage.api.app import create_app
 
 pytestmark = pytest.mark.anyio
+postgres_database = server_fixtures.postgres_database  # a fresh PostgreSQL database
 
 # Routes an anonymous caller may use whatever its input, and why: they are open.
 OPEN = {
@@ -25,10 +27,12 @@ OPEN = {
 _WRONG = {"integer": "not-a-number", "boolean": "perhaps", "number": "NaNx"}
 
 
-@pytest.fixture
-async def app(tmp_path: Path) -> AsyncIterator[FastAPI]:
-    # Local disk only: who may call what does not depend on where the bytes go.
-    application = create_app(make_settings(tmp_path))
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def app(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[FastAPI]:
+    # Local disk only: who may call what does not depend on where the bytes go; the index
+    # (tokens, public-read buckets) on both databases.
+    url = "" if request.param == "sqlite" else request.getfixturevalue("postgres_database")
+    application = create_app(make_settings(tmp_path, database_url=url))
     async with application.router.lifespan_context(application):
         yield application
 
