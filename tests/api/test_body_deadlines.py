@@ -3,8 +3,9 @@ one middleware times every body, JSON or streamed, idle or merely slow."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -12,6 +13,7 @@ import pytest
 
 from tests.api.conftest import ADMIN, assert_error, make_settings, stored_files
 from tfstorage.api.app import create_app
+from tfstorage.service.backends import build_blob_store
 
 pytestmark = pytest.mark.anyio
 
@@ -62,3 +64,40 @@ async def test_a_stalled_body_gets_408_with_connection_close(
             r = await c.put("/api/v1/objects/artifacts/prompt.bin", content=b"z" * 5000)
             assert r.status_code == 200, r.text
     assert len(stored_files(settings)) == 1
+
+
+class _SlowToStore:
+    """A real blob store that takes each chunk 0.4 s late (a loaded disk or engine)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def put(self, blob_id: str, chunks: AsyncIterable[bytes]) -> int:
+        async def late() -> AsyncIterator[bytes]:
+            async for chunk in chunks:
+                await anyio.sleep(0.4)
+                yield chunk
+
+        return int(await self._inner.put(blob_id, late()))
+
+
+async def test_time_spent_storing_is_not_the_clients(tmp_path: Path) -> None:
+    # 3 prompt MiB take 1.2 s to store; at 10 MB/s after 0.3 s of grace the client would
+    # be "too slow" if the service's own time counted.
+    settings = make_settings(tmp_path, body_min_rate=10_000_000, body_grace_seconds=0.3)
+    app = create_app(settings, blobs=_SlowToStore(build_blob_store(settings)))
+
+    async def prompt() -> AsyncIterator[bytes]:
+        for _ in range(3):
+            await anyio.sleep(0.01)  # the network: each chunk is waited for, briefly
+            yield b"p" * 1024 * 1024
+
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=ADMIN) as c:
+            r = await c.put("/api/v1/objects/artifacts/stored-slowly.bin", content=prompt())
+            assert r.status_code == 200, r.text
+            assert r.json()["size"] == 3 * 1024 * 1024

@@ -200,6 +200,8 @@ def test_slow_headers_and_trickled_bodies_get_408_while_others_are_served(
         _assert_timed_out(results["declared"], within=4)
         _assert_timed_out(results["chunked"], within=3)
         _assert_timed_out(results["json"], within=3)
+        for name in ("declared", "chunked", "json"):  # the body's deadline, not the headers'
+            assert b"the body" in results[name].answer, results[name].answer
         # Nothing stored: no object, no bucket, no temp file.
         for key in ("declared.bin", "chunked.bin"):
             assert client.get(f"/api/v1/download/artifacts/{key}").status_code == 404

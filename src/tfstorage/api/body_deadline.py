@@ -2,8 +2,10 @@
 
 A body that sends nothing for BODY_TIMEOUT_SECONDS is cut off; so is one trickled just
 fast enough never to be idle that long: after BODY_GRACE_SECONDS it must have arrived at
-BODY_MIN_RATE bytes per second on average since the request began, and one with a
-declared Content-Length L must be complete by max(grace, L / rate). Either is answered
+BODY_MIN_RATE bytes per second on average, and one with a declared Content-Length L must
+be complete within max(grace, L / rate). Only time spent waiting for the client counts:
+a blob store slow to take the bytes (which stops uvicorn reading) is not the client's
+fault. Either is answered
 408 `RequestTimeout` with `Connection: close`. The timeout is raised from the app's
 `receive`, so a streaming upload discards what it staged (nothing stored); a JSON body
 read whole by BodyLimitMiddleware is answered here.
@@ -44,33 +46,37 @@ class BodyDeadlineMiddleware:
             await self.app(scope, receive, send)
             return
         declared = _declared_length(scope)
-        start = time.monotonic()
+        waited = 0.0  # seconds spent in receive, waiting for the client
         received = 0
         complete = False
         too_slow: BodyTooSlow | None = None
         started = False
 
-        def rate_deadline() -> float:
-            # Declared: the whole body by then. Chunked: the average rate so far, which
-            # fails at received / rate (never before the grace period ends).
+        def rate_budget() -> float:
+            # Declared: the whole body within this much waiting. Chunked: the average rate
+            # so far, which fails at received / rate (never within the grace period).
             if self.min_rate <= 0:
                 return math.inf
             expected = declared if declared is not None else received
-            return start + max(self.grace, expected / self.min_rate)
+            return max(self.grace, expected / self.min_rate) - waited
 
         async def timed_receive() -> Message:
-            nonlocal received, complete, too_slow
+            nonlocal received, complete, too_slow, waited
             if complete:
                 return await receive()  # after the body: the disconnect, whenever it comes
             message: Message | None = None
-            rate_left = rate_deadline() - time.monotonic()
-            with anyio.move_on_after(max(0.0, min(self.idle, rate_left))):
-                message = await receive()
+            rate_left = rate_budget()
+            began = time.monotonic()
+            try:
+                with anyio.move_on_after(max(0.0, min(self.idle, rate_left))):
+                    message = await receive()
+            finally:
+                waited += time.monotonic() - began
             if message is None:
                 if self.idle < rate_left:
                     explanation = f"no body bytes received for {self.idle:g} seconds"
                 else:
-                    explanation = self._explain(declared, received, time.monotonic() - start)
+                    explanation = self._explain(declared, received, waited)
                 too_slow = BodyTooSlow(explanation)
                 raise too_slow
             if message["type"] == "http.request":
