@@ -114,8 +114,16 @@ class Settings(BaseSettings):
     admin_token: str = ""  # empty: generated on first start into DATA_DIR/admin.token
 
     # A client that sends no body bytes for this long is cut off (slow-body clients
-    # cannot hold an upload, its temp file and its memory forever).
+    # cannot hold an upload, its temp file and its memory forever); 0: no limit.
     body_timeout_seconds: float = 60.0
+    # Slow clients (issue 10): request headers must be complete this long after their
+    # first byte; a body must arrive at BODY_MIN_RATE bytes/s on average once
+    # BODY_GRACE_SECONDS have passed (a declared length L: by max(grace, L / rate)).
+    # 0 turns each off. HTTP_IMPLEMENTATION picks uvicorn's parser (auto: httptools).
+    header_timeout_seconds: float = 10.0
+    body_min_rate: int = 64 * 1024
+    body_grace_seconds: float = 10.0
+    http_implementation: Literal["auto", "h11", "httptools"] = "auto"
 
     gc_interval_seconds: float = 3600.0
     orphan_grace_seconds: float = 3600.0
@@ -170,7 +178,7 @@ class Settings(BaseSettings):
                     raise ValueError(f"{item!r} is not an IP address or network") from None
         return value
 
-    @field_validator("max_file_size", "scrub_bytes_per_second", mode="before")
+    @field_validator("max_file_size", "scrub_bytes_per_second", "body_min_rate", mode="before")
     @classmethod
     def _parse_size(cls, value: object) -> object:
         return parse_size(value) if isinstance(value, str) else value
@@ -180,7 +188,7 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("storage_type", "log_format", mode="before")
+    @field_validator("storage_type", "log_format", "http_implementation", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
@@ -219,6 +227,9 @@ class Settings(BaseSettings):
         "gc_interval_seconds",
         "orphan_grace_seconds",
         "body_timeout_seconds",
+        "header_timeout_seconds",
+        "body_min_rate",
+        "body_grace_seconds",
         "upload_session_ttl_seconds",
         "scrub_interval_seconds",
         "scrub_bytes_per_second",

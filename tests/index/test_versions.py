@@ -51,6 +51,8 @@ def test_commit_into_missing_bucket(models: ObjectIndex) -> None:
 def test_unknown_lookups(models: ObjectIndex) -> None:
     with pytest.raises(NoSuchVersion):
         models.get_version("0" * 32)
+    with pytest.raises(NoSuchVersion):  # PostgreSQL refuses NUL: not a 500 from the index
+        models.get_version("\x00{")
     with pytest.raises(NoSuchKey):
         models.resolve_latest("models", "missing")
     with pytest.raises(NoSuchBucket):

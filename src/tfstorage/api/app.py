@@ -11,6 +11,8 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from tfstorage import __version__
+from tfstorage.api.body_deadline import BodyDeadlineMiddleware
+from tfstorage.api.docs import install_docs
 from tfstorage.api.errors import install_error_handlers
 from tfstorage.api.forwarded import ForwardedHeadersMiddleware
 from tfstorage.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -78,8 +80,11 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> FastAPI
         version=__version__,
         description="Indexed, checksummed storage for ML datasets, models and checkpoints.",
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs, with assets from a package
+        redoc_url=None,
     )
     install_error_handlers(app)
+    install_docs(app)
     # uploads/batch before files: /api/v1/files/{file_id} must not shadow longer routes.
     routers = (
         uploads,
@@ -107,6 +112,12 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> FastAPI
             expose_headers=["ETag", "Content-Range", "X-Request-ID", "X-File-Id"],
         )
     app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(
+        BodyDeadlineMiddleware,
+        idle_seconds=settings.body_timeout_seconds,
+        min_rate=settings.body_min_rate,
+        grace_seconds=settings.body_grace_seconds,
+    )
     app.add_middleware(RequestIdMiddleware)  # outermost but one, so every answer has an id
     # Outermost: the access log, the audit log and presigned links see the client's view.
     app.add_middleware(ForwardedHeadersMiddleware, trusted=settings.forwarded_allow_ips)

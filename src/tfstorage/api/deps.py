@@ -12,10 +12,11 @@ import re
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from tfstorage.domain.caller import Caller
 from tfstorage.domain.records import ObjectVersion
-from tfstorage.errors import AccessDenied, NoSuchVersion, Unauthenticated
+from tfstorage.errors import AccessDenied, NoSuchVersion, StorageError, Unauthenticated
 from tfstorage.service.access import SIGNATURE_PARAMS
 from tfstorage.service.storage import Storage
 
@@ -34,11 +35,60 @@ def get_storage(request: Request) -> Storage:
     return storage
 
 
-async def get_caller(request: Request) -> Caller:
+# Declares the bearer scheme in the OpenAPI document (so /docs has an Authorize button
+# and "Try it out" sends the header); the header itself is parsed by `_resolve_caller`.
+_BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="An API token: `Authorization: Bearer <token>` (see `tfstorage token`).",
+)
+
+
+async def get_caller(
+    request: Request,
+    _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+) -> Caller:
+    return await _identify(request)
+
+
+async def _identify(request: Request) -> Caller:
     caller = await _resolve_caller(request)
     # For the access log: the token's name, never its secret.
     request.state.caller_name = None if caller.anonymous else caller.name
+    request.state.caller = caller  # for `refusal_before_validation`
     return caller
+
+
+async def refusal_before_validation(request: Request) -> StorageError | None:
+    """The answer a request gets before its input is judged malformed, if any.
+
+    FastAPI validates bodies and parameters before a route can call `authorize`, so a
+    caller without a token would otherwise learn what a route expects. A bad token
+    (or a token in the URL, a bad signature) is refused as such; an anonymous caller
+    gets 401 unless the request is one anonymous callers may make: a read of a
+    public-read bucket. None: judge the input.
+    """
+    try:
+        caller = getattr(request.state, "caller", None)
+        if not isinstance(caller, Caller):
+            caller = await _identify(request)  # the body was refused before the dependencies ran
+    except StorageError as exc:
+        return exc
+    if not caller.anonymous or await _public_read(request):
+        return None
+    return Unauthenticated("a token is required", headers={"WWW-Authenticate": "Bearer"})
+
+
+async def _public_read(request: Request) -> bool:
+    if request.method not in ("GET", "HEAD"):
+        return False
+    storage = get_storage(request)
+    bucket = request.path_params.get("bucket")
+    if request.url.path.startswith("/api/v1/buckets/"):
+        bucket = request.path_params.get("name")  # the bucket's own routes
+    elif bucket is None and "filename" in request.path_params:
+        bucket = storage.settings.default_bucket  # the legacy download route
+    return isinstance(bucket, str) and await storage.buckets.is_public_read(bucket)
 
 
 async def _resolve_caller(request: Request) -> Caller:

@@ -186,14 +186,21 @@ def _replay(chunks: list[bytes], final: Message | None, receive: Receive | None 
 
 
 async def _too_large(scope: Scope, send: Send, limit: int) -> None:
+    message = f"request bodies are limited to {limit} bytes"
+    await send_error(scope, send, 413, RequestTooLarge.code, message)
+
+
+async def send_error(
+    scope: Scope,
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """The JSON error body of errors.py, for answers given before the app runs."""
     request_id = scope.get("state", {}).get("request_id", "")
-    body = json.dumps(
-        {
-            "error": f"request bodies are limited to {limit} bytes",
-            "code": RequestTooLarge.code,
-            "request_id": request_id,
-        }
-    ).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    body = json.dumps({"error": message, "code": code, "request_id": request_id}).encode()
+    head = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": head + (headers or [])})
     await send({"type": "http.response.body", "body": body})

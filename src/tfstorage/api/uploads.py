@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import anyio
 from fastapi import Request
 
 from tfstorage.api.conditions import write_condition
@@ -25,7 +24,6 @@ from tfstorage.errors import (
     InvalidArgument,
     InvalidRequest,
     MissingFile,
-    RequestTimeout,
     RequestTooLarge,
     StorageError,
 )
@@ -39,19 +37,9 @@ _FORM_OVERHEAD = 1024 * 1024  # boundaries, part headers and small fields
 _MAX_FIELD = 64 * 1024
 
 
-async def request_body(request: Request) -> AsyncIterator[bytes]:
-    """The body as it arrives, cut off with 408 when the client stalls too long."""
-    idle = request.app.state.storage.settings.body_timeout_seconds
-    chunks = request.stream().__aiter__()
-    while True:
-        try:
-            with anyio.fail_after(idle):
-                chunk = await chunks.__anext__()
-        except StopAsyncIteration:
-            return
-        except TimeoutError:
-            raise RequestTimeout(f"no body bytes received for {idle:g} seconds") from None
-        yield chunk
+def request_body(request: Request) -> AsyncIterator[bytes]:
+    """The body as it arrives; BodyDeadlineMiddleware cuts off a stalled or slow one (408)."""
+    return request.stream()
 
 
 def declared_length(request: Request) -> int | None:

@@ -66,6 +66,7 @@ def serve(
     import uvicorn
 
     from tfstorage.api.app import create_app
+    from tfstorage.api.header_deadline import protocol_for
 
     settings = _settings_or_exit()
     if host is not None:
@@ -85,8 +86,11 @@ def serve(
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level.lower(),
-        # Slow clients cannot hold a connection forever between requests.
+        # Slow clients cannot hold a connection forever between requests (uvicorn closes
+        # one idle this long after its last response) ...
         "timeout_keep_alive": 30,
+        # ... nor while sending headers: uvicorn's parser with HEADER_TIMEOUT_SECONDS.
+        "http": protocol_for(settings.http_implementation),
         "access_log": False,  # the service logs each request itself
         # The app reads Forwarded / X-Forwarded-* itself (api/forwarded.py): uvicorn's
         # would rewrite the client first and hide the proxy whose trust decides.

@@ -133,6 +133,9 @@ class ObjectIndex(IndexStore):
         return self._write(lambda conn: commit_each(conn, news))
 
     def get_version(self, file_id: str) -> ObjectVersion:
+        if "\x00" in file_id:  # names nothing, and PostgreSQL refuses NUL in a text value
+            raise NoSuchVersion(file_id.replace("\x00", ""))
+
         def run(conn: Connection) -> ObjectVersion:
             found = fetch_version(conn, versions.c.file_id == file_id)
             if found is None:
