@@ -82,8 +82,9 @@ async def test_every_route_answers_an_anonymous_malformed_request_with_401(
                     wrong.append((method, path, r.status_code, r.text[:100]))
                     continue
                 assert r.headers["www-authenticate"].startswith("Bearer"), (method, path)
-                # The same request with a token is judged on its input: it was malformed.
-                if kwargs["params"] or "content" in kwargs:
+                # The same request with a token is judged on its input: it was malformed
+                # (a route that reads no body, such as rotate-key, ignores the one sent).
+                if kwargs["params"] or "requestBody" in operation:
                     r = await admin.request(method.upper(), url, **kwargs)
                     assert 400 <= r.status_code < 500 and r.status_code != 401, (path, r.text)
         assert wrong == [], "\n".join(map(str, wrong))
