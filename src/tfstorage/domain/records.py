@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tfstorage.domain.blocks import BlockChecksums
+
 
 @dataclass(frozen=True, slots=True)
 class Bucket:
@@ -71,6 +73,8 @@ class NewVersion:
     metadata: dict[str, Any] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     created_by: str = "anonymous"
+    # Recorded with a new blob; a version that reuses a stored blob keeps the blob's.
+    blocks: BlockChecksums | None = None
 
 
 @dataclass(frozen=True, slots=True)

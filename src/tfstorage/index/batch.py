@@ -18,7 +18,7 @@ from tfstorage.domain.categories import key_category
 from tfstorage.domain.records import CommitResult, NewVersion, ObjectVersion
 from tfstorage.errors import NoSuchKey, StorageError
 from tfstorage.index import writes
-from tfstorage.index.reads import bucket_id, chunks, fetch_by_ids, upsert, utcnow
+from tfstorage.index.reads import block_columns, bucket_id, chunks, fetch_by_ids, upsert, utcnow
 from tfstorage.index.tables import blobs, buckets, object_keys, tags, versions
 from tfstorage.index.transactions import IndexStore
 
@@ -94,6 +94,7 @@ def _commit_bulk(conn: Connection, news: Sequence[NewVersion]) -> list[CommitRes
             "size": group[0].size,
             "refcount": len(group),
             "created_at": now,
+            **block_columns(group[0].blocks),
         }
         for sha, group in sorted(per_sha.items())
     ]

@@ -10,6 +10,7 @@ from sqlalchemy import ColumnElement, Connection, Row, Select, and_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.schema import Table
 
+from tfstorage.domain.blocks import BlockChecksums
 from tfstorage.domain.records import Bucket, ObjectVersion
 from tfstorage.errors import InvalidArgument, NoSuchBucket
 from tfstorage.index.tables import blobs, buckets, object_keys, tags, versions
@@ -45,6 +46,17 @@ def upsert(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+def block_columns(blocks: BlockChecksums | None) -> dict[str, Any]:
+    """A new blob row's block checksum columns (NULL when there are none)."""
+    if blocks is None:
+        return {"block_size": None, "block_crc32c": None}
+    return {"block_size": blocks.block_size, "block_crc32c": blocks.crc32c}
+
+
+def block_checksums(size: int | None, crcs: bytes | None) -> BlockChecksums | None:
+    return None if size is None or crcs is None else BlockChecksums(size, bytes(crcs))
 
 
 def bucket_id(
