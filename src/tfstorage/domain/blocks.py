@@ -14,6 +14,7 @@ the blob stores' multipart assembly) feed it bytes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -171,15 +172,15 @@ class RangeVerifier:
     def _block_end(self) -> int:
         return min(self.position + self._sums.block_size, self._size)
 
-    def feed(self, chunk: bytes) -> list[bytes]:
-        """The verified bytes (inside the range) this chunk completes; raises
-        `BlockMismatch` for a block that does not match, releasing none of it."""
-        out: list[bytes] = []
+    def feed(self, chunk: bytes) -> Iterator[bytes]:
+        """The verified bytes (inside the range) this chunk completes, block by block;
+        raises `BlockMismatch` at a block that does not match, having released none of
+        it (the blocks before it are yielded first)."""
         at = 0
         while at < len(chunk):
-            if self.position >= self.read_end:
-                raise BlockMismatch(self._sums.block(self.position // self._sums.block_size,
-                                                     self._size))  # fmt: skip
+            if self.position >= self.read_end:  # more bytes than the range's blocks
+                index = self.position // self._sums.block_size
+                raise BlockMismatch(self._sums.block(index, self._size))
             need = self._block_end() - self.position - self._gathered
             take = min(need, len(chunk) - at)
             piece = chunk if take == len(chunk) else chunk[at : at + take]
@@ -188,8 +189,7 @@ class RangeVerifier:
             self._gathered += take
             at += take
             if take == need:
-                out.extend(self._release())
-        return out
+                yield from self._release()
 
     def _release(self) -> list[bytes]:
         index = self.position // self._sums.block_size
