@@ -55,6 +55,13 @@ class HashingStream:
     def blocks(self) -> BlockChecksums:
         return self._blocks.result()
 
+    def _sha256_and_blocks(self, chunk: bytes) -> None:
+        # CRC32C (~0.07 s/GiB) rides with SHA-256 (~1.2 s/GiB with SHA-NI), the faster
+        # of the two digests: MD5 (~2.6 s/GiB) still sets the pace, and no third thread
+        # hop is added per chunk.
+        self._sha256.update(chunk)
+        self._blocks.update(chunk)
+
     async def __aiter__(self) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
         pending: list[asyncio.Future[None]] = []
@@ -74,9 +81,7 @@ class HashingStream:
                 else:
                     pending = [
                         loop.run_in_executor(None, self._md5.update, chunk),
-                        loop.run_in_executor(None, self._sha256.update, chunk),
-                        # CRC32C runs at ~12 GB/s: beside SHA-256 it costs next to nothing.
-                        loop.run_in_executor(None, self._blocks.update, chunk),
+                        loop.run_in_executor(None, self._sha256_and_blocks, chunk),
                     ]
                 yield chunk
             if pending:
