@@ -301,6 +301,8 @@ async def test_the_scrub_records_block_checksums_of_old_blobs_only_from_intact_b
     _, old_blob = await upload(client, app, "w.bin", DATA)
     rotten_data = os.urandom(5 * B)
     _, rotten_blob = await upload(client, app, "rotten.bin", rotten_data)
+    verified_data = os.urandom(2 * B + 1)
+    verified_id, verified_blob = await upload(client, app, "verified.bin", verified_data)
     with ctx.index.engine.begin() as conn:  # as rows written before revision 0008
         conn.execute(update(blobs).values(block_size=None, block_crc32c=None))
     assert ctx.integrity.block_checksums(old_blob) is None
@@ -311,6 +313,11 @@ async def test_the_scrub_records_block_checksums_of_old_blobs_only_from_intact_b
     assert r.status_code == 206 and r.content != rotten_data[2 * B : 3 * B]
     r = await get_range(client, URL, FLIP - 10, FLIP + 10)
     assert r.status_code == 206 and r.content == DATA[FLIP - 10 : FLIP + 10]
+
+    # A verify fills them in too.
+    answer = (await client.post(f"/api/v1/files/{verified_id}/verify")).json()
+    assert answer["status"] == "ok" and answer["blocks_recorded"] is True
+    assert ctx.integrity.block_checksums(verified_blob) == block_checksums_of(verified_data, B)
 
     report = (await client.post("/api/v1/scrub/run", params={"wait": "true"})).json()
     assert report["blocks_recorded"] == 1 and report["corrupt"] == 1
