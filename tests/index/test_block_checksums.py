@@ -48,6 +48,27 @@ def test_new_blobs_keep_their_block_checksums_and_dedup_keeps_the_first(
     assert integrity.block_checksums("0" * 32) is None
 
 
+def test_a_dedup_hit_fills_in_a_blob_recorded_without_block_checksums(
+    index: ObjectIndex,
+) -> None:
+    index.create_bucket("models")
+    integrity = IntegrityIndex(index.engine)
+    data, other = os.urandom(2 * B + 1), os.urandom(B)
+    old = index.commit_version(new_version("models", "old", data))  # as before 0008
+    old_other = index.commit_version(new_version("models", "old2", other))
+    sums = block_checksums_of(data, B)
+    again = index.commit_version(replace(new_version("models", "again", data), blocks=sums))
+    assert again.version.blob_id == old.version.blob_id
+    assert integrity.block_checksums(old.version.blob_id) == sums
+    # The batch path too.
+    [batched] = index.commit_versions_each(
+        [replace(new_version("models", "b", other), blocks=block_checksums_of(other, B))]
+    )
+    assert not isinstance(batched, Exception)
+    assert batched.version.blob_id == old_other.version.blob_id
+    assert integrity.block_checksums(old_other.version.blob_id) == block_checksums_of(other, B)
+
+
 def test_filling_in_needs_the_sha256_and_never_overwrites(index: ObjectIndex) -> None:
     index.create_bucket("models")
     integrity = IntegrityIndex(index.engine)

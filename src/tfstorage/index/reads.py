@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, Row, Select, and_, select
+from sqlalchemy import ColumnElement, Connection, Row, Select, and_, case, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.schema import Table
 
@@ -53,6 +53,16 @@ def block_columns(blocks: BlockChecksums | None) -> dict[str, Any]:
     if blocks is None:
         return {"block_size": None, "block_crc32c": None}
     return {"block_size": blocks.block_size, "block_crc32c": blocks.crc32c}
+
+
+def keep_block_columns(stmt: postgresql.Insert | sqlite.Insert) -> dict[str, Any]:
+    """On a dedup hit: the stored blob keeps its block checksums; one recorded before
+    they existed takes the new upload's (its bytes hashed to the same SHA-256)."""
+    keep = blobs.c.block_crc32c.is_not(None)
+    return {
+        "block_size": case((keep, blobs.c.block_size), else_=stmt.excluded.block_size),
+        "block_crc32c": case((keep, blobs.c.block_crc32c), else_=stmt.excluded.block_crc32c),
+    }
 
 
 def block_checksums(size: int | None, crcs: bytes | None) -> BlockChecksums | None:

@@ -28,7 +28,15 @@ from tfstorage.domain.categories import key_category
 from tfstorage.domain.records import CommitResult, NewVersion, ObjectVersion
 from tfstorage.errors import InternalError, NoSuchKey, NoSuchVersion, QuotaExceeded
 from tfstorage.index.locks import db_now, is_locked, refuse_locked
-from tfstorage.index.reads import block_columns, bucket_id, chunks, fetch_version, upsert, utcnow
+from tfstorage.index.reads import (
+    block_columns,
+    bucket_id,
+    chunks,
+    fetch_version,
+    keep_block_columns,
+    upsert,
+    utcnow,
+)
 from tfstorage.index.tables import blobs, buckets, object_keys, tags, versions
 
 # Keys per statement when purging: two bound parameters each.
@@ -65,7 +73,8 @@ def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
         **block_columns(new.blocks),
     )
     stmt = stmt.on_conflict_do_update(
-        index_elements=[blobs.c.sha256], set_={"refcount": blobs.c.refcount + 1}
+        index_elements=[blobs.c.sha256],
+        set_={"refcount": blobs.c.refcount + 1, **keep_block_columns(stmt)},
     )
     stored = conn.execute(stmt.returning(blobs.c.blob_id)).scalar_one()
     seq = _insert_version(
