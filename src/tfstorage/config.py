@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tfstorage.domain.blocks import DEFAULT_BLOCK_SIZE, check_block_size
 from tfstorage.domain.names import validate_bucket_name
 from tfstorage.domain.sizes import parse_size
 from tfstorage.errors import ConfigError, InvalidBucketName
@@ -131,6 +132,10 @@ class Settings(BaseSettings):
     # per interval (0: never), reading at most this many bytes per second (0: no limit).
     scrub_interval_seconds: float = 7 * 24 * 3600.0
     scrub_bytes_per_second: int = 50 * 1024**2
+    # Block checksums (issue 10): new blobs get a CRC32C per block of this size, so that
+    # a ranged read is verified as it is served (see domain/blocks.py). A blob keeps the
+    # block size it was written with; changing it only affects new blobs.
+    block_size: int = DEFAULT_BLOCK_SIZE
     max_listing_limit: int = 1000
     # Lifecycle (issue 6): scheduled runs every interval (0: only runs asked for through
     # the API or CLI), a cap on what one run removes, and tags that protect a version.
@@ -178,10 +183,17 @@ class Settings(BaseSettings):
                     raise ValueError(f"{item!r} is not an IP address or network") from None
         return value
 
-    @field_validator("max_file_size", "scrub_bytes_per_second", "body_min_rate", mode="before")
+    @field_validator(
+        "max_file_size", "scrub_bytes_per_second", "body_min_rate", "block_size", mode="before"
+    )
     @classmethod
     def _parse_size(cls, value: object) -> object:
         return parse_size(value) if isinstance(value, str) else value
+
+    @field_validator("block_size")
+    @classmethod
+    def _block_size(cls, value: int) -> int:
+        return check_block_size(value)
 
     @field_validator("log_level", mode="before")
     @classmethod

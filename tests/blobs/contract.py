@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from tfstorage.blobs import BlobInfo, BlobNotFound, BlobStore, Capacity, StoredPart, new_blob_id
 from tfstorage.blobs.base import DigestMismatch
+from tfstorage.domain.blocks import block_checksums_of
 from tfstorage.errors import InvalidPart
 
 MiB = 1024 * 1024
@@ -346,10 +347,12 @@ class MultipartContract:
         with pytest.raises(BlobNotFound):
             await store.stat(blob_id)  # nothing visible before completion
         whole = datas[1] + datas[2] + datas[3]
-        assembled = await store.complete_multipart(blob_id, upload, parts)
+        assembled = await store.complete_multipart(blob_id, upload, parts, block_size=64 * 1024)
         assert assembled.size == len(whole)
         assert assembled.md5 == hashlib.md5(whole).hexdigest()
         assert assembled.sha256 == hashlib.sha256(whole).hexdigest()
+        # The block checksums, hashed in the same pass (blocks straddle the parts).
+        assert assembled.blocks == block_checksums_of(whole, 64 * 1024)
         assert await read_all(store, blob_id) == whole
         await store.abort_multipart(blob_id, upload)
         await store.abort_multipart(blob_id, upload)  # idempotent
@@ -461,6 +464,7 @@ class MultipartContract:
             blob_id, upload, parts, expected_sha256=hashlib.sha256(whole).hexdigest()
         )
         assert (assembled.size, assembled.md5) == (len(whole), hashlib.md5(whole).hexdigest())
+        assert assembled.blocks == block_checksums_of(whole)  # hashed ahead, or at completion
         assert await read_all(store, blob_id) == whole
 
     @pytest.mark.anyio

@@ -201,6 +201,23 @@ def test_exit_codes(server: ServerProcess, tmp_path: Path) -> None:
     assert bad_token.returncode == 1 and "Unauthenticated" in bad_token.stderr
 
 
+def test_verify_names_the_damaged_block(server: ServerProcess, tmp_path: Path) -> None:
+    env = cli_env(tmp_path, server.base_url)
+    data = os.urandom(2 * MiB + 100)  # three blocks of the default 1 MiB
+    src = tmp_path / "w.bin"
+    src.write_bytes(data)
+    assert tfs("cp", "-q", str(src), "tfs://artifacts/v/w.bin", env=env).returncode == 0
+    [blob] = [
+        p for p in (server.data_dir / "blobs").rglob("*") if p.is_file() and ".tmp" not in p.parts
+    ]
+    with open(blob, "r+b") as f:
+        f.seek(MiB + 7)
+        f.write(bytes([data[MiB + 7] ^ 0x01]))
+    checked = tfs("verify", "tfs://artifacts/v/w.bin", env=env)
+    assert checked.returncode == 1 and checked.stdout.startswith("MISMATCH")
+    assert f"  damaged block 1: bytes {MiB}-{2 * MiB - 1}" in checked.stdout.splitlines()
+
+
 def test_remote_to_remote_copy_is_server_side(server: ServerProcess, tmp_path: Path) -> None:
     env = cli_env(tmp_path, server.base_url)
     src = tmp_path / "tree"

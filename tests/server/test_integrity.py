@@ -33,7 +33,7 @@ def test_a_flipped_byte_aborts_the_download(make_server: ServerFactory) -> None:
             f.flush()
             os.fsync(f.fileno())
 
-        # A range cannot be checked against the whole object's digest; it is served.
+        # A range over intact blocks is verified block by block, and served.
         part = client.get("/api/v1/download/artifacts/model.bin", headers={"Range": "bytes=0-99"})
         assert part.status_code == 206 and part.content == data[:100]
 
@@ -55,3 +55,40 @@ def test_a_flipped_byte_aborts_the_download(make_server: ServerFactory) -> None:
             assert refused.status_code == 500 and refused.json()["code"] == "ObjectCorrupted"
         # The untouched service keeps answering.
         assert client.get("/health").status_code == 200
+
+
+def test_a_flipped_byte_aborts_a_ranged_download_before_its_block(
+    make_server: ServerFactory,
+) -> None:
+    """Over a real socket: the 206 starts, the blocks before the damaged one arrive, and
+    the connection ends before Content-Length; not one byte of the bad block is sent."""
+    server = make_server({"MAX_FILE_SIZE": "64MB"})  # the default 1 MiB blocks
+    mib = 1024 * 1024
+    data = random.Random(8).randbytes(3 * mib + 123)
+    with server.client() as client:
+        assert client.put("/api/v1/objects/artifacts/r.bin", content=data).status_code == 200
+        [blob] = [
+            p
+            for p in (server.data_dir / "blobs").rglob("*")
+            if p.is_file() and ".tmp" not in p.parts
+        ]
+        with open(blob, "r+b") as f:
+            f.seek(2 * mib + 500)  # block 2
+            byte = f.read(1)
+            f.seek(2 * mib + 500)
+            f.write(bytes([byte[0] ^ 0x01]))
+        start, end = 1000, 2 * mib + mib // 2
+        received = bytearray()
+        with (
+            pytest.raises(httpx.HTTPError),
+            client.stream(
+                "GET", "/api/v1/download/artifacts/r.bin", headers={"Range": f"bytes={start}-{end}"}
+            ) as response,
+        ):
+            assert response.status_code == 206
+            assert response.headers["content-length"] == str(end - start + 1)
+            for chunk in response.iter_bytes():
+                received += chunk
+        assert bytes(received) == data[start : 2 * mib]
+        refused = client.get("/api/v1/download/artifacts/r.bin", headers={"Range": "bytes=0-9"})
+        assert refused.status_code == 500 and refused.json()["code"] == "ObjectCorrupted"

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Collection,
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from tfstorage.domain.blocks import DEFAULT_BLOCK_SIZE, BlockChecksums
 from tfstorage.errors import BadDigest, ServiceUnavailable
 
 
@@ -86,6 +87,7 @@ class AssembledBlob:
     # True when assembling used the parts up (S3 completes the engine's upload); False
     # when they stay until `abort_multipart`, so a refused result can be retried.
     parts_consumed: bool
+    blocks: BlockChecksums | None = None  # hashed in the same pass as the digests
 
 
 @runtime_checkable
@@ -176,10 +178,12 @@ class BlobStore(Protocol):
         parts: Sequence[StoredPart],
         *,
         expected_sha256: str | None = None,
+        block_size: int = DEFAULT_BLOCK_SIZE,
     ) -> AssembledBlob:
         """Assemble `parts` (ascending, as stored) into `blob_id`, durable and readable
-        when this returns, and compute the whole blob's MD5 and SHA-256 (memory stays
-        bounded whatever the sizes). A crash before it returns leaves at most an orphan.
+        when this returns, and compute the whole blob's MD5, SHA-256 and block checksums
+        (of `block_size`) in one pass (memory stays bounded whatever the sizes). A crash
+        before it returns leaves at most an orphan.
 
         If the SHA-256 is not `expected_sha256`, raises `DigestMismatch` with nothing
         stored under `blob_id`."""
@@ -238,9 +242,10 @@ class PartsOnPrimary:
         parts: Sequence[StoredPart],
         *,
         expected_sha256: str | None = None,
+        block_size: int = DEFAULT_BLOCK_SIZE,
     ) -> AssembledBlob:
         return await self.primary.complete_multipart(
-            blob_id, upload, parts, expected_sha256=expected_sha256
+            blob_id, upload, parts, expected_sha256=expected_sha256, block_size=block_size
         )
 
     async def abort_multipart(self, blob_id: str, upload: str) -> None:

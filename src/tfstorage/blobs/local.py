@@ -63,6 +63,7 @@ from tfstorage.blobs.local_parts import (
     sweep_uploads,
     upload_dir,
 )
+from tfstorage.domain.blocks import DEFAULT_BLOCK_SIZE
 from tfstorage.errors import InsufficientStorage, InvalidPart
 
 MiB: Final = 1024 * 1024
@@ -86,6 +87,7 @@ class LocalBlobStore:
         write_buffer_size: int = MiB,
         read_chunk_size: int = MiB,
         list_batch_size: int = 1000,
+        block_size: int = DEFAULT_BLOCK_SIZE,
     ) -> None:
         if min(write_buffer_size, read_chunk_size, list_batch_size) < 1:
             raise ValueError("buffer, chunk and batch sizes must be positive")
@@ -97,6 +99,9 @@ class LocalBlobStore:
         self._write_buffer_size = write_buffer_size
         self._read_chunk_size = read_chunk_size
         self._list_batch_size = list_batch_size
+        # The block size parts are hashed ahead with (BLOCK_SIZE); a completion that asks
+        # for another hashes everything itself.
+        self._block_size = block_size
         with _os_errors("creating the root directory"):
             os.makedirs(self._tmp, mode=_DIR_MODE, exist_ok=True)
             os.makedirs(self._parts_root, mode=_DIR_MODE, exist_ok=True)
@@ -257,7 +262,9 @@ class LocalBlobStore:
         if prefix is None:
             if len(self._prefixes) >= _MAX_PREFIXES:  # abandoned sessions: forget the oldest
                 del self._prefixes[next(iter(self._prefixes))]
-            prefix = self._prefixes[upload] = PrefixDigests(os.path.join(directory, ASSEMBLY))
+            prefix = self._prefixes[upload] = PrefixDigests(
+                os.path.join(directory, ASSEMBLY), self._block_size
+            )
         if prefix.add(offset, size, name):
             # In a thread of its own, never one of the pools the writes need; the part's
             # answer does not wait for it. A failure (the upload aborted meanwhile) only
@@ -277,6 +284,7 @@ class LocalBlobStore:
         parts: Sequence[StoredPart],
         *,
         expected_sha256: str | None = None,
+        block_size: int = DEFAULT_BLOCK_SIZE,
     ) -> AssembledBlob:
         level1, level2, final = self._paths(blob_id)
         directory = upload_dir(self._parts_root, blob_id, upload)
@@ -306,15 +314,17 @@ class LocalBlobStore:
                         return None  # more was placed than this completion lists
                 except FileNotFoundError:
                     raise InvalidPart("a part of the upload is no longer stored") from None
-                known = prefix.of([part.handle for part in parts]) if prefix else None
-                digests = known or concatenate(ranges, None)
+                known = prefix.of([part.handle for part in parts], block_size) if prefix else None
+                digests = known or concatenate(ranges, None, Digests(block_size))
             check(digests)
             assembly.fd = os.open(assembly.path, os.O_RDONLY | os.O_CLOEXEC)
             # Its parts may be days old: dated now, the blob gets the orphan sweep's
             # grace until the index commits it, as a freshly written blob does.
             os.utime(assembly.fd)
             assembly.commit([], self._root, level1, level2, final)
-            return AssembledBlob(digests.size, digests.md5, digests.sha256, parts_consumed=True)
+            return AssembledBlob(
+                digests.size, digests.md5, digests.sha256, True, blocks=digests.blocks
+            )
 
         if in_place(located, parts):
             done = await anyio.to_thread.run_sync(assemble_in_place)
@@ -324,10 +334,12 @@ class LocalBlobStore:
 
         def assemble() -> AssembledBlob:
             with _os_errors("assembling a multipart blob"):
-                digests = concatenate(ranges, temp.write)
+                digests = concatenate(ranges, temp.write, Digests(block_size))
             check(digests)
             temp.commit([], self._root, level1, level2, final)
-            return AssembledBlob(digests.size, digests.md5, digests.sha256, parts_consumed=False)
+            return AssembledBlob(
+                digests.size, digests.md5, digests.sha256, False, blocks=digests.blocks
+            )
 
         try:
             return await anyio.to_thread.run_sync(assemble)

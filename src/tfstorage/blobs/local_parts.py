@@ -138,13 +138,13 @@ class PrefixDigests:
     a few in flight at once): by completion, little is left to hash. In-process only: a
     completion served by another process (or after a restart) hashes everything."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, block_size: int) -> None:
         self._path = path
         self._ready: dict[int, tuple[int, str]] = {}  # offset -> (size, handle)
         self._ready_lock = threading.Lock()
         self._hashing = threading.Lock()  # held while a part is hashed
         self._running = False  # a background advance is on (at most one per upload)
-        self._digests = Digests()
+        self._digests = Digests(block_size)
         self._handles: list[str] = []
 
     def add(self, offset: int, size: int, handle: str) -> bool:
@@ -167,9 +167,11 @@ class PrefixDigests:
                         return
                 self._hash(*found)
 
-    def of(self, handles: Sequence[str]) -> Digests | None:
-        """The digests of exactly these parts in this order, if that is what was hashed
-        (hashing what is left of the prefix first)."""
+    def of(self, handles: Sequence[str], block_size: int) -> Digests | None:
+        """The digests of exactly these parts in this order, with blocks of `block_size`,
+        if that is what was hashed (hashing what is left of the prefix first)."""
+        if block_size != self._digests.block_size:
+            return None
         with self._hashing:
             while True:
                 with self._ready_lock:

@@ -20,6 +20,7 @@ from tfstorage.blobs.base import (
     StoredPart,
     is_blob_id,
 )
+from tfstorage.domain.blocks import DEFAULT_BLOCK_SIZE, block_checksums_of
 from tfstorage.errors import InvalidPart
 
 MiB = 1024 * 1024
@@ -116,6 +117,7 @@ class MemoryBlobStore:
         parts: Sequence[StoredPart],
         *,
         expected_sha256: str | None = None,
+        block_size: int = DEFAULT_BLOCK_SIZE,
     ) -> AssembledBlob:
         stored = self._parts(blob_id, upload)
         try:
@@ -131,6 +133,7 @@ class MemoryBlobStore:
             md5=hashlib.md5(data, usedforsecurity=False).hexdigest(),
             sha256=sha256,
             parts_consumed=False,
+            blocks=block_checksums_of(data, block_size),
         )
 
     async def abort_multipart(self, blob_id: str, upload: str) -> None:

@@ -39,6 +39,7 @@ from tfstorage.blobs.base import (
     StoredPart,
     is_blob_id,
 )
+from tfstorage.domain.blocks import DEFAULT_BLOCK_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -146,10 +147,11 @@ class ReplicatedBlobStore(PartsOnPrimary):
         parts: Sequence[StoredPart],
         *,
         expected_sha256: str | None = None,
+        block_size: int = DEFAULT_BLOCK_SIZE,
     ) -> AssembledBlob:
         # Parts went to the primary only; the assembled blob is replicated like any other.
         assembled = await super().complete_multipart(
-            blob_id, upload, parts, expected_sha256=expected_sha256
+            blob_id, upload, parts, expected_sha256=expected_sha256, block_size=block_size
         )
         await self._replicate_new(blob_id)
         return assembled

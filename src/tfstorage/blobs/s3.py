@@ -47,6 +47,7 @@ from tfstorage.blobs.base import (
 )
 from tfstorage.blobs.digests import digest_stream
 from tfstorage.blobs.s3_control import S3ControlClient
+from tfstorage.domain.blocks import DEFAULT_BLOCK_SIZE
 from tfstorage.errors import InvalidPart, NoSuchUpload
 
 MiB: Final = 1024 * 1024
@@ -360,6 +361,7 @@ class S3BlobStore:
         parts: Sequence[StoredPart],
         *,
         expected_sha256: str | None = None,
+        block_size: int = DEFAULT_BLOCK_SIZE,
     ) -> AssembledBlob:
         key = self._key(blob_id)
         expected = sum(part.size for part in parts)
@@ -380,7 +382,7 @@ class S3BlobStore:
         # need the bytes, read back once.
         stream = await self.open(blob_id)
         try:
-            digests = await digest_stream(stream)
+            digests = await digest_stream(stream, block_size)
         finally:
             await stream.aclose()
         if digests.size != expected:
@@ -388,7 +390,9 @@ class S3BlobStore:
         if expected_sha256 is not None and digests.sha256 != expected_sha256:
             await self._forget(key)
             raise DigestMismatch(MISMATCH, parts_consumed=True)
-        return AssembledBlob(digests.size, digests.md5, digests.sha256, parts_consumed=True)
+        return AssembledBlob(
+            digests.size, digests.md5, digests.sha256, parts_consumed=True, blocks=digests.blocks
+        )
 
     async def abort_multipart(self, blob_id: str, upload: str) -> None:
         await self._control.abort_multipart_upload(self._key(blob_id), upload)

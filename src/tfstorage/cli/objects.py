@@ -255,5 +255,13 @@ def verify(
                     f"  {field}: recorded {result['expected'].get(field)}, "
                     f"stored {result['actual'].get(field)}"
                 )
+        # Where the stored bytes went bad (servers with block checksums name the blocks).
+        blocks = result.get("damaged_blocks") or []
+        for block in blocks:
+            typer.echo(
+                f"  damaged block {block['block']}: bytes {block['start']}-{block['end'] - 1}"
+            )
+        if result.get("damaged_block_count", 0) > len(blocks):
+            typer.echo(f"  ... {result['damaged_block_count'] - len(blocks)} more damaged blocks")
     if not result["ok"]:
         raise typer.Exit(1)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tfstorage.domain.blocks import BlockChecksums
 from tfstorage.domain.conditions import WriteCondition
 
 
@@ -75,6 +76,8 @@ class NewVersion:
     created_by: str = "anonymous"
     # If-Match / If-None-Match: judged on the key's head inside the commit.
     condition: WriteCondition | None = None
+    # Recorded with a new blob; a version that reuses a stored blob keeps the blob's.
+    blocks: BlockChecksums | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,15 @@ from tfstorage.domain.conditions import ANY, WriteCondition
 from tfstorage.domain.records import CommitResult, NewVersion, ObjectVersion
 from tfstorage.errors import NoSuchKey, PreconditionFailed, StorageError
 from tfstorage.index import writes
-from tfstorage.index.reads import bucket_id, chunks, fetch_by_ids, upsert, utcnow
+from tfstorage.index.reads import (
+    block_columns,
+    bucket_id,
+    chunks,
+    fetch_by_ids,
+    keep_block_columns,
+    upsert,
+    utcnow,
+)
 from tfstorage.index.tables import blobs, buckets, object_keys, tags, versions
 from tfstorage.index.transactions import IndexStore
 
@@ -97,13 +105,14 @@ def _commit_bulk(conn: Connection, news: Sequence[NewVersion]) -> list[CommitRes
             "size": group[0].size,
             "refcount": len(group),
             "created_at": now,
+            **block_columns(group[0].blocks),
         }
         for sha, group in sorted(per_sha.items())
     ]
     stmt = upsert(conn, blobs)
     stmt = stmt.on_conflict_do_update(
         index_elements=[blobs.c.sha256],
-        set_={"refcount": blobs.c.refcount + stmt.excluded.refcount},
+        set_={"refcount": blobs.c.refcount + stmt.excluded.refcount, **keep_block_columns(stmt)},
     )
     conn.execute(stmt, blob_rows)
     stored: dict[str, str] = {}

@@ -1,4 +1,5 @@
-"""Blob damage marks and the scrub's resumable state (revision 0006)."""
+"""Blob damage marks, block checksums and the scrub's resumable state (revisions 0006,
+0008)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, Row, Select, func, select, update
 
-from tfstorage.index.reads import chunks, upsert, utcnow
+from tfstorage.domain.blocks import BlockChecksums
+from tfstorage.index.reads import block_checksums, chunks, upsert, utcnow
 from tfstorage.index.tables import blobs, buckets, scrub_state, versions
 from tfstorage.index.transactions import MAX_PAGE, IndexStore
 
@@ -28,6 +30,7 @@ class StoredBlob:
     size: int
     md5: str
     sha256: str
+    blocks: BlockChecksums | None = None  # None: written before revision 0008
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,25 +141,49 @@ class IntegrityIndex(IndexStore):
 
         def run(conn: Connection) -> list[StoredBlob]:
             rows = conn.execute(
-                select(blobs.c.blob_id, blobs.c.size, blobs.c.md5, blobs.c.sha256)
+                _stored_select()
                 .where(blobs.c.blob_id > cursor, blobs.c.refcount > 0)
                 .order_by(blobs.c.blob_id)
                 .limit(min(limit, MAX_PAGE))
             ).all()
-            return [StoredBlob(r.blob_id, r.size, r.md5, r.sha256) for r in rows]
+            return [_stored(r) for r in rows]
 
         return self._read(run)
 
     def stored_blob(self, blob_id: str) -> StoredBlob | None:
         def run(conn: Connection) -> StoredBlob | None:
-            r = conn.execute(
-                select(blobs.c.blob_id, blobs.c.size, blobs.c.md5, blobs.c.sha256).where(
-                    blobs.c.blob_id == blob_id
-                )
-            ).first()
-            return None if r is None else StoredBlob(r.blob_id, r.size, r.md5, r.sha256)
+            r = conn.execute(_stored_select().where(blobs.c.blob_id == blob_id)).first()
+            return None if r is None else _stored(r)
 
         return self._read(run)
+
+    # block checksums -----------------------------------------------------------------
+    def block_checksums(self, blob_id: str) -> BlockChecksums | None:
+        """The blob's block checksums; None if it has none (yet) or is unknown."""
+
+        def run(conn: Connection) -> BlockChecksums | None:
+            row = conn.execute(
+                select(blobs.c.block_size, blobs.c.block_crc32c).where(blobs.c.blob_id == blob_id)
+            ).first()
+            return None if row is None else block_checksums(row.block_size, row.block_crc32c)
+
+        return self._read(run)
+
+    def record_block_checksums(self, blob_id: str, sha256: str, blocks: BlockChecksums) -> bool:
+        """Fill in the block checksums of a blob that has none, computed from bytes that
+        hashed to `sha256`: only if that is still the blob's SHA-256 and nobody filled
+        them in meanwhile (never overwrites). True if recorded."""
+
+        def run(conn: Connection) -> bool:
+            stmt = (
+                update(blobs)
+                .where(blobs.c.blob_id == blob_id, blobs.c.sha256 == sha256)
+                .where(blobs.c.block_crc32c.is_(None))
+                .values(block_size=blocks.block_size, block_crc32c=blocks.crc32c)
+            )
+            return conn.execute(stmt).rowcount == 1
+
+        return self._write(run)
 
     # the scrub's state and lease -------------------------------------------------------
     def scrub_state(self) -> ScrubState:
@@ -239,6 +266,22 @@ class IntegrityIndex(IndexStore):
             return conn.execute(stmt).rowcount == 1
 
         return self._write(run)
+
+
+def _stored_select() -> Select[Any]:
+    return select(
+        blobs.c.blob_id,
+        blobs.c.size,
+        blobs.c.md5,
+        blobs.c.sha256,
+        blobs.c.block_size,
+        blobs.c.block_crc32c,
+    )
+
+
+def _stored(r: Row[Any]) -> StoredBlob:
+    blocks = block_checksums(r.block_size, r.block_crc32c)
+    return StoredBlob(r.blob_id, r.size, r.md5, r.sha256, blocks)
 
 
 def _versions_of(conn: Connection, blob_ids: Sequence[str]) -> dict[str, list[VersionRef]]:

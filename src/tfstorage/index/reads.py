@@ -6,10 +6,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, Row, Select, and_, select
+from sqlalchemy import ColumnElement, Connection, Row, Select, and_, case, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.schema import Table
 
+from tfstorage.domain.blocks import BlockChecksums
 from tfstorage.domain.records import Bucket, ObjectVersion
 from tfstorage.errors import InvalidArgument, NoSuchBucket
 from tfstorage.index.tables import blobs, buckets, object_keys, tags, versions
@@ -45,6 +46,27 @@ def upsert(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+def block_columns(blocks: BlockChecksums | None) -> dict[str, Any]:
+    """A new blob row's block checksum columns (NULL when there are none)."""
+    if blocks is None:
+        return {"block_size": None, "block_crc32c": None}
+    return {"block_size": blocks.block_size, "block_crc32c": blocks.crc32c}
+
+
+def keep_block_columns(stmt: postgresql.Insert | sqlite.Insert) -> dict[str, Any]:
+    """On a dedup hit: the stored blob keeps its block checksums; one recorded before
+    they existed takes the new upload's (its bytes hashed to the same SHA-256)."""
+    keep = blobs.c.block_crc32c.is_not(None)
+    return {
+        "block_size": case((keep, blobs.c.block_size), else_=stmt.excluded.block_size),
+        "block_crc32c": case((keep, blobs.c.block_crc32c), else_=stmt.excluded.block_crc32c),
+    }
+
+
+def block_checksums(size: int | None, crcs: bytes | None) -> BlockChecksums | None:
+    return None if size is None or crcs is None else BlockChecksums(size, bytes(crcs))
 
 
 def bucket_id(

@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -303,6 +304,14 @@ scrub_state = Table(
     Column("lease_holder", String(64), nullable=True),
     Column("lease_until", UTCDateTime(), nullable=True),
 )
+
+# Block checksums (revision 0008) -----------------------------------------------------
+# A CRC32C per `block_size` bytes of the blob, concatenated (4 bytes each, big-endian):
+# ranged reads verify the blocks they touch (domain/blocks.py). NULL on blobs written
+# before revision 0008 until the scrub fills them in from bytes that still match the
+# blob's SHA-256; reads of those ranges go unverified meanwhile.
+blobs.append_column(Column("block_size", Integer, nullable=True))
+blobs.append_column(Column("block_crc32c", LargeBinary, nullable=True))
 
 # Analytics (revision 0007) -----------------------------------------------------------
 # Each version's category from its key and content type (domain/categories.py), set

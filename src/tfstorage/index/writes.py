@@ -30,7 +30,15 @@ from tfstorage.domain.records import CommitResult, NewVersion, ObjectVersion
 from tfstorage.errors import InternalError, NoSuchKey, NoSuchVersion, QuotaExceeded
 from tfstorage.index.conditions import check_head, place_head
 from tfstorage.index.locks import db_now, is_locked, refuse_locked
-from tfstorage.index.reads import bucket_id, chunks, fetch_version, upsert, utcnow
+from tfstorage.index.reads import (
+    block_columns,
+    bucket_id,
+    chunks,
+    fetch_version,
+    keep_block_columns,
+    upsert,
+    utcnow,
+)
 from tfstorage.index.tables import blobs, buckets, object_keys, tags, versions
 
 # Keys per statement when purging: two bound parameters each.
@@ -62,9 +70,11 @@ def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
         size=new.size,
         refcount=1,
         created_at=now,
+        **block_columns(new.blocks),
     )
     stmt = stmt.on_conflict_do_update(
-        index_elements=[blobs.c.sha256], set_={"refcount": blobs.c.refcount + 1}
+        index_elements=[blobs.c.sha256],
+        set_={"refcount": blobs.c.refcount + 1, **keep_block_columns(stmt)},
     )
     stored = conn.execute(stmt.returning(blobs.c.blob_id)).scalar_one()
     condition = new.condition

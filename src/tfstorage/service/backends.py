@@ -16,7 +16,7 @@ def build_blob_store(settings: Settings) -> BlobStore:
     creates the S3 bucket if it is missing.
     """
     if settings.storage_type == "local":
-        primary: BlobStore = LocalBlobStore(settings.blob_dir)
+        primary: BlobStore = LocalBlobStore(settings.blob_dir, block_size=settings.block_size)
     elif settings.storage_type in ("s3", "minio"):
         primary = S3BlobStore(s3_config(settings))
     else:

@@ -8,6 +8,7 @@ import binascii
 import hashlib
 from collections.abc import AsyncIterable, AsyncIterator
 
+from tfstorage.domain.blocks import DEFAULT_BLOCK_SIZE, BlockChecksums, BlockHasher
 from tfstorage.errors import EntityTooLarge, IncompleteBody, InvalidDigest
 
 CHUNK_SIZE = 1024 * 1024
@@ -15,7 +16,8 @@ INLINE_HASH_BELOW = 64 * 1024
 
 
 class HashingStream:
-    """Re-chunks a byte stream to ~1 MiB, counts it, and computes MD5 + SHA-256.
+    """Re-chunks a byte stream to ~1 MiB, counts it, and computes MD5 + SHA-256 and the
+    block checksums (a CRC32C per `block_size` bytes).
 
     The digests run in worker threads (hashlib releases the GIL) while the consumer
     writes the same chunk, so hashing overlaps the disk or network write instead of
@@ -29,6 +31,7 @@ class HashingStream:
         limit: int,
         expected_size: int | None = None,
         chunk_size: int = CHUNK_SIZE,
+        block_size: int = DEFAULT_BLOCK_SIZE,
     ) -> None:
         self._source = source
         self._limit = limit
@@ -36,6 +39,7 @@ class HashingStream:
         self._chunk_size = chunk_size
         self._md5 = hashlib.md5(usedforsecurity=False)
         self._sha256 = hashlib.sha256()
+        self._blocks = BlockHasher(block_size)
         self.size = 0
         self.finished = False
 
@@ -46,6 +50,17 @@ class HashingStream:
     @property
     def sha256(self) -> str:
         return self._sha256.hexdigest()
+
+    @property
+    def blocks(self) -> BlockChecksums:
+        return self._blocks.result()
+
+    def _sha256_and_blocks(self, chunk: bytes) -> None:
+        # CRC32C (~0.07 s/GiB) rides with SHA-256 (~1.2 s/GiB with SHA-NI), the faster
+        # of the two digests: MD5 (~2.6 s/GiB) still sets the pace, and no third thread
+        # hop is added per chunk.
+        self._sha256.update(chunk)
+        self._blocks.update(chunk)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
@@ -62,10 +77,11 @@ class HashingStream:
                     # Hashing a small chunk takes microseconds; a thread hop costs more.
                     self._md5.update(chunk)
                     self._sha256.update(chunk)
+                    self._blocks.update(chunk)
                 else:
                     pending = [
                         loop.run_in_executor(None, self._md5.update, chunk),
-                        loop.run_in_executor(None, self._sha256.update, chunk),
+                        loop.run_in_executor(None, self._sha256_and_blocks, chunk),
                     ]
                 yield chunk
             if pending:

@@ -3,7 +3,13 @@ mark what is damaged, and repair from the other copy when a replica holds a good
 
 The index's checksums are the truth. A repair only ever copies bytes that hash to them
 (checked while they are copied, and once more where they landed); nothing here ever
-recomputes a checksum from stored bytes and writes it back.
+recomputes a checksum from stored bytes and writes it back over one. The one thing
+written from stored bytes is what is missing: the block checksums of a blob recorded
+before they existed (revision 0008), computed in the same read and recorded only when
+those bytes matched the blob's SHA-256, MD5 and size, and only where none are set yet.
+
+With block checksums, a damaged copy's report names its damaged blocks (index and byte
+offsets), so an operator knows which part of a file went bad.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import anyio.to_thread
 
 from tfstorage.blobs.base import BlobNotFound, BlobStore, BlobStoreUnavailable, ByteStream
 from tfstorage.blobs.replicated import ReplicatedBlobStore
+from tfstorage.domain.blocks import BlockChecksums, BlockHasher, DamagedBlock
 from tfstorage.domain.records import ObjectVersion
 from tfstorage.errors import StorageError
 from tfstorage.index.integrity import DAMAGES, Damage, StoredBlob
@@ -30,6 +37,8 @@ log = logging.getLogger(__name__)
 Status = Literal["ok", "corrupt", "truncated", "missing"]
 # Called with each chunk's length as it is read: the scrub's rate limit.
 Throttle = Callable[[int], Awaitable[None]]
+# Damaged blocks named per verification; a truncated blob may have thousands.
+LISTED_BLOCKS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +54,7 @@ class CopyCheck:
 
     status: Status
     actual: Digest | None  # None when the copy is missing
+    blocks: BlockChecksums | None = None  # of the copy's bytes, as read
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +69,11 @@ class Verdict:
     repaired: bool  # the primary was rewritten from the replica and now verifies
     replica: str | None = None
     replica_repaired: bool = False
+    # The primary's blocks that differ from the index's block checksums (the first
+    # LISTED_BLOCKS of them), and how many differ; empty without block checksums.
+    damaged_blocks: tuple[DamagedBlock, ...] = ()
+    damaged_block_count: int = 0
+    blocks_recorded: bool = False  # block checksums were missing and are recorded now
 
     @property
     def ok(self) -> bool:
@@ -78,28 +93,38 @@ def _status(expected: StoredBlob, actual: Digest) -> Status:
     return "ok"
 
 
-def _update(md5: hashlib._Hash, sha256: hashlib._Hash, chunk: bytes) -> None:
+def _update(
+    md5: hashlib._Hash, sha256: hashlib._Hash, chunk: bytes, blocks: BlockHasher | None = None
+) -> None:
     md5.update(chunk)
     sha256.update(chunk)
+    if blocks is not None:
+        blocks.update(chunk)
 
 
 async def check_copy(
-    store: BlobStore, expected: StoredBlob, throttle: Throttle | None = None
+    store: BlobStore,
+    expected: StoredBlob,
+    throttle: Throttle | None = None,
+    *,
+    block_size: int | None = None,
 ) -> CopyCheck:
-    """Read one copy whole and compare it with the index. An engine that cannot be
-    reached raises `BlobStoreUnavailable`: that is not damage."""
+    """Read one copy whole and compare it with the index; with `block_size`, also hash
+    its blocks (for naming damaged ones, or recording missing checksums). An engine
+    that cannot be reached raises `BlobStoreUnavailable`: that is not damage."""
     try:
         stream = await store.open(expected.blob_id)
     except BlobNotFound:
         return CopyCheck("missing", None)
     md5 = hashlib.md5(usedforsecurity=False)
     sha256 = hashlib.sha256()
+    blocks = None if block_size is None else BlockHasher(block_size)
     size = 0
     try:
         async for chunk in stream:
             size += len(chunk)
             # hashlib releases the GIL: the event loop keeps serving while this runs.
-            await anyio.to_thread.run_sync(_update, md5, sha256, chunk)
+            await anyio.to_thread.run_sync(_update, md5, sha256, chunk, blocks)
             if throttle is not None:
                 await throttle(len(chunk))
     except BlobNotFound:
@@ -107,7 +132,7 @@ async def check_copy(
     finally:
         await stream.aclose()
     actual = Digest(md5.hexdigest(), sha256.hexdigest(), size)
-    return CopyCheck(_status(expected, actual), actual)
+    return CopyCheck(_status(expected, actual), actual, blocks.result() if blocks else None)
 
 
 class _Mismatch(Exception):
@@ -168,18 +193,27 @@ class IntegrityChecker:
         return blobs, None
 
     async def verify_version(self, version: ObjectVersion, *, repair: bool = True) -> Verdict:
-        return await self.verify_blob(expected_of(version), repair=repair)
+        # The index's blob row, for its block checksums.
+        stored = await self._ctx.db(self._ctx.integrity.stored_blob, version.blob_id)
+        return await self.verify_blob(stored or expected_of(version), repair=repair)
 
     async def verify_blob(
         self, blob: StoredBlob, *, repair: bool = True, throttle: Throttle | None = None
     ) -> Verdict:
         primary_store, replica_store = self._stores
         metered = self._metered(throttle)
-        primary = await check_copy(primary_store, blob, metered)
+        # Blocks of the size recorded, or, for a blob recorded without them, of the size
+        # new blobs get: then they can be filled in from this same read.
+        block_size = blob.blocks.block_size if blob.blocks else self._ctx.settings.block_size
+        primary = await check_copy(primary_store, blob, metered, block_size=block_size)
         replica: str | None = None
+        replica_check: CopyCheck | None = None
         if replica_store is not None:
             try:
-                replica = (await check_copy(replica_store, blob, metered)).status
+                replica_check = await check_copy(
+                    replica_store, blob, metered, block_size=block_size
+                )
+                replica = replica_check.status
             except BlobStoreUnavailable as exc:
                 log.warning("integrity: replica unreadable for %s (%s)", blob.blob_id, exc.message)
                 replica = "unavailable"
@@ -189,7 +223,29 @@ class IntegrityChecker:
                 repaired = await copy_verified(replica_store, primary_store, blob)
             elif primary.status == "ok" and replica not in ("ok", "unavailable"):
                 replica_repaired = await copy_verified(primary_store, replica_store, blob)
-        verdict = Verdict(blob, primary, repaired, replica, replica_repaired)
+        damaged: list[DamagedBlock] = []
+        if blob.blocks is not None and primary.status != "ok" and primary.blocks is not None:
+            damaged = blob.blocks.damaged(primary.blocks, blob.size)
+        recorded = False
+        if blob.blocks is None:
+            good = primary if primary.status == "ok" else replica_check
+            if good is not None and good.status == "ok" and good.blocks is not None:
+                recorded = await self._ctx.db(
+                    self._ctx.integrity.record_block_checksums,
+                    blob.blob_id,
+                    blob.sha256,
+                    good.blocks,
+                )
+        verdict = Verdict(
+            blob,
+            primary,
+            repaired,
+            replica,
+            replica_repaired,
+            damaged_blocks=tuple(damaged[:LISTED_BLOCKS]),
+            damaged_block_count=len(damaged),
+            blocks_recorded=recorded,
+        )
         await self._record(verdict)
         return verdict
 
@@ -210,7 +266,13 @@ class IntegrityChecker:
         metrics.integrity_blobs_verified.inc()
         if verdict.primary.status != "ok":
             metrics.integrity_damage_found.labels(damage=verdict.primary.status).inc()
-            log.error("integrity: blob %s is %s", blob_id, verdict.primary.status)
+            where = ", ".join(
+                f"block {b.index} [{b.start}, {b.end})" for b in verdict.damaged_blocks[:5]
+            )
+            blocks = f" ({verdict.damaged_block_count} damaged blocks: {where})" if where else ""
+            log.error("integrity: blob %s is %s%s", blob_id, verdict.primary.status, blocks)
+        if verdict.blocks_recorded:
+            log.info("integrity: recorded the block checksums of blob %s", blob_id)
         if verdict.repaired or verdict.replica_repaired:
             metrics.integrity_repaired.inc()
             log.warning(

@@ -9,6 +9,7 @@ from collections.abc import AsyncGenerator
 
 from tfstorage.blobs.base import BlobNotFound, ByteStream
 from tfstorage.blobs.replicated import ReplicatedBlobStore
+from tfstorage.domain.blocks import BlockMismatch, RangeVerifier
 from tfstorage.domain.names import validate_bucket_name, validate_key
 from tfstorage.domain.ranges import ByteRange
 from tfstorage.domain.records import ObjectVersion
@@ -46,11 +47,16 @@ class ObjectReader:
     async def open(self, version: ObjectVersion, byte_range: ByteRange | None) -> ByteStream:
         """Open the version's bytes; fails here, before any header is sent, if missing."""
         start, end = (byte_range.start, byte_range.end) if byte_range else (0, version.size)
+        whole = start == 0 and end == version.size
         blobs = self._ctx.blobs
         if version.damage is not None and not isinstance(blobs, ReplicatedBlobStore):
             raise ObjectCorrupted(f"the stored data of {version.key!r} is {version.damage}")
+        verifier = None if whole else await self._range_verifier(version, start, end)
+        if verifier is not None:
+            start, end = verifier.read_start, verifier.read_end  # whole blocks
+        on_replica = version.damage is not None
         try:
-            if version.damage is not None and isinstance(blobs, ReplicatedBlobStore):
+            if on_replica and isinstance(blobs, ReplicatedBlobStore):
                 stream = await blobs.open_replica(version.blob_id, start, end)
             else:
                 try:
@@ -63,17 +69,83 @@ class ObjectReader:
                             f"the stored data of {version.key!r} is truncated"
                         ) from None
                     stream = await blobs.open_replica(version.blob_id, start, end)
+                    on_replica = True
         except BlobNotFound:
             if version.damage is None:
                 await self._integrity.mark(version.blob_id, "missing")
             raise ObjectCorrupted(f"the stored data of {version.key!r} is missing") from None
         self._ctx.metrics.downloads.labels(bucket=version.bucket).inc()
-        whole = start == 0 and end == version.size
+        if verifier is not None:
+            return self._blockwise(stream, version, verifier, on_replica=on_replica)
         if not whole:
-            return self._counted(stream)
+            return self._counted(stream)  # a blob without block checksums yet: unverified
         # Bytes read from the replica because the primary is marked say nothing new
         # about the primary: a mismatch then leaves the mark as it is.
         return self._verified(stream, version, mark=version.damage is None)
+
+    async def _range_verifier(
+        self, version: ObjectVersion, start: int, end: int
+    ) -> RangeVerifier | None:
+        blocks = await self._ctx.db(self._ctx.integrity.block_checksums, version.blob_id)
+        if blocks is None:
+            return None  # written before block checksums; the scrub fills them in
+        if not blocks.fits(version.size):
+            log.error("blob %s: its block checksums do not fit its size", version.blob_id)
+            return None
+        return RangeVerifier(blocks, start, end, version.size)
+
+    async def _blockwise(
+        self,
+        stream: ByteStream,
+        version: ObjectVersion,
+        verifier: RangeVerifier,
+        *,
+        on_replica: bool,
+    ) -> AsyncGenerator[bytes, None]:
+        """Stream a byte range, each block it touches checked against its CRC32C before
+        any of its bytes are sent (at most one block is held back). A block that fails
+        marks the blob (as a failed whole read does) and, with a replica, the rest is
+        read from the replica from that block on; otherwise the response is cut there:
+        the client sees an aborted transfer, never a clean 206 with wrong bytes."""
+        blobs = self._ctx.blobs
+        try:
+            while True:
+                try:
+                    async for chunk in stream:
+                        for piece in verifier.feed(chunk):
+                            self._ctx.metrics.bytes_out.inc(len(piece))
+                            yield piece
+                    verifier.finish()
+                    return
+                except BlockMismatch as exc:
+                    block = exc.block
+                    log.error(
+                        "object %s/%s (%s): block %d [%d, %d) of blob %s failed its checksum"
+                        " on a ranged read%s", version.bucket, version.key, version.file_id,
+                        block.index, block.start, block.end, version.blob_id,
+                        " of the replica" if on_replica else "",
+                    )  # fmt: skip
+                    if not on_replica:
+                        damage: Damage = "truncated" if exc.short else "corrupt"
+                        await self._integrity.mark(version.blob_id, damage)
+                    if on_replica or not isinstance(blobs, ReplicatedBlobStore):
+                        raise ObjectCorrupted(
+                            f"the stored data of {version.key!r} failed its checksum"
+                            f" (block {block.index}, bytes {block.start}-{block.end - 1})"
+                        ) from None
+                    await stream.aclose()
+                    verifier.restart()
+                    on_replica = True
+                    try:
+                        stream = await blobs.open_replica(
+                            version.blob_id, verifier.position, verifier.read_end
+                        )
+                    except (BlobNotFound, ValueError):
+                        raise ObjectCorrupted(
+                            f"the stored data of {version.key!r} failed its checksum"
+                        ) from None
+        finally:
+            await stream.aclose()
 
     async def _counted(self, stream: ByteStream) -> AsyncGenerator[bytes, None]:
         try:

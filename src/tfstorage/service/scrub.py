@@ -35,6 +35,7 @@ _PAGE: Final = 100
 _LISTED: Final = 100  # blob ids kept per kind of finding in a report
 _CHECK_EVERY: Final = 60.0  # how often the schedule looks whether a pass is due
 _KINDS: Final = ("corrupt", "truncated", "missing")
+_BLOCKS_LISTED: Final = 10  # damaged blocks named per blob in a report
 
 
 class RateLimiter:
@@ -80,7 +81,11 @@ def _fresh_progress() -> dict[str, Any]:
         "repaired": 0,
         "replica_damaged": 0,
         "replica_repaired": 0,
+        "blocks_recorded": 0,  # blobs from before block checksums that got them
         "found": {kind: [] for kind in _KINDS},
+        # Per damaged blob listed in "found": its damaged blocks, as {"block", "start",
+        # "end"} (byte offsets, end exclusive), and how many there are in all.
+        "damaged_blocks": {},
     }
 
 
@@ -92,10 +97,16 @@ def _count(progress: dict[str, Any], verdict: Verdict) -> None:
         found = progress["found"][status]
         if len(found) < _LISTED:
             found.append(verdict.blob.blob_id)
+            if verdict.damaged_block_count:
+                progress["damaged_blocks"][verdict.blob.blob_id] = {
+                    "count": verdict.damaged_block_count,
+                    "blocks": [b.as_dict() for b in verdict.damaged_blocks[:_BLOCKS_LISTED]],
+                }
     progress["repaired"] += verdict.repaired
     if verdict.replica not in (None, "ok", "unavailable"):
         progress["replica_damaged"] += 1
     progress["replica_repaired"] += verdict.replica_repaired
+    progress["blocks_recorded"] += verdict.blocks_recorded
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -306,6 +306,7 @@ class UploadService:
                     session.backend_upload,
                     [StoredPart(p.part_number, p.size, p.handle) for p in chosen],
                     expected_sha256=declared,
+                    block_size=self._ctx.settings.block_size,
                 )
             except DigestMismatch as exc:
                 # Nothing is visible; the session stays for a fixed retry, or an abort.
@@ -314,7 +315,12 @@ class UploadService:
                     exc.message += "; the parts were used up: upload them again"
                 raise
             staged = StagedBlob(
-                session.blob_id, assembled.size, assembled.md5, assembled.sha256, time.time()
+                session.blob_id,
+                assembled.size,
+                assembled.md5,
+                assembled.sha256,
+                time.time(),
+                assembled.blocks,
             )
             try:
                 target = Target(

@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 
 from tfstorage.blobs.base import BlobNotFound, new_blob_id
+from tfstorage.domain.blocks import BlockChecksums
 from tfstorage.domain.conditions import WriteCondition
 from tfstorage.domain.filetypes import guess_content_type, is_allowed, validate_content_type
 from tfstorage.domain.names import validate_bucket_name, validate_key
@@ -39,6 +40,7 @@ class StagedBlob:
     md5: str
     sha256: str
     stored_at: float = 0.0  # time.time() when the blob became durable
+    blocks: BlockChecksums | None = None  # computed in the same pass as the digests
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,14 +127,19 @@ class ObjectWriter:
     ) -> StagedBlob:
         """Stream `body` into a new blob, hashing it; durable when this returns."""
         self.check_declared_size(declared_size, max_size)
-        stream = HashingStream(body, limit=self.limit(max_size), expected_size=declared_size)
+        stream = HashingStream(
+            body,
+            limit=self.limit(max_size),
+            expected_size=declared_size,
+            block_size=self._ctx.settings.block_size,
+        )
         blob_id = new_blob_id()
         size = await self._ctx.blobs.put(blob_id, stream)
         if not stream.finished or size != stream.size:  # a backend that stopped reading early
             await self.discard(blob_id)
             raise RuntimeError("blob store did not consume the whole stream")
         self._ctx.metrics.bytes_in.inc(size)
-        return StagedBlob(blob_id, size, stream.md5, stream.sha256, time.time())
+        return StagedBlob(blob_id, size, stream.md5, stream.sha256, time.time(), stream.blocks)
 
     async def discard(self, blob_id: str) -> None:
         # Shielded: a request cancelled mid-cleanup must still remove what it wrote.
@@ -280,6 +287,7 @@ class ObjectWriter:
             tags=t.tags,
             created_by=created_by,
             condition=t.condition,
+            blocks=staged.blocks,
         )
 
     async def put_object(

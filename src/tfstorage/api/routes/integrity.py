@@ -27,7 +27,9 @@ async def verify_file(
     """Re-read the version's stored bytes and compare MD5, SHA-256 and size with the
     index. Damage found marks the blob (downloads then refuse it); with a replica
     holding a good copy, the damaged copy is rewritten from it (`repaired`). `ok` says
-    whether the stored bytes match the index now."""
+    whether the stored bytes match the index now. `damaged_blocks` names the blocks
+    whose CRC32C does not match (index, byte offsets); a blob recorded before block
+    checksums gets them here when its bytes are intact (`blocks_recorded`)."""
     version = await visible_version(storage, caller, file_id, "read")
     verdict = await storage.integrity.verify_version(version)
     body: dict[str, Any] = {
@@ -40,6 +42,12 @@ async def verify_file(
         "expected": {"md5": version.etag, "sha256": version.sha256, "size": version.size},
         "actual": _digest(verdict.primary.actual),
         "repaired": verdict.repaired,
+        # Block checksums (issue 10): the damaged blocks by index, with their byte
+        # offsets [start, end); whether this verification recorded missing checksums.
+        "block_size": verdict.blob.blocks.block_size if verdict.blob.blocks else None,
+        "damaged_blocks": [b.as_dict() for b in verdict.damaged_blocks],
+        "damaged_block_count": verdict.damaged_block_count,
+        "blocks_recorded": verdict.blocks_recorded,
     }
     if verdict.replica is not None:
         body["replica"] = {"status": verdict.replica, "repaired": verdict.replica_repaired}

@@ -1,7 +1,7 @@
 """The replica catch-up journal, moved from DATA_DIR/replica-pending.log into the index.
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-04
 """
 
@@ -13,9 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009"
-# "0008" is being written on another branch at the same time; the merge re-points this
-# revision to it. Until then 0009 follows 0007 directly.
-down_revision: str | None = "0007"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
