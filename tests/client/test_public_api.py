@@ -50,7 +50,11 @@ def _server_codes() -> dict[str, int]:
     stack: list[type[server_errors.StorageError]] = [server_errors.StorageError]
     while stack:
         cls = stack.pop()
-        found[cls.code] = cls.status
+        # The S3 endpoint's own errors (signatures, checksums) are answered in S3's XML
+        # to S3 clients, never to this SDK; whether they show here would depend on
+        # whether another test imported tfstorage.s3api first.
+        if not cls.__module__.startswith("tfstorage.s3api"):
+            found[cls.code] = cls.status
         stack.extend(cls.__subclasses__())
     return found
 
