@@ -102,21 +102,6 @@ def _update(
         blocks.update(chunk)
 
 
-_RECHECK_MISSING_SECONDS = 0.5
-
-
-async def _open_twice(store: BlobStore, blob_id: str) -> ByteStream:
-    """Open a copy, asking once more before believing it is gone: a "missing" verdict
-    marks the blob, and a marked object's downloads are refused, so a single transient
-    404 from a loaded engine must not be enough (a scrub on SeaweedFS once reported a
-    blob written moments before as missing)."""
-    try:
-        return await store.open(blob_id)
-    except BlobNotFound:
-        await anyio.sleep(_RECHECK_MISSING_SECONDS)
-        return await store.open(blob_id)
-
-
 async def check_copy(
     store: BlobStore,
     expected: StoredBlob,
@@ -128,7 +113,7 @@ async def check_copy(
     its blocks (for naming damaged ones, or recording missing checksums). An engine
     that cannot be reached raises `BlobStoreUnavailable`: that is not damage."""
     try:
-        stream = await _open_twice(store, expected.blob_id)
+        stream = await store.open(expected.blob_id)
     except BlobNotFound:
         return CopyCheck("missing", None)
     md5 = hashlib.md5(usedforsecurity=False)
