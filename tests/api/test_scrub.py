@@ -49,6 +49,10 @@ def storage_of(app: FastAPI) -> Storage:
 
 async def upload(app: FastAPI, c: httpx.AsyncClient, key: str, data: bytes) -> tuple[str, str]:
     """(file_id, blob_id) of a new object in `models`."""
+    # With no orphan grace, the start-up GC's sweep would take a blob written while it
+    # lists the store (stored, not yet committed) for an orphan: let it end first.
+    with anyio.fail_after(60):
+        await storage_of(app).started_up.wait()
     r = await c.put(f"/api/v1/objects/models/{key}", content=data)
     assert r.status_code == 200, r.text
     file_id: str = r.json()["file_id"]

@@ -44,6 +44,7 @@ async def _collect_garbage_forever(store: Storage) -> None:
             await store.run_maintenance()
         except Exception:
             log.exception("garbage collection failed; retrying at the next interval")
+        store.started_up.set()
         if interval <= 0:
             return
         await anyio.sleep(interval)

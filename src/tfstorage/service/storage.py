@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import anyio.to_thread
@@ -52,6 +52,9 @@ class Storage:
     integrity: IntegrityChecker
     scrubber: Scrubber
     replication: Replication
+    # Set when the start-up maintenance run has ended (done or failed): tests that
+    # write while an orphan sweep with no grace period could list their blobs wait on it.
+    started_up: anyio.Event = field(default_factory=anyio.Event)
 
     @classmethod
     def from_context(cls, ctx: StorageContext, access_index: AccessIndex) -> Storage:
