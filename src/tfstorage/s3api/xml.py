@@ -15,6 +15,7 @@ from xml.etree.ElementTree import Element  # the type only: parsing goes through
 import defusedxml.ElementTree as safe_xml
 from defusedxml import DefusedXmlException
 
+from tfstorage.errors import InvalidTag
 from tfstorage.s3api import checksums
 from tfstorage.s3api.errors import MalformedXML, MaxMessageLengthExceeded
 
@@ -126,3 +127,25 @@ def parse_complete_multipart_upload(body: bytes) -> CompleteMultipartUploadReque
     if not parts:
         raise MalformedXML("a CompleteMultipartUpload request lists at least one part")
     return CompleteMultipartUploadRequest(parts)
+
+
+MAX_TAGS = 50
+
+
+def parse_tagging(body: bytes) -> dict[str, str]:
+    """`<Tagging><TagSet><Tag><Key/><Value/></Tag>...</TagSet></Tagging>`; keys unique."""
+    root = parse(body, root="Tagging")
+    sets = _children(root, "TagSet")
+    if len(sets) != 1:
+        raise MalformedXML("Tagging needs exactly one TagSet")
+    tags: dict[str, str] = {}
+    for item in _children(sets[0], "Tag"):
+        key = _text(item, "Key")
+        value = _text(item, "Value")
+        assert key is not None and value is not None
+        if key in tags:
+            raise InvalidTag("Cannot provide multiple Tags with the same key")
+        tags[key] = value
+    if len(tags) > MAX_TAGS:
+        raise InvalidTag(f"Object tags cannot be greater than {MAX_TAGS}")
+    return tags
