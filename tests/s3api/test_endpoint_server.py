@@ -23,6 +23,7 @@ from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from tests.s3api.clients import ChunkEncoder
 from tests.server.conftest import ADMIN_TOKEN, ServerProcess
 from tests.server.helpers import blob_files, sha256
 
@@ -370,3 +371,113 @@ def test_errors_are_s3_xml(server: ServerProcess, s3: BaseClient) -> None:
 def test_rest_port_is_not_s3(server: ServerProcess) -> None:
     assert httpx.get(f"{server.base_url}/health").json()["status"] == "healthy"
     assert ADMIN_TOKEN  # the REST door keeps its bearer tokens
+
+
+class _StreamingSigner:
+    """botocore's S3 SigV4 signer, told the payload is signed aws-chunked."""
+
+    @staticmethod
+    def sign(
+        key_id: str,
+        secret: str,
+        url: str,
+        headers: dict[str, str],
+        mode: str = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+    ) -> dict[str, str]:
+        from botocore.auth import S3SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        class Streaming(S3SigV4Auth):
+            def payload(self, request: Any) -> str:
+                return mode
+
+        request = AWSRequest(method="PUT", url=url, headers=headers)
+        Streaming(Credentials(key_id, secret), "s3", REGION).add_auth(request)
+        return dict(request.headers.items())
+
+
+def _chunk_encoder(secret: str, signed: dict[str, str]) -> ChunkEncoder:
+    import hmac
+
+    amz_date = signed["X-Amz-Date"]
+    key = f"AWS4{secret}".encode()
+    for part in (amz_date[:8], REGION, "s3", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    seed = signed["Authorization"].rsplit("Signature=", 1)[1]
+    return ChunkEncoder(key, amz_date, f"{amz_date[:8]}/{REGION}/s3/aws4_request", seed)
+
+
+def test_signed_chunks_and_trailers_by_hand(server: ServerProcess, rest: httpx.Client) -> None:
+    key_id, secret = admin_keys(server)
+    data = [os.urandom(64 * 1024), os.urandom(1000)]
+    whole = b"".join(data)
+    for name, tamper in (("chunked-ok.bin", False), ("chunked-bad.bin", True)):
+        url = f"{server.s3_url}/models/s3chunks/{name}"
+        headers = _StreamingSigner.sign(
+            key_id,
+            secret,
+            url,
+            {"Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": str(len(whole))},
+        )
+        body = _chunk_encoder(secret, headers).body(data)
+        if tamper:  # one byte of the second chunk's data changed
+            at = body.rindex(data[1][:16])
+            body = body[:at] + bytes([body[at] ^ 1]) + body[at + 1 :]
+        answer = httpx.put(url, content=body, headers=headers)
+        stored = rest_object(rest, "models", f"s3chunks/{name}")
+        if tamper:
+            assert answer.status_code == 403, answer.text
+            assert "<Code>SignatureDoesNotMatch</Code>" in answer.text
+            assert stored.status_code == 404
+        else:
+            assert answer.status_code == 200, answer.text
+            assert sha256(stored.content) == sha256(whole)
+    # An unsigned-payload trailer whose CRC32 does not match the body: BadDigest.
+    for name, crc in (("trailer-ok.bin", _crc32(whole)), ("trailer-bad.bin", _crc32(b"other"))):
+        url = f"{server.s3_url}/models/s3chunks/{name}"
+        headers = _StreamingSigner.sign(
+            key_id,
+            secret,
+            url,
+            {
+                "Content-Encoding": "aws-chunked",
+                "x-amz-decoded-content-length": str(len(whole)),
+                "x-amz-trailer": "x-amz-checksum-crc32",
+            },
+            mode="STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+        )
+        body = f"{len(whole):x}\r\n".encode() + whole + b"\r\n0\r\n"
+        body += f"x-amz-checksum-crc32:{crc}\r\n\r\n".encode()
+        answer = httpx.put(url, content=body, headers=headers)
+        stored = rest_object(rest, "models", f"s3chunks/{name}")
+        if name == "trailer-bad.bin":
+            assert answer.status_code == 400 and "<Code>BadDigest</Code>" in answer.text
+            assert stored.status_code == 404
+        else:
+            assert answer.status_code == 200, answer.text
+            assert sha256(stored.content) == sha256(whole)
+
+
+def _crc32(data: bytes) -> str:
+    import base64
+    import zlib
+
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
+def test_two_workers_serve_both_ports(tmp_path: Path) -> None:
+    proc = ServerProcess(tmp_path / "data", {"S3_PORT": "auto", "WORKERS": "2"}, log_dir=tmp_path)
+    proc.start()
+    try:
+        s3 = s3_client(proc, *admin_keys(proc))
+        for i in range(6):  # several connections: both workers answer some
+            s3_client(proc, *admin_keys(proc)).put_object(
+                Bucket="models", Key=f"w/{i}.bin", Body=b"%d" % i
+            )
+        listed = s3.list_objects_v2(Bucket="models", Prefix="w/")["KeyCount"]
+        assert listed == 6
+        with proc.client() as rest:
+            assert rest_object(rest, "models", "w/5.bin").content == b"5"
+    finally:
+        proc.stop()
