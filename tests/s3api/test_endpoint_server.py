@@ -138,7 +138,7 @@ def test_upload_file_and_download_file(
 
     source = tmp_path / "big.bin"
     source.write_bytes(os.urandom(24 * 1024 * 1024))
-    # Multipart is not served yet: one streamed PUT (aws-chunked, CRC32 trailer).
+    # One PutObject however large (multipart has its own test).
     single = TransferConfig(multipart_threshold=1 << 40, multipart_chunksize=8 << 20)
     s3.upload_file(str(source), "datasets", "big/shard-0.npy", Config=single)
     target = tmp_path / "back.bin"
@@ -147,6 +147,38 @@ def test_upload_file_and_download_file(
     assert sha256(rest_object(rest, "datasets", "big/shard-0.npy").content) == sha256(
         source.read_bytes()
     )
+
+
+def test_multipart_upload_file_and_parts(
+    server: ServerProcess, s3: BaseClient, rest: httpx.Client, tmp_path: Path
+) -> None:
+    from boto3.s3.transfer import TransferConfig
+
+    source = tmp_path / "ckpt.pt"
+    source.write_bytes(os.urandom(40 * 1024 * 1024))
+    # 5 parts of 8 MiB, sent by 4 threads at once: boto3's transfer manager as users run it.
+    parts = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20)
+    s3.upload_file(str(source), "checkpoints", "mpu/ckpt.pt", Config=parts)
+    target = tmp_path / "back.pt"
+    s3.download_file("checkpoints", "mpu/ckpt.pt", str(target), Config=parts)
+    digest = sha256(source.read_bytes())
+    assert sha256(target.read_bytes()) == digest
+    response = rest_object(rest, "checkpoints", "mpu/ckpt.pt")
+    assert response.headers["x-checksum-sha256"] == digest and sha256(response.content) == digest
+    # ListParts, ListMultipartUploads and AbortMultipartUpload of a session left open.
+    upload = s3.create_multipart_upload(Bucket="checkpoints", Key="mpu/open.pt")["UploadId"]
+    etag = s3.upload_part(
+        Bucket="checkpoints", Key="mpu/open.pt", UploadId=upload, PartNumber=1, Body=b"x" * 1000
+    )["ETag"]
+    listed = s3.list_parts(Bucket="checkpoints", Key="mpu/open.pt", UploadId=upload)["Parts"]
+    assert [(p["PartNumber"], p["ETag"], p["Size"]) for p in listed] == [(1, etag, 1000)]
+    uploads = s3.list_multipart_uploads(Bucket="checkpoints")["Uploads"]
+    assert [u["UploadId"] for u in uploads] == [upload]
+    s3.abort_multipart_upload(Bucket="checkpoints", Key="mpu/open.pt", UploadId=upload)
+    with pytest.raises(ClientError) as exc:
+        s3.list_parts(Bucket="checkpoints", Key="mpu/open.pt", UploadId=upload)
+    assert error_code(exc) == "NoSuchUpload"
+    assert rest_object(rest, "checkpoints", "mpu/open.pt").status_code == 404
 
 
 def test_rest_upload_is_visible_over_s3(rest: httpx.Client, s3: BaseClient) -> None:
@@ -363,7 +395,7 @@ def test_errors_are_s3_xml(server: ServerProcess, s3: BaseClient) -> None:
         s3.list_objects_v2(Bucket="no-such-bucket")
     assert error_code(exc) == "NoSuchBucket"
     with pytest.raises(ClientError) as exc:
-        s3.create_multipart_upload(Bucket="models", Key="mpu")
+        s3.list_object_versions(Bucket="models")
     assert error_code(exc) == "NotImplemented"
     assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 501
 

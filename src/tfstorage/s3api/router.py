@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from starlette.responses import Response
 
-from tfstorage.s3api import buckets, listing, multi_delete, objects, tagging
+from tfstorage.s3api import buckets, listing, multi_delete, multipart, objects, tagging
 from tfstorage.s3api.errors import MethodNotAllowed, NotImplementedOperation
 from tfstorage.s3api.request import S3Request
 
@@ -20,7 +20,7 @@ _UNSERVED = frozenset(
         "intelligent-tiering", "inventory", "legal-hold", "lifecycle", "logging",
         "metrics", "notification", "object-lock", "ownershipControls", "policy",
         "policyStatus", "publicAccessBlock", "replication", "requestPayment", "restore",
-        "retention", "select", "torrent", "uploadId", "uploads", "versions", "website",
+        "retention", "select", "torrent", "versions", "website",
     }
 )  # fmt: skip
 _BUCKET_TAGGING = "tagging"
@@ -37,6 +37,8 @@ def route(req: S3Request) -> Operation:
         raise MethodNotAllowed()
     if not req.key:
         return _bucket_operation(req)
+    if "uploads" in query or "uploadId" in query:
+        return _multipart_operation(req)
     if "tagging" in query:
         by_method: dict[str, Operation] = {
             "GET": tagging.get_object_tagging,
@@ -62,6 +64,8 @@ def _bucket_operation(req: S3Request) -> Operation:
     if _BUCKET_TAGGING in query or ("versioning" in query and method != "GET"):
         raise NotImplementedOperation("bucket tagging and versioning changes are not implemented")
     if method == "GET":
+        if "uploads" in query:
+            return multipart.list_multipart_uploads
         if "location" in query:
             return buckets.get_bucket_location
         if "versioning" in query:
@@ -79,3 +83,22 @@ def _bucket_operation(req: S3Request) -> Operation:
     if method not in simple:
         raise MethodNotAllowed()
     return simple[method]
+
+
+def _multipart_operation(req: S3Request) -> Operation:
+    method = req.method
+    if "uploads" in req.query:
+        if method != "POST":
+            raise MethodNotAllowed()
+        return multipart.create_multipart_upload
+    if method == "PUT" and req.header("x-amz-copy-source") is not None:
+        raise NotImplementedOperation("UploadPartCopy is not implemented yet")
+    by_method: dict[str, Operation] = {
+        "PUT": multipart.upload_part,
+        "POST": multipart.complete_multipart_upload,
+        "DELETE": multipart.abort_multipart_upload,
+        "GET": multipart.list_parts,
+    }
+    if method not in by_method:
+        raise MethodNotAllowed()
+    return by_method[method]
