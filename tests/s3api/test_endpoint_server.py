@@ -24,10 +24,12 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from tests.s3api.clients import ChunkEncoder
+from tests.server import conftest as server_fixtures
 from tests.server.conftest import ADMIN_TOKEN, ServerProcess
 from tests.server.helpers import blob_files, sha256
 
 pytestmark = pytest.mark.timeout(120)
+postgres_database = server_fixtures.postgres_database  # a fresh PostgreSQL database
 
 REGION = "us-east-1"
 
@@ -35,7 +37,8 @@ REGION = "us-east-1"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("s3-endpoint")
-    proc = ServerProcess(root / "data", {"S3_PORT": "auto"}, log_dir=root)
+    env = {"S3_PORT": "auto", "S3_DOMAIN": "localhost"}
+    proc = ServerProcess(root / "data", env, log_dir=root)
     proc.start()
     yield proc
     proc.stop()
@@ -511,5 +514,60 @@ def test_two_workers_serve_both_ports(tmp_path: Path) -> None:
         assert listed == 6
         with proc.client() as rest:
             assert rest_object(rest, "models", "w/5.bin").content == b"5"
+    finally:
+        proc.stop()
+
+
+def test_bucket_versioning_maps_to_the_buckets_setting(s3: BaseClient, rest: httpx.Client) -> None:
+    s3.create_bucket(Bucket="s3-versioning")
+    assert s3.get_bucket_versioning(Bucket="s3-versioning")["Status"] == "Enabled"
+    s3.put_bucket_versioning(
+        Bucket="s3-versioning", VersioningConfiguration={"Status": "Suspended"}
+    )
+    assert s3.get_bucket_versioning(Bucket="s3-versioning")["Status"] == "Suspended"
+    assert rest.get("/api/v1/buckets/s3-versioning").json()["versioning"] is False
+    answer = httpx.delete(f"{rest.base_url}/api/v1/buckets/s3-versioning", headers=rest.headers)
+    assert answer.status_code in (200, 204)
+
+
+def test_virtual_host_addressing_under_s3_domain(server: ServerProcess) -> None:
+    key_id, secret = admin_keys(server)
+    virtual = boto3.client(
+        "s3",
+        endpoint_url=f"http://localhost:{server.s3_port}",
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+        region_name=REGION,
+        config=Config(s3={"addressing_style": "virtual"}, signature_version="s3v4"),
+    )
+    s3_client(server, key_id, secret).put_object(Bucket="models", Key="vh/a.bin", Body=b"vhost")
+    url = virtual.generate_presigned_url(
+        "get_object", Params={"Bucket": "models", "Key": "vh/a.bin"}, ExpiresIn=60
+    )
+    assert url.startswith(f"http://models.localhost:{server.s3_port}/vh/a.bin?")
+    # Sent to the loopback address with the Host the URL names (no DNS needed for it).
+    loopback = url.replace(f"models.localhost:{server.s3_port}", f"127.0.0.1:{server.s3_port}")
+    answer = httpx.get(loopback, headers={"Host": f"models.localhost:{server.s3_port}"})
+    assert answer.status_code == 200, answer.text
+    assert answer.content == b"vhost"
+
+
+def test_on_postgresql(postgres_database: str, tmp_path: Path) -> None:
+    """The key lookup, the write path and listings over the S3 door on the other index."""
+    env = {"S3_PORT": "auto", "DATABASE_URL": postgres_database}
+    proc = ServerProcess(tmp_path / "data", env, log_dir=tmp_path)
+    proc.start()
+    try:
+        with proc.client() as rest:
+            keys = new_keys(rest, buckets=["models"])
+            s3 = s3_client(proc, keys["access_key_id"], keys["secret_access_key"])
+            data = os.urandom(300_000)
+            s3.put_object(Bucket="models", Key="pg/a.bin", Body=data)
+            assert sha256(rest_object(rest, "models", "pg/a.bin").content) == sha256(data)
+            assert s3.list_objects_v2(Bucket="models", Prefix="pg/")["KeyCount"] == 1
+            assert rest.delete(f"/api/v1/tokens/{keys['id']}").status_code == 200
+            with pytest.raises(ClientError) as exc:
+                s3.get_object(Bucket="models", Key="pg/a.bin")
+            assert error_code(exc) == "InvalidAccessKeyId"
     finally:
         proc.stop()

@@ -81,3 +81,14 @@ async def get_bucket_versioning(req: S3Request) -> Response:
     return xml_response(
         "VersioningConfiguration", [("Status", "Enabled" if bucket.versioning else "Suspended")]
     )
+
+
+async def put_bucket_versioning(req: S3Request) -> Response:
+    await authorize(req.storage, req.caller, "admin", req.bucket)
+    enabled = xml.parse_versioning(await xml.read_capped(req.body()))
+    if enabled is not None:
+        await req.storage.buckets.update(req.bucket, versioning=enabled)
+        await req.audit("update_bucket", bucket=req.bucket, versioning=enabled)
+    else:
+        await req.storage.buckets.get(req.bucket)
+    return Response(status_code=200)

@@ -24,6 +24,7 @@ _UNSERVED = frozenset(
     }
 )  # fmt: skip
 _BUCKET_TAGGING = "tagging"
+_BUCKET_SUBRESOURCES = frozenset({"location", "versioning", "delete", "uploads"})
 
 
 def route(req: S3Request) -> Operation:
@@ -61,8 +62,10 @@ def route(req: S3Request) -> Operation:
 
 def _bucket_operation(req: S3Request) -> Operation:
     query, method = req.query, req.method
-    if _BUCKET_TAGGING in query or ("versioning" in query and method != "GET"):
-        raise NotImplementedOperation("bucket tagging and versioning changes are not implemented")
+    if _BUCKET_TAGGING in query:
+        raise NotImplementedOperation("bucket tagging is not implemented yet")
+    if "versioning" in query and method == "PUT":
+        return buckets.put_bucket_versioning
     if method == "GET":
         if "uploads" in query:
             return multipart.list_multipart_uploads
@@ -75,6 +78,8 @@ def _bucket_operation(req: S3Request) -> Operation:
         return listing.list_objects_v1
     if method == "POST" and "delete" in query:
         return multi_delete.delete_objects
+    if _BUCKET_SUBRESOURCES.intersection(query):
+        raise MethodNotAllowed()  # never taken for a plain bucket request (DELETE ?location)
     simple: dict[str, Operation] = {
         "PUT": buckets.create_bucket,
         "DELETE": buckets.delete_bucket,

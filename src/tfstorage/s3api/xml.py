@@ -149,3 +149,15 @@ def parse_tagging(body: bytes) -> dict[str, str]:
     if len(tags) > MAX_TAGS:
         raise InvalidTag(f"Object tags cannot be greater than {MAX_TAGS}")
     return tags
+
+
+def parse_versioning(body: bytes) -> bool | None:
+    """`<VersioningConfiguration><Status>Enabled|Suspended</Status>`: True, False, or None
+    when no Status is given (a request that changes nothing)."""
+    root = parse(body, root="VersioningConfiguration")
+    status = _text(root, "Status", required=False)
+    if status is None:
+        return None
+    if status not in ("Enabled", "Suspended"):
+        raise MalformedXML("Status must be Enabled or Suspended")
+    return status == "Enabled"
