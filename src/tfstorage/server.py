@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from tfstorage.api.app import create_app
+from tfstorage.api.middleware import RequestIdMiddleware
 from tfstorage.config import Settings
 from tfstorage.s3api.app import S3App
 from tfstorage.service.storage import Storage
@@ -23,13 +24,15 @@ class FrontDoors:
 
     def __init__(self, rest: FastAPI, s3: S3App, s3_port: int) -> None:
         self.rest = rest
-        self.s3 = s3
+        # The same request id, access log line and HTTP metrics as every REST request.
+        self.s3 = RequestIdMiddleware(s3)
         self.s3_port = s3_port
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         server = scope.get("server")
         if self.s3_port and scope["type"] == "http" and server and server[1] == self.s3_port:
-            await self.s3(scope, receive, send)
+            # `app`: where the request metrics find the storage's collectors.
+            await self.s3({**scope, "app": self.rest}, receive, send)
             return
         await self.rest(scope, receive, send)
 

@@ -132,6 +132,11 @@ def test_put_get_head_match_rest(server: ServerProcess, rest: httpx.Client, chec
     info = rest.get(f"/api/v1/files/{response.headers['x-file-id']}").json()
     assert info["metadata"] == {"run": "7"}
     assert info["tags"] == {"stage": "dev", "team": "ml"}
+    # One access-log line per S3 request, as for REST: operation, status, token name.
+    request_id = put["ResponseMetadata"]["HTTPHeaders"]["x-amz-request-id"]
+    line = next(x for x in server.log_tail(10**7).splitlines() if f"rid={request_id}" in x)
+    assert f"PUT /models/{key} 200" in line and "token=admin (ADMIN_TOKEN)" in line
+    assert 'route="s3:put_object"' in rest.get("/metrics").text
 
 
 def test_upload_file_and_download_file(

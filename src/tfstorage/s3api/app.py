@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import anyio.to_thread
 from starlette.requests import Request
@@ -29,6 +30,17 @@ from tfstorage.service.storage import Storage
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class OperationRoute:
+    """What the access log and the HTTP metrics call a request's route: `s3:put_object`."""
+
+    operation: str
+
+    @property
+    def path(self) -> str:
+        return f"s3:{self.operation}"
+
+
 class S3App:
     def __init__(self, settings: Settings, storage: Callable[[], Storage]) -> None:
         self._settings = settings
@@ -37,7 +49,8 @@ class S3App:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return  # the REST app owns the lifespan; nothing else is spoken here
-        request_id = secrets.token_hex(8).upper()
+        state = scope.setdefault("state", {})
+        request_id = state.get("request_id") or secrets.token_hex(8)
         http = Request(scope, receive)
         try:
             response = await self._handle(http, request_id)
@@ -69,8 +82,11 @@ class S3App:
         query: dict[str, str] = {}
         for name, value in parse_query(http.scope.get("query_string", b"").decode("latin-1")):
             query.setdefault(name, value)
+        # For the access log: the token's name, never its secret or key id.
+        http.scope["state"]["caller_name"] = None if caller.anonymous else caller.name
         req = S3Request(http, storage, caller, auth, bucket, key, request_id, query)
         operation = router.route(req)
+        http.scope["route"] = OperationRoute(operation.__name__)
         return await operation(req)
 
     def _address(self, http: Request) -> tuple[str, str]:

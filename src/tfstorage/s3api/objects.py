@@ -70,6 +70,7 @@ def object_headers(version: ObjectVersion) -> dict[str, str]:
         "Accept-Ranges": "bytes",
         "Content-Type": version.content_type,
         "x-amz-version-id": version.file_id,
+        "X-Content-Type-Options": "nosniff",
         # This project's own integrity: the whole object's SHA-256, as the REST API sends.
         "X-Checksum-SHA256": version.sha256,
     }
@@ -148,7 +149,10 @@ async def get_object(req: S3Request) -> Response:
         if name in req.query:
             if req.caller.anonymous:
                 raise InvalidRequest("response-* overrides need a signed request")
-            headers[header] = req.query[name]
+            value = req.query[name]
+            if not value.isprintable() or len(value) > 1024:
+                raise InvalidArgument(f"{name} is not a valid header value")
+            headers[header] = value
     status = 200
     length = version.size
     if byte_range is not None:
