@@ -10,11 +10,13 @@ from __future__ import annotations
 import configparser
 import hashlib
 import os
+import socket
 import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import httpx
@@ -26,7 +28,7 @@ from botocore.exceptions import ClientError
 from tests.s3api.clients import ChunkEncoder
 from tests.server import conftest as server_fixtures
 from tests.server.conftest import ADMIN_TOKEN, ServerProcess
-from tests.server.helpers import blob_files, sha256
+from tests.server.helpers import blob_files, sha256, temp_files
 
 pytestmark = pytest.mark.timeout(120)
 postgres_database = server_fixtures.postgres_database  # a fresh PostgreSQL database
@@ -574,5 +576,76 @@ def test_on_postgresql(postgres_database: str, tmp_path: Path) -> None:
             with pytest.raises(ClientError) as exc:
                 s3.get_object(Bucket="models", Key="pg/a.bin")
             assert error_code(exc) == "InvalidAccessKeyId"
+    finally:
+        proc.stop()
+
+
+def _half_sent_put(url: str, size: int) -> socket.socket:
+    """A PUT to a presigned URL whose body stops halfway, the connection left open."""
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname, parts.port))
+    head = (
+        f"PUT {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        f"Content-Length: {size}\r\n\r\n"
+    )
+    sock.sendall(head.encode() + os.urandom(size // 2))
+    return sock
+
+
+def test_sigkill_mid_s3_put_and_mid_part(tmp_path: Path) -> None:
+    env = {"S3_PORT": "auto", "ORPHAN_GRACE_SECONDS": "0"}
+    proc = ServerProcess(tmp_path / "data", env, log_dir=tmp_path)
+    proc.start()
+    try:
+        s3 = s3_client(proc, *admin_keys(proc))
+        kept = {f"crash/{i}.bin": os.urandom(100_000 + i) for i in range(3)}
+        for key, data in kept.items():
+            s3.put_object(Bucket="models", Key=key, Body=data)
+        upload = s3.create_multipart_upload(Bucket="models", Key="crash/mpu.bin")["UploadId"]
+        part = os.urandom(5 * 1024 * 1024)
+        s3.upload_part(
+            Bucket="models", Key="crash/mpu.bin", UploadId=upload, PartNumber=1, Body=part
+        )
+        presign = s3_client(proc, *admin_keys(proc)).generate_presigned_url
+        put_url = presign("put_object", Params={"Bucket": "models", "Key": "crash/half.bin"})
+        part_url = presign(
+            "upload_part",
+            Params={
+                "Bucket": "models",
+                "Key": "crash/mpu.bin",
+                "UploadId": upload,
+                "PartNumber": 2,
+            },
+        )
+        sockets = [_half_sent_put(put_url, 4 << 20), _half_sent_put(part_url, 4 << 20)]
+        deadline = time.monotonic() + 10
+        while len(temp_files(proc.data_dir)) < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)  # the half body is being written: now the crash
+        assert temp_files(proc.data_dir), "the kill must land mid-body"
+        proc.kill()
+        for sock in sockets:
+            sock.close()
+        proc.start()  # same DATA_DIR; start-up GC removes the orphans at once (grace 0)
+        s3 = s3_client(proc, *admin_keys(proc))
+        with pytest.raises(ClientError) as exc:
+            s3.head_object(Bucket="models", Key="crash/half.bin")
+        assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+        for key, data in kept.items():
+            assert sha256(s3.get_object(Bucket="models", Key=key)["Body"].read()) == sha256(data)
+        deadline = time.monotonic() + 10
+        while temp_files(proc.data_dir) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not temp_files(proc.data_dir)  # the half-written body is collected
+        # The upload survives with its acknowledged part and completes with it alone.
+        listed = s3.list_parts(Bucket="models", Key="crash/mpu.bin", UploadId=upload)["Parts"]
+        assert [p["PartNumber"] for p in listed] == [1]
+        s3.complete_multipart_upload(
+            Bucket="models",
+            Key="crash/mpu.bin",
+            UploadId=upload,
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": listed[0]["ETag"]}]},
+        )
+        got = s3.get_object(Bucket="models", Key="crash/mpu.bin")["Body"].read()
+        assert sha256(got) == sha256(part)
     finally:
         proc.stop()
