@@ -7,6 +7,7 @@ cases check the S3 error code in the XML and that nothing was stored.
 
 from __future__ import annotations
 
+import base64
 import configparser
 import hashlib
 import os
@@ -121,8 +122,9 @@ def test_put_get_head_match_rest(server: ServerProcess, rest: httpx.Client, chec
     got = s3.get_object(Bucket="models", Key=key)
     assert sha256(got["Body"].read()) == sha256(data)
     assert got["Metadata"] == {"run": "7"}
-    head = s3.head_object(Bucket="models", Key=key)
+    head = s3.head_object(Bucket="models", Key=key, ChecksumMode="ENABLED")
     assert head["ContentLength"] == len(data)
+    assert head["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
     part = s3.get_object(Bucket="models", Key=key, Range="bytes=100-199")
     assert part["Body"].read() == data[100:200]
     assert part["ContentRange"] == f"bytes 100-199/{len(data)}"

@@ -160,6 +160,11 @@ async def get_object(req: S3Request) -> Response:
         length = byte_range.length
         headers["Content-Range"] = byte_range.content_range(version.size)
     headers["Content-Length"] = str(length)
+    if byte_range is None and (req.header("x-amz-checksum-mode") or "").upper() == "ENABLED":
+        # The whole object's SHA-256, recorded as it was written: clients verify the
+        # bytes end to end (a range has no checksum of its own, as on S3).
+        headers["x-amz-checksum-sha256"] = base64.b64encode(bytes.fromhex(version.sha256)).decode()
+        headers["x-amz-checksum-type"] = "FULL_OBJECT"
     if req.method == "HEAD":
         return Response(status_code=status, headers=headers)
     stream = await storage.reader.open(version, byte_range)
