@@ -651,3 +651,14 @@ def test_sigkill_mid_s3_put_and_mid_part(tmp_path: Path) -> None:
         assert sha256(got) == sha256(part)
     finally:
         proc.stop()
+
+
+def test_absurd_numbers_are_client_errors(server: ServerProcess, rest: httpx.Client) -> None:
+    created = rest.post("/api/v1/buckets", json={"name": "open-numbers", "public_read": True})
+    assert created.status_code == 201
+    url = f"{server.s3_url}/open-numbers"
+    huge = "9" * 5000  # past Python's int() digit limit: must not become a 500
+    listed = httpx.get(url, params={"list-type": "2", "max-keys": huge})
+    assert listed.status_code == 200 and "<MaxKeys>1000</MaxKeys>" in listed.text
+    bad = httpx.get(url, params={"list-type": "2", "max-keys": "-1"})
+    assert bad.status_code == 400 and "<Code>InvalidArgument</Code>" in bad.text

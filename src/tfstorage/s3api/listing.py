@@ -24,7 +24,7 @@ def _max_keys(req: S3Request) -> int:
     text = req.query.get("max-keys", str(MAX_KEYS))
     if not text.isascii() or not text.isdigit():
         raise InvalidArgument("max-keys must be a non-negative integer")
-    return min(int(text), MAX_KEYS)
+    return min(int(text[:12]) if len(text) <= 12 else MAX_KEYS, MAX_KEYS)
 
 
 def _encoder(req: S3Request) -> tuple[str | None, Encode]:

@@ -45,7 +45,7 @@ async def create_multipart_upload(req: S3Request) -> Response:
 async def upload_part(req: S3Request) -> Response:
     await authorize(req.storage, req.caller, "write", req.bucket, req.key)
     number = req.query.get("partNumber", "")
-    if not number.isascii() or not number.isdigit():
+    if not number.isascii() or not number.isdigit() or len(number) > 5:
         raise InvalidArgument("Part number must be an integer between 1 and 10000, inclusive")
     session = await _session(req)
     body = req.body()  # aws-chunked decoded, Content-MD5 and x-amz-checksum-* verified

@@ -54,7 +54,7 @@ class S3Request:
         value = self.header("x-amz-decoded-content-length") or self.header("content-length")
         if value is None:
             return None
-        if not value.isascii() or not value.isdigit():
+        if not value.isascii() or not value.isdigit() or len(value) > 19:
             raise InvalidRequest("Content-Length is not a number")
         return int(value)
 

@@ -112,7 +112,12 @@ def parse_complete_multipart_upload(body: bytes) -> CompleteMultipartUploadReque
     parts = []
     for item in _children(root, "Part"):
         number = (_text(item, "PartNumber") or "").strip()
-        if not number.isascii() or not number.isdigit() or not 1 <= int(number) <= MAX_PART_NUMBER:
+        if (
+            not number.isascii()
+            or not number.isdigit()
+            or len(number) > 5
+            or not 1 <= int(number) <= MAX_PART_NUMBER
+        ):
             raise MalformedXML(f"PartNumber must be 1 to {MAX_PART_NUMBER}")
         etag = (_text(item, "ETag") or "").strip()
         if not etag:
