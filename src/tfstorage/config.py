@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     # "json": one JSON object per log line (one line per request, see tfstorage.logs).
     log_format: Literal["text", "json"] = "text"
     cors_origins: str = ""  # comma-separated origins; "*" allows any (without credentials)
+    # The S3 endpoint (issue 12): its own port on HOST (0: off). S3_REGION (below) is both
+    # the blob engine's region and the endpoint's signing region: one setting, since a
+    # deployment that names a region names it once. S3_DOMAIN: `bucket.S3_DOMAIN` hosts
+    # address buckets (virtual-host style); empty: path style only.
+    s3_port: int = 9000
+    s3_domain: str = ""
 
     storage_type: Literal["local", "minio", "s3"] = "local"
     data_dir: Path = Path("./data")
@@ -213,7 +219,15 @@ class Settings(BaseSettings):
         except InvalidBucketName as exc:
             raise ValueError(exc.message) from None
 
-    @field_validator("port")
+    @field_validator("s3_domain")
+    @classmethod
+    def _s3_domain(cls, value: str) -> str:
+        value = value.strip().lower().strip(".")
+        if value and (":" in value or "/" in value):
+            raise ValueError("must be a domain name such as s3.example.com (no port or scheme)")
+        return value
+
+    @field_validator("port", "s3_port")
     @classmethod
     def _port(cls, value: int) -> int:
         if not 0 <= value <= 65535:

@@ -68,6 +68,9 @@ _SERVICE_VARS = (
     "ARCHIVE_DATA_DIR",
     "ARCHIVE_S3_BUCKET",
     "ARCHIVE_S3_PREFIX",
+    "S3_PORT",
+    "S3_DOMAIN",
+    "S3_REGION",
 )
 
 
@@ -88,6 +91,7 @@ class ServerProcess:
         self.extra_env = dict(env or {})
         self.log_dir = log_dir
         self.port = 0
+        self.s3_port = 0  # set when the test asks for an S3 endpoint (S3_PORT="auto")
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
         self._starts = 0
@@ -114,8 +118,12 @@ class ServerProcess:
             GC_INTERVAL_SECONDS="0",
             ADMIN_TOKEN=ADMIN_TOKEN,
             PYTHONUNBUFFERED="1",
+            # No S3 endpoint unless a test asks for one (S3_PORT="auto": a free port).
+            S3_PORT="0",
         )
         env.update(self.extra_env)
+        if self.s3_port:
+            env["S3_PORT"] = str(self.s3_port)
         return env
 
     def log_tail(self, limit: int = 6000) -> str:
@@ -131,8 +139,14 @@ class ServerProcess:
                 return self
         pytest.fail(f"server could not bind a free port; output:\n{self.log_tail()}")
 
+    @property
+    def s3_url(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
     def _spawn_and_wait(self, timeout: float) -> bool:
         self.port = free_port()
+        if self.extra_env.get("S3_PORT") == "auto" or self.s3_port:
+            self.s3_port = free_port()
         self._starts += 1
         self.log_path = self.log_dir / f"server-{self._starts}.log"
         with self.log_path.open("wb") as log:

@@ -18,6 +18,7 @@ from tfstorage.domain.caller import Caller
 from tfstorage.domain.records import ObjectVersion
 from tfstorage.errors import AccessDenied, NoSuchVersion, StorageError, Unauthenticated
 from tfstorage.service.access import SIGNATURE_PARAMS
+from tfstorage.service.authorization import authorize as authorize
 from tfstorage.service.storage import Storage
 
 # Tokens travel only in the Authorization header: query strings end up in logs,
@@ -127,24 +128,6 @@ async def _resolve_caller(request: Request) -> Caller:
     except Unauthenticated as exc:
         exc.headers.setdefault("WWW-Authenticate", 'Bearer error="invalid_token"')
         raise
-
-
-async def authorize(
-    storage: Storage, caller: Caller, scope: str, bucket: str | None = None, key: str | None = None
-) -> None:
-    """Raise 401 (no token) or 403 (a token without this right) unless allowed.
-
-    Reads of a public-read bucket need no token.
-    """
-    if caller.allows(scope, bucket, key):
-        return
-    public = scope == "read" and bucket is not None and caller.grant is None
-    if public and bucket is not None and await storage.buckets.is_public_read(bucket):
-        return
-    if caller.anonymous:
-        raise Unauthenticated("a token is required", headers={"WWW-Authenticate": "Bearer"})
-    target = f"{bucket}/{key}" if bucket and key else (bucket or "every bucket")
-    raise AccessDenied(f"this token may not {scope} {target}")
 
 
 StorageDep = Annotated[Storage, Depends(get_storage)]

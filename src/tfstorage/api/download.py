@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from email.utils import format_datetime, parsedate_to_datetime
+from email.utils import format_datetime
 from urllib.parse import quote
 
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
+from tfstorage.domain.preconditions import etag_matches, not_modified_after
 from tfstorage.domain.ranges import ByteRange, parse_range
 from tfstorage.domain.records import ObjectVersion
 from tfstorage.errors import PreconditionFailed
@@ -32,22 +33,12 @@ def _etag(version: ObjectVersion) -> str:
 
 
 def _matches(header: str, etag: str, *, weak: bool = True) -> bool:
-    """If-None-Match compares weakly, If-Match strongly (RFC 9110 13.1)."""
-    candidates = [c.strip() for c in header.split(",")]
-    if weak:
-        candidates = [c.removeprefix("W/") for c in candidates]
-    return "*" in candidates or etag in candidates
+    return etag_matches(header, etag, weak=weak)
 
 
 def _not_after(header: str, version: ObjectVersion) -> bool:
     """True when the object was not modified after the header's date (1 s resolution)."""
-    try:
-        since = parsedate_to_datetime(header)
-    except (TypeError, ValueError):
-        return False
-    if since.tzinfo is None:
-        return False
-    return int(version.created_at.timestamp()) <= int(since.timestamp())
+    return not_modified_after(header, version.created_at)
 
 
 def object_headers(version: ObjectVersion) -> dict[str, str]:

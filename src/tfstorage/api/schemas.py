@@ -229,6 +229,7 @@ class TokenCreate(BaseModel):
     prefix: StoredText = Field(default="", max_length=1024)
     expires_in: int | None = Field(default=None, gt=0, le=100 * 365 * 86400, description="seconds")
     owner: StoredText | None = Field(default=None, max_length=255)
+    s3: bool = Field(default=False, description="also issue an S3 access key pair")
 
 
 class TokenInfo(BaseModel):
@@ -261,6 +262,10 @@ class TokenInfo(BaseModel):
 
 class TokenCreated(TokenInfo):
     token: str = Field(description="the secret: shown once, store it now")
+    access_key_id: str | None = Field(default=None, description="with s3: the S3 access key")
+    secret_access_key: str | None = Field(
+        default=None, description="with s3: the S3 secret, shown once"
+    )
 
 
 class TokenList(BaseModel):

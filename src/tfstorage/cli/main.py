@@ -8,6 +8,7 @@ server's `DATA_DIR/admin.token` (see `tfstorage.client.config`). Exit codes: 0 o
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -61,24 +62,30 @@ def _settings_or_exit() -> Settings:
 def serve(
     host: str | None = typer.Option(None, help="listen address (default: HOST)"),
     port: int | None = typer.Option(None, help="listen port (default: PORT)"),
+    s3_port: int | None = typer.Option(None, help="S3 endpoint port, 0: off (default: S3_PORT)"),
 ) -> None:
-    """Run the storage service (configured by environment variables)."""
+    """Run the storage service (configured by environment variables): the REST API on
+    PORT and the S3 endpoint on S3_PORT, in one process or WORKERS processes."""
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
-    from tfstorage.api.app import create_app
     from tfstorage.api.header_deadline import protocol_for
+    from tfstorage.server import bind, create_server_app
 
     settings = _settings_or_exit()
     if host is not None:
         settings.host = host
     if port is not None:
         settings.port = port
+    if s3_port is not None:
+        settings.s3_port = s3_port
+        os.environ["S3_PORT"] = str(s3_port)  # the workers read their settings from the env
     from tfstorage.logs import configure_logging, logging_config
     from tfstorage.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 
     configure_logging(settings)  # LOG_FORMAT=text|json, for this process and the workers
     try:
-        app_ = create_app(settings)  # also validates STORAGE_TYPE and friends up front
+        app_ = create_server_app(settings)  # also validates STORAGE_TYPE and friends up front
     except ConfigError as exc:
         typer.echo(f"tfstorage: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -97,27 +104,45 @@ def serve(
         "proxy_headers": False,
         "log_config": logging_config(settings),
     }
+    ports = [settings.port] + ([settings.s3_port] if settings.s3_port else [])
+    try:
+        # Both ports are bound here and served by every worker; the app tells them apart.
+        sockets = [bind(settings.host, p) for p in ports]
+    except OSError as exc:
+        typer.echo(f"tfstorage: cannot listen on {settings.host} ports {ports}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if settings.s3_port:
+        logging.getLogger("tfstorage").info(
+            "S3 endpoint on http://%s:%d (region %s)",
+            settings.host,
+            settings.s3_port,
+            settings.s3_region,
+        )
     if settings.workers > 1 or os.environ.get(MULTIPROC_ENV):
         # Workers share their Prometheus metrics through files in a fresh directory.
         metrics_dir, made_here = prepare_multiprocess_dir()
     if settings.workers > 1:
         # Each worker process builds its own app from the same environment.
+        config = uvicorn.Config(
+            "tfstorage.server:app_from_environment",
+            factory=True,
+            workers=settings.workers,
+            # The supervisor kills a worker that misses a 5 s ping (uvicorn's
+            # default); a worker busy hashing and fsyncing large uploads on a loaded
+            # machine can, and killing it cuts every transfer it serves.
+            timeout_worker_healthcheck=30,
+            **options,  # type: ignore[arg-type]
+        )
         try:
-            uvicorn.run(
-                "tfstorage.api.app:app_from_environment",
-                factory=True,
-                workers=settings.workers,
-                # The supervisor kills a worker that misses a 5 s ping (uvicorn's
-                # default); a worker busy hashing and fsyncing large uploads on a loaded
-                # machine can, and killing it cuts every transfer it serves.
-                timeout_worker_healthcheck=30,
-                **options,  # type: ignore[arg-type]
-            )
+            Multiprocess(config, sockets=sockets).run()
         finally:
             if made_here:
                 shutil.rmtree(metrics_dir, ignore_errors=True)
     else:
-        uvicorn.run(app_, **options)  # type: ignore[arg-type]
+        server = uvicorn.Server(uvicorn.Config(app_, **options))  # type: ignore[arg-type]
+        server.run(sockets=sockets)
+        if not server.started:
+            sys.exit(3)  # what uvicorn.run exits with when start-up fails
 
 
 @app.command()

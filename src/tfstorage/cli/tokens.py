@@ -23,10 +23,13 @@ def create(
     bucket: list[str] = typer.Option(["*"], help="bucket pattern: models, ckpt-*, * (repeat)"),
     prefix: str = typer.Option("", help="keys must start with this"),
     expires_in: int | None = typer.Option(None, help="seconds until it expires"),
+    s3: bool = typer.Option(False, "--s3", help="also an S3 access key pair (same rights)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Create a token; its secret is printed once and never again."""
     body: dict[str, object] = {"name": name, "scopes": scope, "buckets": bucket, "prefix": prefix}
+    if s3:
+        body["s3"] = True
     if expires_in is not None:
         body["expires_in"] = expires_in
     created = call("POST", "/api/v1/tokens", json=body)
@@ -34,6 +37,9 @@ def create(
         typer.echo(json.dumps(created))
         return
     typer.echo(created["token"])
+    if s3:
+        typer.echo(f"aws_access_key_id = {created['access_key_id']}")
+        typer.echo(f"aws_secret_access_key = {created['secret_access_key']}")
     typer.echo(f"(id {created['id']}; store the token now: it is not shown again)", err=True)
 
 

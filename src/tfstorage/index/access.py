@@ -13,7 +13,7 @@ from sqlalchemy.engine import Row
 from tfstorage.domain.records import AuditEntry, Token
 from tfstorage.errors import NotFound
 from tfstorage.index.reads import require_aware, upsert, utcnow
-from tfstorage.index.tables import audit_log, server_secrets, tokens
+from tfstorage.index.tables import audit_log, s3_keys, server_secrets, tokens
 from tfstorage.index.transactions import MAX_PAGE, IndexStore
 
 
@@ -49,7 +49,9 @@ class AccessIndex(IndexStore):
         buckets: Sequence[str],
         prefix: str,
         expires_at: datetime | None,
+        s3_key_id: str | None = None,
     ) -> Token:
+        """`s3_key_id`: an S3 access key of the token, made in the same transaction."""
         require_aware(expires_at, "expires_at")
         token_id = secrets.token_hex(8)
 
@@ -67,6 +69,12 @@ class AccessIndex(IndexStore):
                     expires_at=expires_at,
                 )
             )
+            if s3_key_id is not None:
+                conn.execute(
+                    insert(s3_keys).values(
+                        access_key_id=s3_key_id, token_id=token_id, created_at=utcnow()
+                    )
+                )
             return _get(conn, token_id)
 
         return self._write(run)
@@ -109,6 +117,29 @@ class AccessIndex(IndexStore):
                 update(tokens).where(tokens.c.id == token_id).values(last_used_at=when)
             )
         )
+
+    # S3 access keys ----------------------------------------------------------------
+    def create_s3_key(self, token_id: str, access_key_id: str) -> None:
+        def run(conn: Connection) -> None:
+            _get(conn, token_id)
+            conn.execute(
+                insert(s3_keys).values(
+                    access_key_id=access_key_id, token_id=token_id, created_at=utcnow()
+                )
+            )
+
+        self._write(run)
+
+    def token_by_s3_key(self, access_key_id: str) -> Token | None:
+        def run(conn: Connection) -> Token | None:
+            row = conn.execute(
+                select(tokens)
+                .join(s3_keys, s3_keys.c.token_id == tokens.c.id)
+                .where(s3_keys.c.access_key_id == access_key_id)
+            ).first()
+            return None if row is None else _token(row)
+
+        return self._read(run)
 
     # audit -------------------------------------------------------------------------
     def record(self, entries: Sequence[dict[str, Any]]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import uuid4
 
 from sqlalchemy import Connection, insert, select
@@ -185,6 +185,10 @@ class CopyItem:
     dest_key: str
     overwrite: bool
     created_by: str
+    # What the copy carries instead of the source's (None: the source's own).
+    metadata: dict[str, Any] | None = None
+    tags: dict[str, str] | None = None
+    content_type: str | None = None
 
 
 def copy_version(conn: Connection, item: CopyItem) -> CommitResult | None:
@@ -204,9 +208,9 @@ def copy_version(conn: Connection, item: CopyItem) -> CommitResult | None:
         size=src.size,
         md5=src.etag,
         sha256=src.sha256,
-        content_type=src.content_type,
-        metadata=dict(src.metadata),
-        tags=dict(src.tags),
+        content_type=item.content_type or src.content_type,
+        metadata=dict(src.metadata if item.metadata is None else item.metadata),
+        tags=dict(src.tags if item.tags is None else item.tags),
         created_by=item.created_by,
         # No overwrite: create only if absent, decided on the locked head (a key in
         # the trash counts as absent), so a concurrent writer cannot slip in between.

@@ -381,3 +381,21 @@ replica_journal = Table(
     Column("queued_at", UTCDateTime(), nullable=False),
     sqlite_autoincrement=True,
 )
+
+# S3 access keys (revision 0010) ----------------------------------------------------------
+# An S3 key pair is a second credential of a token: the key id names the token (its rights,
+# expiry and revocation); the secret is derived from the key id and a server key, so no
+# secret is stored here.
+s3_keys = Table(
+    "s3_keys",
+    metadata,
+    Column("access_key_id", String(32), primary_key=True),
+    Column(
+        "token_id",
+        String(32),
+        ForeignKey("tokens.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("created_at", UTCDateTime(), nullable=False),
+)

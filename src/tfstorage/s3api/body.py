@@ -34,7 +34,7 @@ def object_body(
         decoded = headers.get("x-amz-decoded-content-length")
         if decoded is None:
             raise LengthRequired("x-amz-decoded-content-length is required for aws-chunked")
-        if not decoded.isascii() or not decoded.isdigit():
+        if not decoded.isascii() or not decoded.isdigit() or len(decoded) > 19:
             raise InvalidArgument("x-amz-decoded-content-length must be a whole number")
         signed = mode in (sigv4.STREAMING_SIGNED, sigv4.STREAMING_SIGNED_TRAILER)
         with_trailer = mode.endswith("-TRAILER")

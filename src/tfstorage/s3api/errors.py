@@ -82,6 +82,26 @@ class MaxMessageLengthExceeded(InvalidRequest):
     default_message = "Your request was too big."
 
 
+class NotImplementedOperation(StorageError):
+    status = 501
+    code = "NotImplemented"
+    default_message = (
+        "A header or query you provided implies functionality that is not implemented."
+    )
+
+
+class InvalidPartNumber(StorageError):
+    status = 416
+    code = "InvalidPartNumber"
+    default_message = "The requested partnumber is not satisfiable"
+
+
+class MethodNotAllowed(StorageError):
+    status = 405
+    code = "MethodNotAllowed"
+    default_message = "The specified method is not allowed against this resource."
+
+
 class UnsupportedAuthorization(InvalidArgument):
     """SigV2, SigV4a and anything else that is not AWS4-HMAC-SHA256."""
 
@@ -112,8 +132,12 @@ _S3_CODES: dict[str, tuple[str, int]] = {
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
-def _text(value: str) -> str:
+def xml_text(value: str) -> str:
+    """Text for an XML element: escaped, and characters XML cannot carry replaced."""
     return escape(_NOT_XML.sub("\ufffd", value))
+
+
+_text = xml_text
 
 
 @dataclass(frozen=True)
@@ -123,12 +147,17 @@ class S3ErrorResponse:
     body: bytes
 
 
+def s3_code(exc: StorageError) -> tuple[str, int]:
+    """The S3 code and status S3 clients expect for an error of the tree."""
+    return _S3_CODES.get(exc.code, (exc.code, exc.status))
+
+
 def render_error(exc: StorageError, *, resource: str, request_id: str) -> S3ErrorResponse:
     """S3's `<Error>` document for any error of the tree.
 
     A 5xx keeps the tree's fixed, safe message: internal details never reach a client.
     """
-    code, status = _S3_CODES.get(exc.code, (exc.code, exc.status))
+    code, status = s3_code(exc)
     message = exc.message if status < 500 or exc.status < 500 else exc.default_message
     body = (
         '<?xml version="1.0" encoding="UTF-8"?>\n'

@@ -196,7 +196,7 @@ def _verify_query(
             f"the credential date {credential.date!r} is not X-Amz-Date's {amz_date[:8]!r}"
         )
     expires_text = params["X-Amz-Expires"]
-    if not expires_text.isascii() or not expires_text.isdigit():
+    if not expires_text.isascii() or not expires_text.isdigit() or len(expires_text) > 19:
         raise AuthorizationQueryParametersError("X-Amz-Expires should be a number")
     expires = int(expires_text)
     if expires > MAX_PRESIGNED_EXPIRY:

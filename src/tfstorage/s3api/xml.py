@@ -15,6 +15,7 @@ from xml.etree.ElementTree import Element  # the type only: parsing goes through
 import defusedxml.ElementTree as safe_xml
 from defusedxml import DefusedXmlException
 
+from tfstorage.errors import InvalidTag
 from tfstorage.s3api import checksums
 from tfstorage.s3api.errors import MalformedXML, MaxMessageLengthExceeded
 
@@ -111,7 +112,12 @@ def parse_complete_multipart_upload(body: bytes) -> CompleteMultipartUploadReque
     parts = []
     for item in _children(root, "Part"):
         number = (_text(item, "PartNumber") or "").strip()
-        if not number.isascii() or not number.isdigit() or not 1 <= int(number) <= MAX_PART_NUMBER:
+        if (
+            not number.isascii()
+            or not number.isdigit()
+            or len(number) > 5
+            or not 1 <= int(number) <= MAX_PART_NUMBER
+        ):
             raise MalformedXML(f"PartNumber must be 1 to {MAX_PART_NUMBER}")
         etag = (_text(item, "ETag") or "").strip()
         if not etag:
@@ -126,3 +132,37 @@ def parse_complete_multipart_upload(body: bytes) -> CompleteMultipartUploadReque
     if not parts:
         raise MalformedXML("a CompleteMultipartUpload request lists at least one part")
     return CompleteMultipartUploadRequest(parts)
+
+
+MAX_TAGS = 50
+
+
+def parse_tagging(body: bytes) -> dict[str, str]:
+    """`<Tagging><TagSet><Tag><Key/><Value/></Tag>...</TagSet></Tagging>`; keys unique."""
+    root = parse(body, root="Tagging")
+    sets = _children(root, "TagSet")
+    if len(sets) != 1:
+        raise MalformedXML("Tagging needs exactly one TagSet")
+    tags: dict[str, str] = {}
+    for item in _children(sets[0], "Tag"):
+        key = _text(item, "Key")
+        value = _text(item, "Value")
+        assert key is not None and value is not None
+        if key in tags:
+            raise InvalidTag("Cannot provide multiple Tags with the same key")
+        tags[key] = value
+    if len(tags) > MAX_TAGS:
+        raise InvalidTag(f"Object tags cannot be greater than {MAX_TAGS}")
+    return tags
+
+
+def parse_versioning(body: bytes) -> bool | None:
+    """`<VersioningConfiguration><Status>Enabled|Suspended</Status>`: True, False, or None
+    when no Status is given (a request that changes nothing)."""
+    root = parse(body, root="VersioningConfiguration")
+    status = _text(root, "Status", required=False)
+    if status is None:
+        return None
+    if status not in ("Enabled", "Suspended"):
+        raise MalformedXML("Status must be Enabled or Suspended")
+    return status == "Enabled"

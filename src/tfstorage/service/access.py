@@ -10,6 +10,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -20,6 +21,7 @@ from tfstorage.domain.text import check_storable
 from tfstorage.errors import AccessDenied, InvalidArgument, Unauthenticated
 from tfstorage.index.access import AccessIndex
 from tfstorage.service.context import StorageContext
+from tfstorage.service.s3keys import S3KeyPair, S3Keys
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ def hash_secret(secret: str) -> str:
 class IssuedToken:
     token: Token
     secret: str  # shown once, never stored
+    s3: S3KeyPair | None = None  # an S3 key pair of the token, when asked for
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,7 @@ class AccessService:
         self._cache: dict[str, tuple[float, Token | None]] = {}
         self._signing_key: bytes | None = None
         self._signing_key_read = -SIGNING_KEY_CACHE_SECONDS
+        self.s3 = S3Keys(ctx, index)
 
     @property
     def enabled(self) -> bool:
@@ -73,14 +77,17 @@ class AccessService:
         if not self.enabled:
             log.warning("AUTH_ENABLED=false: every request has full rights; never expose this port")
             return
+        s3_file = settings.data_dir / "admin.s3"
         if settings.admin_token:
             if await self._ctx.db(self._index.token_by_hash, hash_secret(settings.admin_token)):
                 return
-            await self._create(
+            token = await self._create(
                 name="admin (ADMIN_TOKEN)", owner="admin", secret=settings.admin_token
             )
+            await self.s3.write_credentials_file(s3_file, token.id)
             return
         if await self._ctx.db(self._index.count_tokens):
+            await self._upgrade_admin_s3(settings.data_dir / "admin.token", s3_file)
             if not (settings.data_dir / "admin.token").exists():
                 # Another instance sharing the index made the admin token (and wrote it
                 # into its own DATA_DIR), or it was removed: the CLI's local fallback
@@ -91,13 +98,24 @@ class AccessService:
                 )
             return
         secret = _new_secret()
-        await self._create(name="admin", owner="admin", secret=secret)
+        token = await self._create(name="admin", owner="admin", secret=secret)
+        await self.s3.write_credentials_file(s3_file, token.id)
         path = settings.data_dir / "admin.token"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secret + "\n")
         os.chmod(path, 0o600)
         log.warning("first start: an admin token was written to %s (mode 0600)", path.resolve())
+
+    async def _upgrade_admin_s3(self, token_file: Path, s3_file: Path) -> None:
+        """A data directory from before S3 keys: give its admin token an admin.s3 too."""
+        if s3_file.exists() or not token_file.exists():
+            return
+        secret = token_file.read_text().strip()
+        token = await self._ctx.db(self._index.token_by_hash, hash_secret(secret))
+        if token is not None and token.revoked_at is None:
+            await self.s3.write_credentials_file(s3_file, token.id)
+            log.warning("an S3 key pair of the admin token was written to %s (mode 0600)", s3_file)
 
     async def _create(self, *, name: str, owner: str, secret: str) -> Token:
         return await self._ctx.db(
@@ -152,6 +170,7 @@ class AccessService:
         buckets: list[str],
         prefix: str,
         expires_in: int | None,
+        s3: bool = False,
     ) -> IssuedToken:
         if not name.strip():
             raise InvalidArgument("a token needs a name")
@@ -172,6 +191,7 @@ class AccessService:
             datetime.now(UTC) + timedelta(seconds=expires_in) if expires_in is not None else None
         )
         secret = _new_secret()
+        s3_key_id = self.s3.new_key_id() if s3 else None
         token = await self._ctx.db(
             self._index.create_token,
             name=name.strip(),
@@ -181,8 +201,10 @@ class AccessService:
             buckets=patterns,
             prefix=prefix,
             expires_at=expires_at,
+            s3_key_id=s3_key_id,
         )
-        return IssuedToken(token, secret)
+        pair = await self.s3.pair(s3_key_id) if s3_key_id is not None else None
+        return IssuedToken(token, secret, pair)
 
     async def list_tokens(self) -> list[Token]:
         return await self._ctx.db(self._index.list_tokens)
@@ -191,6 +213,7 @@ class AccessService:
         check_storable(token_id, "the token id")
         token = await self._ctx.db(self._index.revoke_token, token_id)
         self._cache.clear()
+        self.s3.forget()
         return token
 
     # presigned URLs -------------------------------------------------------------------

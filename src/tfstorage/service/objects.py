@@ -9,8 +9,10 @@ from tfstorage.domain.filetypes import validate_content_type
 from tfstorage.domain.metadata import validate_metadata
 from tfstorage.domain.names import validate_bucket_name, validate_key, validate_prefix
 from tfstorage.domain.records import FileQuery, FileSearchPage, Listing, ObjectVersion
-from tfstorage.errors import InvalidArgument, NoSuchKey
+from tfstorage.errors import InvalidArgument, NoSuchKey, StorageError
+from tfstorage.index.batch import BatchIndex, CopyItem
 from tfstorage.service.context import StorageContext
+from tfstorage.service.writes import check_allowed_type
 
 
 class ObjectCatalog:
@@ -128,4 +130,33 @@ class ObjectCatalog:
         result = await self._ctx.db(
             self._ctx.index.restore_version, version_id, created_by, condition
         )
+        return result.version
+
+    async def copy(
+        self,
+        source: ObjectVersion,
+        bucket: str,
+        key: str,
+        *,
+        created_by: str,
+        metadata: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> ObjectVersion:
+        """A new version of `bucket/key` sharing the source's blob: no bytes move. The
+        destination's allowed types, quota and versioning apply as to an upload."""
+        validate_bucket_name(bucket)
+        validate_key(key)
+        if metadata is not None:
+            validate_metadata(metadata)
+        if content_type is not None:
+            content_type = validate_content_type(content_type) or None
+        check_allowed_type(await self._ctx.db(self._ctx.index.get_bucket, bucket), key)
+        item = CopyItem(source, bucket, key, True, created_by, metadata, tags, content_type)
+        batch = BatchIndex(self._ctx.index.engine)
+        with self._ctx.metrics.time("copy_object"):
+            (result,) = await self._ctx.db(batch.copy_versions, [item])
+        if isinstance(result, StorageError):
+            raise result
+        assert result is not None  # an overwriting copy is never skipped
         return result.version

@@ -40,10 +40,18 @@ async def create_token(
         buckets=body.buckets,
         prefix=body.prefix,
         expires_in=body.expires_in,
+        s3=body.s3,
     )
     await audit(request, storage, caller, "create_token", token=issued.token.id)
     info = TokenInfo.of(issued.token).model_dump()
-    return JSONResponse(TokenCreated(**info, token=issued.secret).model_dump(), status_code=201)
+    s3 = issued.s3
+    created = TokenCreated(
+        **info,
+        token=issued.secret,
+        access_key_id=s3.access_key_id if s3 else None,
+        secret_access_key=s3.secret_access_key if s3 else None,
+    )
+    return JSONResponse(created.model_dump(exclude_none=not s3), status_code=201)
 
 
 @router.get("/tokens")

@@ -1,0 +1,133 @@
+"""ListObjects (v1) and ListObjectsV2 over the index's listing (byte order, keys and
+common prefixes merged, a marker that never yields a prefix twice)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from urllib.parse import quote
+
+from starlette.responses import Response
+
+from tfstorage.domain.records import Listing, ObjectVersion
+from tfstorage.errors import InvalidArgument
+from tfstorage.s3api.request import S3Request
+from tfstorage.s3api.responses import Node, iso_time, quoted_etag, xml_response
+from tfstorage.service.authorization import authorize
+
+MAX_KEYS = 1000
+Encode = Callable[[str], str]
+
+
+def _max_keys(req: S3Request) -> int:
+    text = req.query.get("max-keys", str(MAX_KEYS))
+    if not text.isascii() or not text.isdigit():
+        raise InvalidArgument("max-keys must be a non-negative integer")
+    return min(int(text[:12]) if len(text) <= 12 else MAX_KEYS, MAX_KEYS)
+
+
+def _encoder(req: S3Request) -> tuple[str | None, Encode]:
+    encoding = req.query.get("encoding-type")
+    if encoding is None:
+        return None, lambda text: text
+    if encoding != "url":
+        raise InvalidArgument("Invalid Encoding Method specified in Request")
+    return "url", lambda text: quote(text, safe="/")
+
+
+async def _list(req: S3Request, marker: str, limit: int) -> Listing:
+    prefix = req.query.get("prefix", "")
+    await authorize(req.storage, req.caller, "read", req.bucket, prefix)
+    if limit == 0:
+        await req.storage.buckets.get(req.bucket)
+        return Listing(objects=[], common_prefixes=[], truncated=False, next_marker="")
+    return await req.storage.objects.list_objects(
+        req.bucket,
+        prefix=prefix,
+        delimiter=req.query.get("delimiter", ""),
+        marker=marker,
+        limit=limit,
+    )
+
+
+def _contents(version: ObjectVersion, encode: Encode, *, owner: bool) -> Node:
+    children: list[Node] = [
+        ("Key", encode(version.key)),
+        ("LastModified", iso_time(version.created_at)),
+        ("ETag", quoted_etag(version.etag)),
+        ("Size", version.size),
+        ("StorageClass", "STANDARD"),
+    ]
+    if owner:
+        who = [("ID", version.created_by), ("DisplayName", version.created_by)]
+        children.append(("Owner", who))
+    return ("Contents", children)
+
+
+def _common(listing: Listing, encode: Encode) -> list[Node]:
+    return [("CommonPrefixes", [("Prefix", encode(p))]) for p in listing.common_prefixes]
+
+
+async def list_objects_v2(req: S3Request) -> Response:
+    limit = _max_keys(req)
+    encoding, encode = _encoder(req)
+    token = req.query.get("continuation-token")
+    start_after = req.query.get("start-after", "")
+    marker = _decode_token(token) if token is not None else start_after
+    listing = await _list(req, marker, limit)
+    owner = req.query.get("fetch-owner", "").lower() == "true"
+    delimiter = req.query.get("delimiter")
+    truncated = listing.truncated
+    return xml_response(
+        "ListBucketResult",
+        [
+            ("Name", req.bucket),
+            ("Prefix", encode(req.query.get("prefix", ""))),
+            ("Delimiter", encode(delimiter) if delimiter else None),
+            ("MaxKeys", limit),
+            ("KeyCount", len(listing.objects) + len(listing.common_prefixes)),
+            ("IsTruncated", listing.truncated),
+            ("EncodingType", encoding),
+            ("ContinuationToken", token),
+            ("NextContinuationToken", _encode_token(listing.next_marker) if truncated else None),
+            ("StartAfter", encode(start_after) if "start-after" in req.query else None),
+            *[_contents(v, encode, owner=owner) for v in listing.objects],
+            *_common(listing, encode),
+        ],
+    )
+
+
+async def list_objects_v1(req: S3Request) -> Response:
+    limit = _max_keys(req)
+    encoding, encode = _encoder(req)
+    marker = req.query.get("marker", "")
+    listing = await _list(req, marker, limit)
+    delimiter = req.query.get("delimiter")
+    return xml_response(
+        "ListBucketResult",
+        [
+            ("Name", req.bucket),
+            ("Prefix", encode(req.query.get("prefix", ""))),
+            ("Marker", encode(marker)),
+            ("NextMarker", encode(listing.next_marker) if listing.truncated else None),
+            ("MaxKeys", limit),
+            ("Delimiter", encode(delimiter) if delimiter else None),
+            ("IsTruncated", listing.truncated),
+            ("EncodingType", encoding),
+            *[_contents(v, encode, owner=True) for v in listing.objects],
+            *_common(listing, encode),
+        ],
+    )
+
+
+# The token is the last key or prefix of the page, opaque to clients as S3's is.
+def _encode_token(marker: str) -> str:
+    return base64.urlsafe_b64encode(marker.encode("utf-8", "surrogatepass")).decode()
+
+
+def _decode_token(token: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
+    except (binascii.Error, ValueError, UnicodeError):
+        raise InvalidArgument("The continuation token provided is incorrect") from None

@@ -1,0 +1,78 @@
+"""One S3 request as the operations see it: who signed it, which bucket and key it names."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import anyio
+from starlette.requests import Request
+
+from tfstorage.domain.caller import Caller
+from tfstorage.errors import InvalidRequest, RequestTimeout
+from tfstorage.s3api import sigv4
+from tfstorage.s3api.body import object_body
+from tfstorage.service.storage import Storage
+
+
+@dataclass
+class S3Request:
+    http: Request
+    storage: Storage
+    caller: Caller
+    auth: sigv4.Authenticated | None
+    bucket: str  # "" for the service (ListBuckets)
+    key: str  # "" for a bucket
+    request_id: str
+    query: dict[str, str] = field(default_factory=dict)  # decoded; the first of repeats
+
+    @property
+    def method(self) -> str:
+        return self.http.method
+
+    def header(self, name: str) -> str | None:
+        return self.http.headers.get(name)
+
+    @property
+    def lower_headers(self) -> dict[str, str]:
+        return {k.lower(): v for k, v in self.http.headers.items()}
+
+    @property
+    def client(self) -> str | None:
+        return self.http.client.host if self.http.client else None
+
+    def raw_body(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, cut off when the client stalls BODY_TIMEOUT_SECONDS."""
+        return _timed(self.http, self.storage.settings.body_timeout_seconds)
+
+    def body(self) -> AsyncIterator[bytes]:
+        """The object bytes: aws-chunked decoded, signatures and checksums verified."""
+        return object_body(self.raw_body(), self.lower_headers, self.auth)
+
+    def declared_size(self) -> int | None:
+        """The object's size as the client declared it (the decoded one for aws-chunked)."""
+        value = self.header("x-amz-decoded-content-length") or self.header("content-length")
+        if value is None:
+            return None
+        if not value.isascii() or not value.isdigit() or len(value) > 19:
+            raise InvalidRequest("Content-Length is not a number")
+        return int(value)
+
+    async def audit(self, action: str, **fields: object) -> None:
+        await self.storage.access.record(
+            self.caller, action, client=self.client, request_id=self.request_id, **fields
+        )
+
+
+async def _timed(request: Request, idle: float) -> AsyncIterator[bytes]:
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            with anyio.fail_after(idle):
+                chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise RequestTimeout(f"no body bytes received for {idle:g} seconds") from None
+        if chunk:
+            yield chunk

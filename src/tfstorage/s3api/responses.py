@@ -1,0 +1,57 @@
+"""S3's XML answers, built from (tag, children) trees with every text escaped."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
+from starlette.responses import Response
+
+from tfstorage.s3api.errors import xml_text
+
+S3_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
+
+Node = tuple[str, "str | int | bool | Sequence[Node] | None"]
+"""(tag, text) or (tag, children); None leaves the element out."""
+
+
+def _render(node: Node) -> str:
+    tag, value = node
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        body = "true" if value else "false"
+    elif isinstance(value, str | int):
+        body = xml_text(str(value))
+    else:
+        body = "".join(_render(child) for child in value)
+    return f"<{tag}>{body}</{tag}>"
+
+
+def xml_document(root: str, children: Sequence[Node]) -> bytes:
+    inner = "".join(_render(child) for child in children)
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<{root} xmlns="{S3_NAMESPACE}">{inner}</{root}>'
+    ).encode()
+
+
+def xml_response(
+    root: str, children: Sequence[Node], *, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        xml_document(root, children), media_type="application/xml", headers=headers or {}
+    )
+
+
+def iso_time(when: datetime) -> str:
+    """S3's timestamps in XML: ISO 8601 in UTC with milliseconds."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def http_date(when: datetime) -> str:
+    return format_datetime(when.astimezone(UTC), usegmt=True)
+
+
+def quoted_etag(etag: str) -> str:
+    return f'"{etag}"'

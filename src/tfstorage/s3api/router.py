@@ -1,0 +1,109 @@
+"""Which operation a request is: S3's rules, by method, bucket, key and subresource."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.responses import Response
+
+from tfstorage.s3api import buckets, listing, multi_delete, multipart, objects, tagging
+from tfstorage.s3api.errors import MethodNotAllowed, NotImplementedOperation
+from tfstorage.s3api.request import S3Request
+
+Operation = Callable[[S3Request], Awaitable[Response]]
+
+# Subresources of S3 this endpoint does not serve yet: 501, never a wrong answer (a
+# GET ?acl must not be taken for a listing or a download).
+_UNSERVED = frozenset(
+    {
+        "accelerate", "acl", "analytics", "attributes", "cors", "encryption",
+        "intelligent-tiering", "inventory", "legal-hold", "lifecycle", "logging",
+        "metrics", "notification", "object-lock", "ownershipControls", "policy",
+        "policyStatus", "publicAccessBlock", "replication", "requestPayment", "restore",
+        "retention", "select", "torrent", "versions", "website",
+    }
+)  # fmt: skip
+_BUCKET_TAGGING = "tagging"
+_BUCKET_SUBRESOURCES = frozenset({"location", "versioning", "delete", "uploads"})
+
+
+def route(req: S3Request) -> Operation:
+    query, method = req.query, req.method
+    unserved = _UNSERVED.intersection(query)
+    if unserved:
+        raise NotImplementedOperation(f"?{sorted(unserved)[0]} is not implemented yet")
+    if not req.bucket:
+        if method == "GET":
+            return buckets.list_buckets
+        raise MethodNotAllowed()
+    if not req.key:
+        return _bucket_operation(req)
+    if "uploads" in query or "uploadId" in query:
+        return _multipart_operation(req)
+    if "tagging" in query:
+        by_method: dict[str, Operation] = {
+            "GET": tagging.get_object_tagging,
+            "PUT": tagging.put_object_tagging,
+            "DELETE": tagging.delete_object_tagging,
+        }
+    elif method == "PUT" and req.header("x-amz-copy-source") is not None:
+        return objects.copy_object
+    else:
+        by_method = {
+            "PUT": objects.put_object,
+            "GET": objects.get_object,
+            "HEAD": objects.get_object,
+            "DELETE": objects.delete_object,
+        }
+    if method not in by_method:
+        raise MethodNotAllowed()
+    return by_method[method]
+
+
+def _bucket_operation(req: S3Request) -> Operation:
+    query, method = req.query, req.method
+    if _BUCKET_TAGGING in query:
+        raise NotImplementedOperation("bucket tagging is not implemented yet")
+    if "versioning" in query and method == "PUT":
+        return buckets.put_bucket_versioning
+    if method == "GET":
+        if "uploads" in query:
+            return multipart.list_multipart_uploads
+        if "location" in query:
+            return buckets.get_bucket_location
+        if "versioning" in query:
+            return buckets.get_bucket_versioning
+        if query.get("list-type") == "2":
+            return listing.list_objects_v2
+        return listing.list_objects_v1
+    if method == "POST" and "delete" in query:
+        return multi_delete.delete_objects
+    if _BUCKET_SUBRESOURCES.intersection(query):
+        raise MethodNotAllowed()  # never taken for a plain bucket request (DELETE ?location)
+    simple: dict[str, Operation] = {
+        "PUT": buckets.create_bucket,
+        "DELETE": buckets.delete_bucket,
+        "HEAD": buckets.head_bucket,
+    }
+    if method not in simple:
+        raise MethodNotAllowed()
+    return simple[method]
+
+
+def _multipart_operation(req: S3Request) -> Operation:
+    method = req.method
+    if "uploads" in req.query:
+        if method != "POST":
+            raise MethodNotAllowed()
+        return multipart.create_multipart_upload
+    if method == "PUT" and req.header("x-amz-copy-source") is not None:
+        raise NotImplementedOperation("UploadPartCopy is not implemented yet")
+    by_method: dict[str, Operation] = {
+        "PUT": multipart.upload_part,
+        "POST": multipart.complete_multipart_upload,
+        "DELETE": multipart.abort_multipart_upload,
+        "GET": multipart.list_parts,
+    }
+    if method not in by_method:
+        raise MethodNotAllowed()
+    return by_method[method]
