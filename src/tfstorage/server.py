@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from tfstorage.api.app import create_app
+from tfstorage.api.body_deadline import BodyDeadlineMiddleware
 from tfstorage.api.middleware import RequestIdMiddleware
 from tfstorage.config import Settings
 from tfstorage.s3api.app import S3App
@@ -22,11 +23,19 @@ from tfstorage.service.storage import Storage
 class FrontDoors:
     """REST for every port but S3_PORT; S3 for connections to S3_PORT."""
 
-    def __init__(self, rest: FastAPI, s3: S3App, s3_port: int) -> None:
+    def __init__(self, rest: FastAPI, s3: S3App, settings: Settings) -> None:
         self.rest = rest
-        # The same request id, access log line and HTTP metrics as every REST request.
-        self.s3 = RequestIdMiddleware(s3)
-        self.s3_port = s3_port
+        # The same request id, access log line and HTTP metrics as every REST request,
+        # and the same deadlines for slow bodies (the S3 app answers them in XML).
+        self.s3 = RequestIdMiddleware(
+            BodyDeadlineMiddleware(
+                s3,
+                idle_seconds=settings.body_timeout_seconds,
+                min_rate=settings.body_min_rate,
+                grace_seconds=settings.body_grace_seconds,
+            )
+        )
+        self.s3_port = settings.s3_port
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         server = scope.get("server")
@@ -44,7 +53,7 @@ def create_server_app(settings: Settings) -> FrontDoors:
         opened: Storage = rest.state.storage
         return opened
 
-    return FrontDoors(rest, S3App(settings, storage), settings.s3_port)
+    return FrontDoors(rest, S3App(settings, storage), settings)
 
 
 def app_from_environment() -> FrontDoors:

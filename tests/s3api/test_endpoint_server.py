@@ -8,6 +8,7 @@ cases check the S3 error code in the XML and that nothing was stored.
 from __future__ import annotations
 
 import base64
+import contextlib
 import configparser
 import hashlib
 import os
@@ -662,3 +663,40 @@ def test_absurd_numbers_are_client_errors(server: ServerProcess, rest: httpx.Cli
     assert listed.status_code == 200 and "<MaxKeys>1000</MaxKeys>" in listed.text
     bad = httpx.get(url, params={"list-type": "2", "max-keys": "-1"})
     assert bad.status_code == 400 and "<Code>InvalidArgument</Code>" in bad.text
+
+
+def test_a_trickled_s3_body_gets_408_in_xml_and_stores_nothing(tmp_path: Path) -> None:
+    # Never idle (a few bytes every 0.1 s), but far below BODY_MIN_RATE: 100 KB are due
+    # within max(grace 1 s, 100 KB / 50 KB/s) = 2 s of waiting.
+    env = {"S3_PORT": "auto", "BODY_MIN_RATE": "50KB", "BODY_GRACE_SECONDS": "1"}
+    proc = ServerProcess(tmp_path / "data", env, log_dir=tmp_path)
+    proc.start()
+    try:
+        s3 = s3_client(proc, *admin_keys(proc))
+        url = s3.generate_presigned_url(
+            "put_object", Params={"Bucket": "models", "Key": "slow/trickled.bin"}
+        )
+        parts = urlsplit(url)
+        started = time.monotonic()
+        answer = b""
+        with socket.create_connection((parts.hostname, parts.port), timeout=20) as sock:
+            head = (
+                f"PUT {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                "Content-Length: 100000\r\n\r\n"
+            )
+            sock.sendall(head.encode())
+            sock.setblocking(False)
+            while time.monotonic() - started < 15 and b"</Error>" not in answer:
+                with contextlib.suppress(BlockingIOError):
+                    sock.sendall(b"z" * 100)
+                time.sleep(0.1)
+                with contextlib.suppress(BlockingIOError):
+                    answer += sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+        assert b"<Code>RequestTimeout</Code>" in answer
+        assert b"connection: close" in answer.lower()
+        with pytest.raises(ClientError) as exc:
+            s3.head_object(Bucket="models", Key="slow/trickled.bin")
+        assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    finally:
+        proc.stop()
