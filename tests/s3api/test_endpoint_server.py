@@ -8,8 +8,8 @@ cases check the S3 error code in the XML and that nothing was stored.
 from __future__ import annotations
 
 import base64
-import contextlib
 import configparser
+import contextlib
 import hashlib
 import os
 import socket
