@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from alembic import command
+from alembic.config import Config
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -30,8 +32,9 @@ from sqlalchemy import select
 from tests.index.builders import new_version
 from tfstorage.domain.lifecycle import Expiry
 from tfstorage.errors import StorageError
-from tfstorage.index import ObjectIndex
+from tfstorage.index import ObjectIndex, create_index_engine, migrate
 from tfstorage.index.batch import BatchIndex, CopyItem
+from tfstorage.index.engine import _MIGRATIONS
 from tfstorage.index.lifecycle import AuditFields, LifecycleIndex
 from tfstorage.index.tables import usage_counters
 from tfstorage.index.usage import UsageIndex
@@ -227,3 +230,48 @@ def test_trashed_figures_count_every_version_of_a_deleted_key(index: ObjectIndex
     assert (stats.objects, stats.versions, stats.version_bytes) == (0, 3, 6)
     index.restore_key("models", "k")
     assert index.stats().buckets["models"].bytes == 3
+
+
+def test_revision_0011_fills_the_counters_of_an_existing_index(empty_url: str) -> None:
+    engine = create_index_engine(empty_url)
+    try:
+        config = Config()
+        config.set_main_option("script_location", str(_MIGRATIONS).replace("%", "%%"))
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0009")
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO buckets (id, name, created_at, versioning, description) "
+                "VALUES (1, 'm', CURRENT_TIMESTAMP, true, '')"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO blobs (blob_id, sha256, md5, size, refcount, created_at) VALUES "
+                "('b1', 's1', 'm1', 10, 2, CURRENT_TIMESTAMP), "
+                "('b2', 's2', 'm2', 7, 1, CURRENT_TIMESTAMP)"
+            )
+            # Inserted in seq order: a fresh database numbers them 1, 2, 3.
+            rows = ((1, "k", "b1", 10), (2, "k", "b2", 7), (3, "gone", "b1", 10))
+            for seq, key, blob, size in rows:
+                conn.exec_driver_sql(
+                    "INSERT INTO versions (file_id, bucket_id, key, blob_id, size, etag,"
+                    " sha256, content_type, user_metadata, created_at, created_by, category)"
+                    f" VALUES ('f{seq}', 1, '{key}', '{blob}', {size}, 'm', 's',"
+                    " 'text/csv', '{}', CURRENT_TIMESTAMP, 'me', 'datasets')"
+                )
+            conn.exec_driver_sql(
+                "INSERT INTO object_keys (bucket_id, key, current_id, deleted_at) VALUES "
+                "(1, 'k', 2, NULL), (1, 'gone', 3, CURRENT_TIMESTAMP)"
+            )
+        migrate(engine)
+        assert UsageIndex(engine).check().ok
+        stats = ObjectIndex(engine).stats()
+        m = stats.buckets["m"]
+        assert (m.objects, m.bytes, m.versions, m.version_bytes) == (1, 7, 3, 27)
+        assert (stats.blobs, stats.stored_bytes) == (2, 17)
+        # And the triggers are in place: the next write is counted.
+        ObjectIndex(engine).commit_version(new_version("m", "new", b"12345"))
+        assert ObjectIndex(engine).stats().buckets["m"].bytes == 12
+        assert UsageIndex(engine).check().ok
+    finally:
+        engine.dispose()
