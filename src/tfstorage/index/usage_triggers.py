@@ -13,6 +13,14 @@ contribution out of the counters and puts its new one in:
   deleted; else one trashed key (category '') and every version of the key in the trash.
 - a blob row: rows and bytes, and whether anything references it.
 
+On PostgreSQL the trash and live figures read across tables (a version's trigger reads
+its key's head; a head's trigger reads the key's versions), so two transactions changing
+one key must not both read before either writes: the version trigger first locks the
+key's head row (FOR UPDATE: the same lock a head update takes, so a PUT racing a DELETE
+waits instead of deadlocking), or, while the key has no head row, an advisory lock on
+(bucket, hash of key), after which it locks the head row a concurrent writer may have
+committed meanwhile. Found by tests/server/test_counters_instances.py.
+
 On PostgreSQL each transaction adds into one of SLOTS rows per (bucket, category),
 chosen by its transaction id: concurrent writers to one bucket rarely wait on one
 another's counter row, and one transaction never holds two slots of a row (no deadlock
@@ -143,13 +151,36 @@ def _pg_blob(row: str, sign: str) -> str:
     )
 
 
-def _pg_function(name: str, on_insert: list[str], on_delete: list[str]) -> str:
+_PG_LOCK_KEY = """
+CREATE FUNCTION tfs_usage_lock_key(b integer, k text) RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+  PERFORM 1 FROM object_keys WHERE bucket_id = b AND key = k FOR UPDATE;
+  IF NOT FOUND THEN
+    PERFORM pg_advisory_xact_lock(b, hashtext(k));
+    PERFORM 1 FROM object_keys WHERE bucket_id = b AND key = k FOR UPDATE;
+  END IF;
+END
+$fn$"""
+
+_PG_LOCK_OLD = (
+    "IF TG_OP <> 'INSERT' THEN PERFORM tfs_usage_lock_key(OLD.bucket_id, OLD.key); END IF;"
+)
+_PG_LOCK_NEW = (
+    "IF TG_OP <> 'DELETE' THEN PERFORM tfs_usage_lock_key(NEW.bucket_id, NEW.key); END IF;"
+)
+
+
+def _pg_function(
+    name: str, on_insert: list[str], on_delete: list[str], lock_key: bool = False
+) -> str:
+    locks = f"{_PG_LOCK_OLD}\n  {_PG_LOCK_NEW}" if lock_key else ""
     insert_sql = "\n    ".join(on_insert)
     delete_sql = "\n    ".join(on_delete)
     return f"""
 CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $fn$
 DECLARE my_slot integer := mod(txid_current(), {SLOTS})::integer;
 BEGIN
+  {locks}
   IF TG_OP IN ('UPDATE', 'DELETE') THEN
     {delete_sql}
   END IF;
@@ -166,6 +197,7 @@ def _postgres_ddl() -> list[str]:
         "tfs_usage_versions",
         [_pg_add(_version_rows("NEW", ""))],
         [_pg_add(_version_rows("OLD", "-"))],
+        lock_key=True,
     )
     heads_fn = _pg_function(
         "tfs_usage_heads",
@@ -174,6 +206,7 @@ def _postgres_ddl() -> list[str]:
     )
     blobs_fn = _pg_function("tfs_usage_blobs", [_pg_blob("NEW", "")], [_pg_blob("OLD", "-")])
     return [
+        _PG_LOCK_KEY,
         versions_fn,
         heads_fn,
         blobs_fn,
@@ -205,6 +238,8 @@ def drop_statements(dialect: str) -> list[str]:
             out.append(f"DROP FUNCTION IF EXISTS {name}()")
         else:
             out.extend(f"DROP TRIGGER IF EXISTS {name}_{op}" for op in ("ins", "del", "upd"))
+    if dialect == "postgresql":
+        out.append("DROP FUNCTION IF EXISTS tfs_usage_lock_key(integer, text)")
     return out
 
 
