@@ -171,14 +171,14 @@ _PG_LOCK_NEW = (
 
 
 def _pg_function(
-    name: str, on_insert: list[str], on_delete: list[str], lock_key: bool = False
+    name: str, on_insert: list[str], on_delete: list[str], slots: int, lock_key: bool = False
 ) -> str:
     locks = f"{_PG_LOCK_OLD}\n  {_PG_LOCK_NEW}" if lock_key else ""
     insert_sql = "\n    ".join(on_insert)
     delete_sql = "\n    ".join(on_delete)
     return f"""
 CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $fn$
-DECLARE my_slot integer := mod(txid_current(), {SLOTS})::integer;
+DECLARE my_slot integer := mod(txid_current(), {slots})::integer;
 BEGIN
   {locks}
   IF TG_OP IN ('UPDATE', 'DELETE') THEN
@@ -192,19 +192,21 @@ END
 $fn$"""
 
 
-def _postgres_ddl() -> list[str]:
+def _postgres_ddl(slots: int) -> list[str]:
     versions_fn = _pg_function(
         "tfs_usage_versions",
         [_pg_add(_version_rows("NEW", ""))],
         [_pg_add(_version_rows("OLD", "-"))],
+        slots,
         lock_key=True,
     )
     heads_fn = _pg_function(
         "tfs_usage_heads",
         [_pg_add(s) for s in _head_rows("NEW", "")],
         [_pg_add(s) for s in _head_rows("OLD", "-")],
+        slots,
     )
-    blobs_fn = _pg_function("tfs_usage_blobs", [_pg_blob("NEW", "")], [_pg_blob("OLD", "-")])
+    blobs_fn = _pg_function("tfs_usage_blobs", [_pg_blob("NEW", "")], [_pg_blob("OLD", "-")], slots)
     return [
         _PG_LOCK_KEY,
         versions_fn,
@@ -223,9 +225,10 @@ def _postgres_ddl() -> list[str]:
     ]
 
 
-def trigger_statements(dialect: str) -> list[str]:
-    """The DDL creating the triggers on `dialect` ("sqlite" or "postgresql")."""
-    return _postgres_ddl() if dialect == "postgresql" else _sqlite_ddl()
+def trigger_statements(dialect: str, slots: int = SLOTS) -> list[str]:
+    """The DDL creating the triggers on `dialect` ("sqlite" or "postgresql"); `slots`
+    other than SLOTS only for bench/counters.py."""
+    return _postgres_ddl(slots) if dialect == "postgresql" else _sqlite_ddl()
 
 
 def drop_statements(dialect: str) -> list[str]:
