@@ -24,7 +24,11 @@ committed meanwhile. Found by tests/server/test_counters_instances.py.
 On PostgreSQL each transaction adds into one of SLOTS rows per (bucket, category),
 chosen by its transaction id: concurrent writers to one bucket rarely wait on one
 another's counter row, and one transaction never holds two slots of a row (no deadlock
-between slots). Readers sum the slots. SQLite has one writer at a time: slot 0 only.
+between slots). Two transactions of one slot touching several (bucket, category) rows in
+opposite orders can still deadlock, as the trash purge can with a commit (it locks head
+rows first): PostgreSQL breaks it and ObjectIndex retries (transactions.py). Readers sum
+the slots. SQLite has one writer at a time: slot 0 only. bench/counters.py measured the
+choice (bench/README.md).
 """
 
 from __future__ import annotations
