@@ -84,10 +84,31 @@ class CounterMachine(RuleBasedStateMachine):
             return ""
         return made.version.file_id
 
-    @rule(b=st.integers(0, 2), keys=st.lists(st.sampled_from(KEYS), min_size=1, max_size=3))
-    def commit_batch(self, b: int, keys: list[str]) -> None:
-        news = [new_version(self.bucket(b), k, k.encode()) for k in keys]
+    @rule(
+        b=st.integers(0, 2),
+        items=st.lists(
+            st.tuples(st.sampled_from(KEYS), st.sampled_from(BODIES)), min_size=1, max_size=3
+        ),
+    )
+    def commit_batch(self, b: int, items: list[tuple[str, bytes]]) -> None:
+        # Distinct keys into the versioned bucket without a quota take the bulk path
+        # (index/batch.py); the others go one by one.
+        news = [new_version(self.bucket(b), key, body) for key, body in items]
         self.index.commit_versions_each(news)
+
+    @rule(
+        keys=st.lists(st.sampled_from(KEYS), min_size=2, max_size=4, unique=True),
+        body=st.sampled_from(BODIES),
+    )
+    def commit_bulk(self, keys: list[str], body: bytes) -> None:
+        # Always the bulk path: distinct keys, versioned bucket, no quota; one body
+        # shared by the whole batch, often one already stored (dedup within and across).
+        self.index.commit_versions_each([new_version(self.bucket(0), k, body) for k in keys])
+
+    @rule(b=st.integers(0, 2), key=st.sampled_from(KEYS), body=st.sampled_from(BODIES))
+    def complete_upload(self, b: int, key: str, body: bytes) -> None:
+        # A multipart completion: the version and the session's end in one transaction.
+        self._quietly(self.index.commit_versions, [new_version(self.bucket(b), key, body)])
 
     @rule(source=versions, b=st.integers(0, 2), key=st.sampled_from(KEYS), overwrite=st.booleans())
     def copy(self, source: str, b: int, key: str, overwrite: bool) -> None:
