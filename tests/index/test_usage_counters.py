@@ -36,7 +36,7 @@ from tfstorage.index import ObjectIndex, create_index_engine, migrate
 from tfstorage.index.batch import BatchIndex, CopyItem
 from tfstorage.index.engine import _MIGRATIONS
 from tfstorage.index.lifecycle import AuditFields, LifecycleIndex
-from tfstorage.index.tables import usage_counters
+from tfstorage.index.tables import usage_counters, usage_owners
 from tfstorage.index.usage import UsageIndex
 
 pytestmark = pytest.mark.timeout(120)
@@ -228,6 +228,14 @@ def test_repair_rebuilds_damaged_counters(index: ObjectIndex) -> None:
     with index.engine.connect() as conn:  # compacted into one slot per (bucket, category)
         slots = conn.execute(select(usage_counters.c.slot).distinct()).scalars().all()
     assert slots == [0]
+    with index.engine.begin() as conn:  # the per-owner figures are checked too
+        conn.execute(usage_owners.update().values(bytes=usage_owners.c.bytes - 1))
+    wrong = usage.check().differences
+    assert [(d["bucket"], d["owner"], d["counted"]["bytes"]) for d in wrong] == [
+        ("models", "tester", 8)
+    ]
+    usage.repair()
+    assert usage.check().ok
 
 
 def test_quota_reads_the_counters(index: ObjectIndex) -> None:

@@ -29,7 +29,10 @@ def _show(report: dict[str, Any], as_json: bool) -> None:
         emit_json(report)
         return
     for diff in report["differences"]:
-        where = "blobs" if diff.get("blobs") else f"{diff['bucket']}\t{diff['category']}"
+        if diff.get("blobs"):
+            where = "blobs"
+        else:  # a bucket's category, or a bucket's owner
+            where = f"{diff['bucket']}\t{diff.get('category') or 'owner ' + diff['owner']}"
         wrong = {k: v for k, v in diff["counted"].items() if diff["actual"].get(k) != v}
         right = {k: diff["actual"][k] for k in wrong}
         typer.echo(f"{where}\tcounted {wrong}\tactual {right}")

@@ -1,9 +1,8 @@
 """Usage analytics, and the daily snapshots of them.
 
-Live, held and trashed figures per bucket and category, and the stored blobs, come from
-the usage counters (revision 0011, index/usage.py): a few rows per bucket at any size.
-Two parts stay queries: per owner, a walk of the covering index (bucket_id, created_by,
-size), which reads every version once (owners are not counted); the largest objects, the
+Live, held and trashed figures per bucket and category, per bucket and owner, and the
+stored blobs come from the usage counters (revision 0011, index/usage.py): a few rows
+per bucket (and owner) at any size. One part stays a query: the largest objects, the
 size index walked from the top with one head probe per candidate (bounded by `top` when
 the largest are live, as they usually are).
 """
@@ -26,7 +25,7 @@ from tfstorage.index.tables import (
     versions,
 )
 from tfstorage.index.transactions import IndexStore
-from tfstorage.index.usage import TRASHED_KEYS, read_blobs, read_counters
+from tfstorage.index.usage import TRASHED_KEYS, read_blobs, read_counters, read_owners
 
 MAX_LARGEST = 100
 
@@ -64,16 +63,10 @@ def usage_report(conn: Connection, *, bucket: str | None = None, top: int = 10) 
             category = in_bucket(_category(raw), names[bid].name)
             categories[category] = categories[category] + tally
 
-    # Per owner is not counted: this stays the walk of the covering index
-    # (bucket_id, created_by, size), every version once.
     owners: dict[str, Tally] = {}
-    per_owner = select(versions.c.created_by, _count(), _bytes(versions.c.size)).group_by(
-        versions.c.bucket_id, versions.c.created_by
-    )
-    for row in conn.execute(scoped(per_owner, versions.c.bucket_id)):
-        owners[row.created_by] = owners.get(row.created_by, Tally()) + Tally(
-            int(row.n), int(row.size)
-        )
+    for (bid, owner), (n, size) in read_owners(conn, only).items():
+        if bid in names:
+            owners[owner] = owners.get(owner, Tally()) + Tally(n, size)
 
     # Blobs no version references any more only wait for garbage collection.
     blob_figures = read_blobs(conn)

@@ -394,6 +394,17 @@ usage_counters = Table(
     Column("trashed_keys", BigInteger, nullable=False),
 )
 
+# Every version per bucket and the principal that wrote it (created_by), slotted alike.
+usage_owners = Table(
+    "usage_owners",
+    metadata,
+    Column("bucket_id", Integer, primary_key=True),
+    Column("owner", String(255), primary_key=True),
+    Column("slot", Integer, primary_key=True),
+    Column("versions", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+)
+
 # The blob rows (physical storage after dedup), index-wide, and those still referenced.
 usage_blobs = Table(
     "usage_blobs",

@@ -18,6 +18,7 @@ from tfstorage.index.tables import (
     object_keys,
     usage_blobs,
     usage_counters,
+    usage_owners,
     versions,
 )
 from tfstorage.index.transactions import IndexStore
@@ -56,6 +57,8 @@ _BLOB_FIGURES = tuple(BlobFigures.__dataclass_fields__)
 
 # (bucket id, category) -> figures; zero rows left out.
 Counters = dict[tuple[int, str], Figures]
+# (bucket id, owner) -> (versions, bytes); zero rows left out.
+Owners = dict[tuple[int, str], tuple[int, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +111,30 @@ def bucket_live(conn: Connection, bucket_id: int) -> tuple[int, int]:
     return int(objects), int(used)
 
 
+def read_owners(conn: Connection, bucket_id: int | None = None) -> Owners:
+    stmt = select(
+        usage_owners.c.bucket_id,
+        usage_owners.c.owner,
+        func.sum(usage_owners.c.versions),
+        func.sum(usage_owners.c.bytes),
+    ).group_by(usage_owners.c.bucket_id, usage_owners.c.owner)
+    if bucket_id is not None:
+        stmt = stmt.where(usage_owners.c.bucket_id == bucket_id)
+    return {
+        (bid, owner): (int(n), int(size)) for bid, owner, n, size in conn.execute(stmt) if n or size
+    }
+
+
 def read_blobs(conn: Connection) -> BlobFigures:
     stmt = select(*(func.coalesce(func.sum(usage_blobs.c[n]), 0) for n in _BLOB_FIGURES))
     return BlobFigures(*(int(value) for value in conn.execute(stmt).one()))
+
+
+def recompute_owners(conn: Connection) -> Owners:
+    """Per bucket and writer, from the covering index (bucket_id, created_by, size)."""
+    group = (versions.c.bucket_id, versions.c.created_by)
+    stmt = select(*group, func.count(), func.sum(versions.c.size)).group_by(*group)
+    return {(bid, owner): (int(n), int(size or 0)) for bid, owner, n, size in conn.execute(stmt)}
 
 
 def recompute(conn: Connection) -> tuple[Counters, BlobFigures]:
@@ -182,6 +206,19 @@ def check_counters(conn: Connection) -> CounterCheck:
                     "actual": asdict(actual),
                 }
             )
+    kept_owners, truth_owners = read_owners(conn), recompute_owners(conn)
+    for bid, owner in sorted(set(kept_owners) | set(truth_owners)):
+        counted_owner = kept_owners.get((bid, owner), (0, 0))
+        actual_owner = truth_owners.get((bid, owner), (0, 0))
+        if counted_owner != actual_owner:
+            differences.append(
+                {
+                    "bucket": names.get(bid, f"#{bid}"),
+                    "owner": owner,
+                    "counted": dict(zip(("versions", "bytes"), counted_owner, strict=True)),
+                    "actual": dict(zip(("versions", "bytes"), actual_owner, strict=True)),
+                }
+            )
     if kept_blobs != truth_blobs:
         differences.append(
             {"blobs": True, "counted": asdict(kept_blobs), "actual": asdict(truth_blobs)}
@@ -199,10 +236,14 @@ def repair_counters(conn: Connection) -> CounterCheck:
     may repair at once: the second waits for the first, then rebuilds again.
     """
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("LOCK TABLE usage_counters, usage_blobs IN EXCLUSIVE MODE")
+        conn.exec_driver_sql(
+            "LOCK TABLE usage_counters, usage_owners, usage_blobs IN EXCLUSIVE MODE"
+        )
     before = check_counters(conn)
     truth, truth_blobs = recompute(conn)
+    truth_owners = recompute_owners(conn)
     conn.execute(delete(usage_counters))
+    conn.execute(delete(usage_owners))
     conn.execute(delete(usage_blobs))
     rows = [
         {"bucket_id": bid, "category": category, "slot": 0, **asdict(figures)}
@@ -210,6 +251,12 @@ def repair_counters(conn: Connection) -> CounterCheck:
     ]
     if rows:
         conn.execute(insert(usage_counters), rows)
+    owner_rows = [
+        {"bucket_id": bid, "owner": owner, "slot": 0, "versions": n, "bytes": size}
+        for (bid, owner), (n, size) in truth_owners.items()
+    ]
+    if owner_rows:
+        conn.execute(insert(usage_owners), owner_rows)
     conn.execute(insert(usage_blobs).values(slot=0, **asdict(truth_blobs)))
     return CounterCheck(differences=before.differences, buckets=before.buckets, repaired=True)
 

@@ -11,6 +11,7 @@ contribution out of the counters and puts its new one in:
   version is not yet a head, a head's version cannot be deleted).
 - a head: the live figures (its version's size, in its version's category) when not
   deleted; else one trashed key (category '') and every version of the key in the trash.
+- a version, again: its writer's versions and bytes in the bucket (`usage_owners`).
 - a blob row: rows and bytes, and whether anything references it.
 
 On PostgreSQL the trash and live figures read across tables (a version's trigger reads
@@ -95,6 +96,25 @@ def _head_rows(row: str, sign: str) -> list[str]:
     return [live, trash, keys]
 
 
+def _owner_sqlite(row: str, sign: str) -> str:
+    return (
+        "INSERT INTO usage_owners (bucket_id, owner, slot, versions, bytes) "
+        f"SELECT {row}.bucket_id, {row}.created_by, 0, {sign}1, {sign}{row}.size WHERE true "
+        "ON CONFLICT (bucket_id, owner, slot) DO UPDATE SET "
+        "versions = versions + excluded.versions, bytes = bytes + excluded.bytes;"
+    )
+
+
+def _owner_pg(row: str, sign: str) -> str:
+    return (
+        "INSERT INTO usage_owners (bucket_id, owner, slot, versions, bytes) "
+        f"VALUES ({row}.bucket_id, {row}.created_by, my_slot, {sign}1, {sign}{row}.size) "
+        "ON CONFLICT (bucket_id, owner, slot) DO UPDATE SET "
+        "versions = usage_owners.versions + excluded.versions, "
+        "bytes = usage_owners.bytes + excluded.bytes;"
+    )
+
+
 def _blob_sqlite(row: str, sign: str) -> str:
     sets = ", ".join(f"{f} = {f} + excluded.{f}" for f in _BLOB_FIELDS.split(", "))
     return (
@@ -110,15 +130,16 @@ def _sqlite_ddl() -> list[str]:
         return "BEGIN " + " ".join(statements) + " END"
 
     old_v, new_v = (
-        _upsert_sqlite(_version_rows("OLD", "-")),
-        _upsert_sqlite(_version_rows("NEW", "")),
+        _upsert_sqlite(_version_rows("OLD", "-")) + " " + _owner_sqlite("OLD", "-"),
+        _upsert_sqlite(_version_rows("NEW", "")) + " " + _owner_sqlite("NEW", ""),
     )
     old_h = [_upsert_sqlite(s) for s in _head_rows("OLD", "-")]
     new_h = [_upsert_sqlite(s) for s in _head_rows("NEW", "")]
     return [
         f"CREATE TRIGGER tfs_usage_versions_ins AFTER INSERT ON versions {body(new_v)}",
         f"CREATE TRIGGER tfs_usage_versions_del AFTER DELETE ON versions {body(old_v)}",
-        "CREATE TRIGGER tfs_usage_versions_upd AFTER UPDATE OF bucket_id, key, size, category "
+        "CREATE TRIGGER tfs_usage_versions_upd AFTER UPDATE OF bucket_id, key, size, category, "
+        "created_by "
         f"ON versions {body(old_v, new_v)}",
         f"CREATE TRIGGER tfs_usage_heads_ins AFTER INSERT ON object_keys {body(*new_h)}",
         f"CREATE TRIGGER tfs_usage_heads_del AFTER DELETE ON object_keys {body(*old_h)}",
@@ -129,7 +150,8 @@ def _sqlite_ddl() -> list[str]:
         "CREATE TRIGGER tfs_usage_blobs_upd AFTER UPDATE OF refcount, size ON blobs "
         f"{body(_blob_sqlite('OLD', '-'), _blob_sqlite('NEW', ''))}",
         "CREATE TRIGGER tfs_usage_buckets_del AFTER DELETE ON buckets "
-        "BEGIN DELETE FROM usage_counters WHERE bucket_id = OLD.id; END",
+        "BEGIN DELETE FROM usage_counters WHERE bucket_id = OLD.id; "
+        "DELETE FROM usage_owners WHERE bucket_id = OLD.id; END",
     ]
 
 
@@ -199,8 +221,8 @@ $fn$"""
 def _postgres_ddl(slots: int) -> list[str]:
     versions_fn = _pg_function(
         "tfs_usage_versions",
-        [_pg_add(_version_rows("NEW", ""))],
-        [_pg_add(_version_rows("OLD", "-"))],
+        [_pg_add(_version_rows("NEW", "")), _owner_pg("NEW", "")],
+        [_pg_add(_version_rows("OLD", "-")), _owner_pg("OLD", "-")],
         slots,
         lock_key=True,
     )
@@ -217,9 +239,11 @@ def _postgres_ddl(slots: int) -> list[str]:
         heads_fn,
         blobs_fn,
         "CREATE FUNCTION tfs_usage_buckets() RETURNS trigger LANGUAGE plpgsql AS $fn$ "
-        "BEGIN DELETE FROM usage_counters WHERE bucket_id = OLD.id; RETURN NULL; END $fn$",
+        "BEGIN DELETE FROM usage_counters WHERE bucket_id = OLD.id; "
+        "DELETE FROM usage_owners WHERE bucket_id = OLD.id; RETURN NULL; END $fn$",
         "CREATE TRIGGER tfs_usage_versions AFTER INSERT OR DELETE OR UPDATE OF bucket_id, "
-        "key, size, category ON versions FOR EACH ROW EXECUTE FUNCTION tfs_usage_versions()",
+        "key, size, category, created_by ON versions "
+        "FOR EACH ROW EXECUTE FUNCTION tfs_usage_versions()",
         "CREATE TRIGGER tfs_usage_heads AFTER INSERT OR DELETE OR UPDATE ON object_keys "
         "FOR EACH ROW EXECUTE FUNCTION tfs_usage_heads()",
         "CREATE TRIGGER tfs_usage_blobs AFTER INSERT OR DELETE OR UPDATE OF refcount, size "

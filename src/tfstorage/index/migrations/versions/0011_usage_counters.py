@@ -47,6 +47,15 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("bucket_id", "category", "slot", name="pk_usage_counters"),
     )
     op.create_table(
+        "usage_owners",
+        sa.Column("bucket_id", sa.Integer(), nullable=False),
+        sa.Column("owner", sa.String(255), nullable=False),
+        sa.Column("slot", sa.Integer(), nullable=False),
+        _figure("versions"),
+        _figure("bytes"),
+        sa.PrimaryKeyConstraint("bucket_id", "owner", "slot", name="pk_usage_owners"),
+    )
+    op.create_table(
         "usage_blobs",
         sa.Column("slot", sa.Integer(), nullable=False),
         *(_figure(name) for name in ("blobs", "bytes", "referenced", "referenced_bytes")),
@@ -64,4 +73,5 @@ def downgrade() -> None:
 
     drop_triggers(op.get_bind())
     op.drop_table("usage_blobs")
+    op.drop_table("usage_owners")
     op.drop_table("usage_counters")
