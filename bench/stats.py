@@ -1,5 +1,10 @@
 """Storage statistics over a large index, against the machine's own scan speed.
 
+Also times, through the real app (in process, ASGI), what the usage counters serve:
+`GET /health` with a token, `/api/v1/stats`, `/api/v1/buckets`, `/metrics`, and the full
+`/api/v1/storage/stats`, each `--requests` times (median and max, milliseconds); and one
+counter check (the recomputation a `tfstorage counters check` runs).
+
     .venv/bin/python bench/stats.py                       # 1,000,000 keys on SQLite
     .venv/bin/python bench/stats.py --keys 200000 --postgres postgresql://postgres@127.0.0.1/postgres
 
@@ -22,6 +27,8 @@ import time
 import uuid
 from pathlib import Path
 
+import anyio
+import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -29,8 +36,55 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.index.bulk import Recipe
 
+from tfstorage.api.app import create_app
+from tfstorage.config import Settings
 from tfstorage.index import ObjectIndex, create_index_engine, migrate
 from tfstorage.index.analytics import AnalyticsIndex
+from tfstorage.index.usage import UsageIndex
+
+TOKEN = "tfs_bench-stats-admin"
+ENDPOINTS = (
+    "/health",
+    "/api/v1/stats",
+    "/api/v1/buckets",
+    "/metrics",
+    "/api/v1/storage/stats?top=10",
+)
+
+
+async def _endpoints(url: str, data_dir: Path, requests: int) -> dict[str, dict[str, float]]:
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=url,
+        admin_token=TOKEN,
+        gc_interval_seconds=0,
+        lifecycle_interval_seconds=0,
+        scrub_interval_seconds=0,
+        retention_days=3650,
+    )  # type: ignore[call-arg]
+    app = create_app(settings)
+    out: dict[str, dict[str, float]] = {}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://bench", headers=headers, timeout=600
+        ) as client:
+            # Start-up records today's usage snapshot (a full report): let it finish.
+            while not (await client.get("/api/v1/storage/stats/history?days=1")).json()["history"]:
+                await anyio.sleep(0.2)
+            for path in ENDPOINTS:
+                times = []
+                for _ in range(requests):
+                    start = time.perf_counter()
+                    response = await client.get(path)
+                    times.append((time.perf_counter() - start) * 1000)
+                    assert response.status_code == 200, (path, response.text[:200])
+                out[path] = {
+                    "median_ms": round(statistics.median(times), 2),
+                    "max_ms": round(max(times), 2),
+                }
+    return out
 
 
 def _seconds(fn: object) -> float:
@@ -43,6 +97,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=20, help="per endpoint")
     parser.add_argument("--postgres", help="server URL: a scratch database is made and dropped")
     args = parser.parse_args()
 
@@ -73,6 +128,8 @@ def main() -> None:
             scans.append(_seconds(scan))
             reports.append(_seconds(lambda: analytics.usage_report(top=10)))
         report, floor = statistics.median(reports), statistics.median(scans)
+        check = _seconds(lambda: UsageIndex(engine).check())
+        endpoints = anyio.run(_endpoints, url, scratch / "data", args.requests)
         print(
             json.dumps(
                 {
@@ -83,6 +140,8 @@ def main() -> None:
                     "report_seconds": [round(s, 3) for s in reports],
                     "scan_seconds": [round(s, 3) for s in scans],
                     "report_over_scan": round(report / floor, 1),
+                    "counter_check_seconds": round(check, 3),
+                    "endpoints": endpoints,
                 },
                 indent=2,
             )

@@ -306,6 +306,15 @@ def route_requests(bucket: str, file_id: str) -> list[tuple[str, str, str, str, 
             "admin",
             {},
         ),
+        # usage counters (issue 11)
+        ("/api/v1/storage/counters", "GET", "/api/v1/storage/counters", "admin", {}),
+        (
+            "/api/v1/storage/counters/repair",
+            "POST",
+            "/api/v1/storage/counters/repair",
+            "admin",
+            {},
+        ),
     ]
 
 

@@ -302,6 +302,23 @@ class BucketModel(RuleBasedStateMachine):
             )
         assert body["truncated"] is False and body["common_prefixes"] == []
 
+    @invariant()
+    def usage_counters_match_model(self) -> None:
+        # /api/v1/stats reads the usage counters (issue 11); the check recomputes them.
+        stats, check = self.get_all(["/api/v1/stats", "/api/v1/storage/counters"])
+        figures = stats.json()["buckets"][BUCKET]
+        live = [s.head for s in self.model.values() if s.versions and not s.deleted]
+        every = [v for s in self.model.values() for v in s.versions]
+        assert (figures["objects"], figures["size_bytes"]) == (
+            len(live),
+            sum(len(v.data) for v in live),
+        )
+        assert (figures["versions"], figures["versions_size_bytes"]) == (
+            len(every),
+            sum(len(v.data) for v in every),
+        )
+        assert check.json()["differences"] == []
+
 
 BucketModel.TestCase.settings = settings(
     max_examples=25,

@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from tfstorage.index import ObjectIndex, create_index_engine, migrate
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-_TABLES = "tags, object_keys, versions, blobs, buckets"
+_TABLES = "tags, object_keys, versions, blobs, buckets, usage_counters, usage_owners, usage_blobs"
 
 
 def _admin_engine(url: str) -> Engine:

@@ -15,13 +15,14 @@ import sys
 
 import typer
 
-from tfstorage.cli import buckets, lifecycle, objects, output, tokens, transfer
+from tfstorage.cli import buckets, counters, lifecycle, objects, output, tokens, transfer
 from tfstorage.config import Settings, load_settings
 from tfstorage.errors import ConfigError
 
 app = typer.Typer(help="TensorFleet Storage", no_args_is_help=True, add_completion=False)
 app.add_typer(tokens.app, name="token")
 app.add_typer(lifecycle.app, name="lifecycle")
+app.add_typer(counters.app, name="counters")
 COMMANDS = (
     transfer.cp,
     transfer.sync,

@@ -1,14 +1,10 @@
-"""Usage analytics by aggregate queries, and the daily snapshots of them.
+"""Usage analytics, and the daily snapshots of them.
 
-Computed from the index at request time, not kept in counters: no write path (nor a
-future one) can forget to update them, and no counter row becomes a lock every upload
-to a bucket must take. What keeps it fast at millions of versions (revision 0007):
-`versions.category`, stored when a version is written; covering indexes read in their
-order (SQLite has no hash aggregation and would otherwise sort every row): (bucket_id,
-category, size) for what is live per bucket and category, with one probe of
-(current_id, deleted_at) per version deciding "live head", and (bucket_id, created_by,
-size) for what every bucket and owner holds; index probes per deleted key for the
-trash; the size index, walked from the top, for the largest objects.
+Live, held and trashed figures per bucket and category, per bucket and owner, and the
+stored blobs come from the usage counters (revision 0011, index/usage.py): a few rows
+per bucket (and owner) at any size. One part stays a query: the largest objects, the
+size index walked from the top with one head probe per candidate (bounded by `top` when
+the largest are live, as they usually are).
 """
 
 from __future__ import annotations
@@ -16,13 +12,12 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, exists, func, select
+from sqlalchemy import Connection, Select, exists, func, select
 
 from tfstorage.domain.categories import CATEGORIES, Category, in_bucket
 from tfstorage.domain.usage import BucketReport, DailyUsage, LargeObject, Tally, UsageReport
 from tfstorage.index.reads import bucket_id, upsert
 from tfstorage.index.tables import (
-    blobs,
     bucket_usage_daily,
     buckets,
     object_keys,
@@ -30,6 +25,7 @@ from tfstorage.index.tables import (
     versions,
 )
 from tfstorage.index.transactions import IndexStore
+from tfstorage.index.usage import TRASHED_KEYS, read_blobs, read_counters, read_owners
 
 MAX_LARGEST = 100
 
@@ -47,68 +43,35 @@ def usage_report(conn: Connection, *, bucket: str | None = None, top: int = 10) 
     def scoped(stmt: Select[Any], column: Any) -> Select[Any]:
         return stmt if only is None else stmt.where(column == only)
 
+    # Live, held and trashed figures per bucket and category, and the blobs: the usage
+    # counters (index/usage.py), a few rows per bucket whatever the index holds.
+    counted = read_counters(conn, only)
     live: dict[int, Tally] = {}
-    categories = dict.fromkeys(CATEGORIES, Tally())
-    # Scans ix_versions_bucket_id_category_size; each row is one probe of
-    # ix_object_keys_current_id_deleted_at ("is it the head of a live key"). EXISTS, not a
-    # join, so that SQLite keeps this plan whatever its statistics say.
-    heads = (
-        select(versions.c.bucket_id, versions.c.category, _count(), _bytes(versions.c.size))
-        .where(_is_live_head())
-        .group_by(versions.c.bucket_id, versions.c.category)
-    )
-    for row in conn.execute(scoped(heads, versions.c.bucket_id)):
-        if row.bucket_id not in names:
-            continue
-        tally = Tally(int(row.n), int(row.size))
-        live[row.bucket_id] = live.get(row.bucket_id, Tally()) + tally
-        category = in_bucket(_category(row.category), names[row.bucket_id].name)
-        categories[category] = categories[category] + tally
-
     held: dict[int, Tally] = {}
-    owners: dict[str, Tally] = {}
-    per_owner = select(
-        versions.c.bucket_id, versions.c.created_by, _count(), _bytes(versions.c.size)
-    ).group_by(versions.c.bucket_id, versions.c.created_by)
-    for row in conn.execute(scoped(per_owner, versions.c.bucket_id)):
-        tally = Tally(int(row.n), int(row.size))
-        held[row.bucket_id] = held.get(row.bucket_id, Tally()) + tally
-        owners[row.created_by] = owners.get(row.created_by, Tally()) + tally
-
     trash: dict[int, Tally] = {}
     trashed_keys: dict[int, int] = {}
-    # Per deleted key, its versions by index probes (scalar subqueries): the trash is
-    # usually small, and a join would tempt PostgreSQL into scanning every version.
-    of_key = and_(
-        versions.c.bucket_id == object_keys.c.bucket_id, versions.c.key == object_keys.c.key
-    )
-    deleted_keys = select(
-        # "+ 0": grouping by the bare column would make SQLite walk the whole primary
-        # key in its order instead of sorting the few deleted keys.
-        (object_keys.c.bucket_id + 0).label("bid"),
-        select(func.count()).where(of_key).scalar_subquery().label("n"),
-        select(func.sum(versions.c.size)).where(of_key).scalar_subquery().label("size"),
-    ).where(object_keys.c.deleted_at.is_not(None))
-    deleted = scoped(deleted_keys, object_keys.c.bucket_id).subquery()
-    in_trash = select(
-        deleted.c.bid,
-        func.count().label("keys"),
-        func.coalesce(func.sum(deleted.c.n), 0).label("n"),
-        func.coalesce(func.sum(deleted.c.size), 0).label("size"),
-    ).group_by(deleted.c.bid)
-    for row in conn.execute(in_trash):
-        trash[row.bid] = Tally(int(row.n), int(row.size))
-        trashed_keys[row.bid] = int(row.keys)
+    categories = dict.fromkeys(CATEGORIES, Tally())
+    for (bid, raw), figures in counted.items():
+        if bid not in names:
+            continue
+        tally = Tally(figures.objects, figures.bytes)
+        live[bid] = live.get(bid, Tally()) + tally
+        held[bid] = held.get(bid, Tally()) + Tally(figures.versions, figures.version_bytes)
+        trash[bid] = trash.get(bid, Tally()) + Tally(figures.trash_versions, figures.trash_bytes)
+        trashed_keys[bid] = trashed_keys.get(bid, 0) + figures.trashed_keys
+        if raw != TRASHED_KEYS:
+            category = in_bucket(_category(raw), names[bid].name)
+            categories[category] = categories[category] + tally
+
+    owners: dict[str, Tally] = {}
+    for (bid, owner), (n, size) in read_owners(conn, only).items():
+        if bid in names:
+            owners[owner] = owners.get(owner, Tally()) + Tally(n, size)
 
     # Blobs no version references any more only wait for garbage collection.
-    blob_count, stored_bytes = conn.execute(
-        select(func.count(), _bytes(blobs.c.size)).where(blobs.c.refcount > 0)
-    ).one()
-    logical = (
-        sum(t.bytes for t in held.values())
-        if only is None
-        else conn.execute(select(_bytes(versions.c.size))).scalar_one()
-    )
+    blob_figures = read_blobs(conn)
+    everything = counted if only is None else read_counters(conn)
+    logical = sum(figures.version_bytes for figures in everything.values())
     reports = {
         row.name: BucketReport(
             live=live.get(bid, Tally()),
@@ -125,7 +88,7 @@ def usage_report(conn: Connection, *, bucket: str | None = None, top: int = 10) 
         categories=categories,
         owners=dict(sorted(owners.items(), key=lambda item: (-item[1].bytes, item[0]))),
         largest=_largest(conn, only, max(0, min(top, MAX_LARGEST))),
-        stored=Tally(int(blob_count), int(stored_bytes)),
+        stored=Tally(blob_figures.referenced, blob_figures.referenced_bytes),
         logical_bytes=int(logical),
     )
 

@@ -399,3 +399,46 @@ s3_keys = Table(
     ),
     Column("created_at", UTCDateTime(), nullable=False),
 )
+
+# Usage counters (revision 0011) --------------------------------------------------------
+# Kept by triggers in the transaction of each write (index/usage_triggers.py), so health,
+# stats, quotas and /metrics read a few rows instead of scanning the versions. Per bucket
+# and version category, in SLOTS rows each on PostgreSQL (summed on read); category ''
+# holds the bucket's count of trashed keys. No foreign key: a trigger removes a deleted
+# bucket's rows.
+usage_counters = Table(
+    "usage_counters",
+    metadata,
+    Column("bucket_id", Integer, primary_key=True),
+    Column("category", String(16), primary_key=True),
+    Column("slot", Integer, primary_key=True),
+    Column("objects", BigInteger, nullable=False),  # live keys (their head versions)
+    Column("bytes", BigInteger, nullable=False),
+    Column("versions", BigInteger, nullable=False),  # every version row
+    Column("version_bytes", BigInteger, nullable=False),
+    Column("trash_versions", BigInteger, nullable=False),  # every version of deleted keys
+    Column("trash_bytes", BigInteger, nullable=False),
+    Column("trashed_keys", BigInteger, nullable=False),
+)
+
+# Every version per bucket and the principal that wrote it (created_by), slotted alike.
+usage_owners = Table(
+    "usage_owners",
+    metadata,
+    Column("bucket_id", Integer, primary_key=True),
+    Column("owner", String(255), primary_key=True),
+    Column("slot", Integer, primary_key=True),
+    Column("versions", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+)
+
+# The blob rows (physical storage after dedup), index-wide, and those still referenced.
+usage_blobs = Table(
+    "usage_blobs",
+    metadata,
+    Column("slot", Integer, primary_key=True),
+    Column("blobs", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("referenced", BigInteger, nullable=False),
+    Column("referenced_bytes", BigInteger, nullable=False),
+)

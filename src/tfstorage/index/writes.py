@@ -40,6 +40,7 @@ from tfstorage.index.reads import (
     utcnow,
 )
 from tfstorage.index.tables import blobs, buckets, object_keys, tags, versions
+from tfstorage.index.usage import bucket_live
 
 # Keys per statement when purging: two bound parameters each.
 _PURGE_BATCH = 200
@@ -112,13 +113,7 @@ def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
 def _check_quota(conn: Connection, bid: int, bucket: str, key: str, size: int, limits: Any) -> None:
     """Refuse making `key` a live object of `size` bytes if the bucket's quota would break."""
     max_bytes, max_objects = limits.quota_bytes, limits.quota_objects
-    live = (
-        select(func.count(), func.coalesce(func.sum(versions.c.size), 0))
-        .select_from(object_keys)
-        .join(versions, versions.c.id == object_keys.c.current_id)
-        .where(object_keys.c.bucket_id == bid, object_keys.c.deleted_at.is_(None))
-    )
-    objects, used = conn.execute(live).one()
+    objects, used = bucket_live(conn, bid)  # the usage counters: O(1), not a scan
     replaced = conn.execute(
         select(versions.c.size)
         .select_from(object_keys)

@@ -13,6 +13,9 @@ from tfstorage.domain.records import IndexStats
 from tfstorage.domain.usage import DailyUsage, UsageReport
 from tfstorage.errors import InvalidArgument
 from tfstorage.index.analytics import MAX_LARGEST, AnalyticsIndex
+from tfstorage.index.usage import CounterCheck, UsageIndex
+
+__all__ = ["CheckResult", "CounterCheck", "StatsService", "StorageReport", "StorageStats"]
 from tfstorage.metrics import multiprocess_enabled
 from tfstorage.service.context import StorageContext
 
@@ -41,6 +44,7 @@ class StatsService:
     def __init__(self, ctx: StorageContext) -> None:
         self._ctx = ctx
         self._analytics = AnalyticsIndex(ctx.index.engine)
+        self._usage = UsageIndex(ctx.index.engine)
         self._gauged: set[str] = set()  # buckets this process set per-bucket gauges of
 
     async def stats(self) -> StorageStats:
@@ -72,6 +76,14 @@ class StatsService:
                 self._ctx.metrics.usage_bytes.labels(bucket=name).set(figures.live.bytes)
             self._forget_gone(set(usage.buckets))
         return StorageReport(usage, await self._ctx.blobs.capacity())
+
+    async def check_counters(self) -> CounterCheck:
+        """Recompute the usage counters from scratch (a scan) and compare."""
+        return await self._ctx.db(self._usage.check)
+
+    async def repair_counters(self) -> CounterCheck:
+        """Rebuild the usage counters from a scan; returns what differed before."""
+        return await self._ctx.db(self._usage.repair)
 
     async def record_daily_snapshot(self) -> None:
         """Upsert today's (UTC) row of the history: idempotent, any instance may run it."""

@@ -7,15 +7,17 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from tfstorage.api.audit import audit
 from tfstorage.api.deps import CallerDep, StorageDep, authorize
 from tfstorage.api.schemas import StoredText, iso
 from tfstorage.api.usage import history_body, usage_body
 from tfstorage.domain.caller import Caller
 from tfstorage.domain.sizes import format_size
+from tfstorage.service.stats import CounterCheck
 from tfstorage.service.storage import Storage
 
 router = APIRouter(tags=["storage"])
@@ -94,6 +96,39 @@ async def storage_stats_history(
     maintenance loop records."""
     await authorize(storage, caller, "admin")
     return history_body(days, bucket, await storage.stats.history(days, bucket))
+
+
+def _counters_body(result: CounterCheck, seconds: float) -> dict[str, Any]:
+    return {
+        "ok": result.ok,
+        "repaired": result.repaired,
+        "buckets": result.buckets,
+        "differences": result.differences,
+        "seconds": round(seconds, 3),
+    }
+
+
+@router.get("/api/v1/storage/counters")
+async def check_counters(storage: StorageDep, caller: CallerDep) -> dict[str, Any]:
+    """Recompute the usage counters from the versions (a full scan: seconds at millions
+    of objects) and compare; `differences` lists each bucket and category that disagrees."""
+    await authorize(storage, caller, "admin")
+    start = time.perf_counter()
+    result = await storage.stats.check_counters()
+    return _counters_body(result, time.perf_counter() - start)
+
+
+@router.post("/api/v1/storage/counters/repair")
+async def repair_counters(
+    request: Request, storage: StorageDep, caller: CallerDep
+) -> dict[str, Any]:
+    """Rebuild the usage counters from a scan, while writes go on (on PostgreSQL they wait
+    for it); `differences` says what was wrong before."""
+    await authorize(storage, caller, "admin")
+    start = time.perf_counter()
+    result = await storage.stats.repair_counters()
+    await audit(request, storage, caller, "repair_counters", differences=len(result.differences))
+    return _counters_body(result, time.perf_counter() - start)
 
 
 async def _health(storage: Storage, caller: Caller) -> tuple[bool, dict[str, Any]]:
