@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +58,24 @@ def migrate(engine: Engine) -> None:
                 conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _MIGRATION_LOCK_ID})
                 conn.commit()
         else:
-            # BEGIN IMMEDIATE: a second process waits, then finds the schema current.
-            _upgrade(conn.execution_options(**{WRITE_OPTION: True}))
+            # BEGIN IMMEDIATE: a second process waits, then finds the schema current. A
+            # lock file beside the database as well: a run of three processes migrating a
+            # fresh file together was seen to apply one revision twice ("duplicate column
+            # name") now and then, and Alembic's transaction handling on SQLite is not
+            # something to rely on for mutual exclusion.
+            with _file_lock(engine):
+                _upgrade(conn.execution_options(**{WRITE_OPTION: True}))
+
+
+@contextlib.contextmanager
+def _file_lock(engine: Engine) -> Iterator[None]:
+    database = engine.url.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        yield  # no file of its own to lock beside (in-memory or URI databases)
+        return
+    with open(f"{database}.migrate-lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def _upgrade(conn: Connection) -> None:
