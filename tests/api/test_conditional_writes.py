@@ -297,3 +297,25 @@ async def test_racing_completions_one_winner(
     for upload in uploads:  # the losers' sessions are still open: abort them
         await client.delete(f"/api/v1/uploads/{upload['id']}")
     assert len(await nothing_for_gc(app, settings)) == 1
+
+
+async def test_routes_that_cannot_judge_the_headers_refuse_them(
+    client: httpx.AsyncClient,
+) -> None:
+    # Ignoring them would run a "delete only if still X" unconditionally.
+    assert (await put(client, "keep/a.bin", b"bytes")).status_code == 200
+    file_id = (await client.get("/api/v1/files", params={"prefix": "keep/"})).json()["files"][0][
+        "file_id"
+    ]
+    stale = {"If-Match": '"' + "0" * 32 + '"'}
+    r = await client.post(
+        "/api/v1/batch/delete", json={"bucket": "artifacts", "keys": ["keep/a.bin"]}, headers=stale
+    )
+    assert_error(r, 400, "InvalidArgument")
+    r = await client.put(f"/api/v1/files/{file_id}", json={"tags": "a=b"}, headers=stale)
+    assert_error(r, 400, "InvalidArgument")
+    assert_error(
+        await client.delete(f"/api/v1/files/{file_id}", headers=stale), 400, "InvalidArgument"
+    )
+    assert await latest(client, "keep/a.bin") == b"bytes"
+    assert (await client.get(f"/api/v1/files/{file_id}")).json()["tags"] == {}

@@ -138,6 +138,7 @@ async def batch_delete(
     # Keys mode checks each key on its own; a prefix must lie inside the token's prefix.
     scope_key = body.prefix if body.prefix is not None else caller.prefix or None
     await authorize(storage, caller, "delete", body.bucket, scope_key)
+    refuse_condition(request, "on a batch delete (one ETag cannot name many keys)")
     batch = _services(request).batch
     plan = await batch.plan_delete(body.bucket, keys=body.keys, prefix=body.prefix, caller=caller)
     plan.record = _recorder(request, storage, caller, "delete")

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from tfstorage.api.audit import audit
+from tfstorage.api.conditions import refuse_condition
 from tfstorage.api.deps import CallerDep, StorageDep, authorize, visible_version
 from tfstorage.api.download import object_response
 from tfstorage.api.errors import request_id
@@ -153,6 +154,7 @@ async def update_file(
 ) -> FileInfo:
     """Replace a version's user metadata, tags or content type (the bytes never change)."""
     await visible_version(storage, caller, file_id, "write")
+    refuse_condition(request, "on a version's metadata (the file id already names it)")
     version = await storage.objects.update(
         file_id,
         metadata=update.metadata,
@@ -171,6 +173,7 @@ async def delete_file(
 ) -> DeleteResponse:
     """Delete this version permanently; if it was the latest, the previous one is."""
     await visible_version(storage, caller, file_id, "delete")
+    refuse_condition(request, "on a version by id (the file id already names it)")
     gone = await storage.objects.delete_version(file_id)
     await audit(
         request,
