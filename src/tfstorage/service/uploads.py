@@ -41,6 +41,7 @@ from tfstorage.errors import (
     LengthRequired,
     NoSuchUpload,
     ServiceUnavailable,
+    StorageError,
 )
 from tfstorage.index.uploads import UploadIndex
 from tfstorage.service.context import StorageContext
@@ -344,6 +345,8 @@ class UploadService:
             except Exception as exc:
                 if assembled.parts_consumed and not isinstance(exc, NoSuchUpload):
                     await self._restart(session)
+                    if isinstance(exc, StorageError):  # say so, as for a digest mismatch
+                        exc.message += "; the parts were used up: upload them again"
                 raise
         await self._abort_backend(session)  # the parts (local disk) are no longer needed
         return result

@@ -187,7 +187,9 @@ async def complete_upload(
     """Assemble the listed parts into the object and make it visible atomically; the
     answer is that of a single upload (`PUT /api/v1/objects/...`). `If-Match` /
     `If-None-Match` on this request are the object's preconditions; a 412 leaves the
-    session open (complete again, or abort it)."""
+    session open (complete again, or abort it). On an S3 engine a completion refused
+    after its parts were assembled (a racing writer won) used the parts up: the answer
+    says so, and they must be uploaded again."""
     session = await session_for(storage, caller, upload_id)
     condition = write_condition(request)
     result = await storage.uploads.complete(
