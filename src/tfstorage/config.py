@@ -165,6 +165,9 @@ class Settings(BaseSettings):
     # comma-separated addresses or networks, or "*" for any peer.
     public_url: str = ""
     forwarded_allow_ips: str = "127.0.0.1,::1"
+    # Which headers the trusted proxy sets: only that family is read, so a client cannot
+    # pass the other one through a proxy that does not strip it.
+    forwarded_headers: Literal["x-forwarded", "forwarded"] = "x-forwarded"
 
     @field_validator("public_url")
     @classmethod

@@ -61,17 +61,31 @@ async def test_trusted_proxy_headers_make_the_link(tmp_path: Path) -> None:
         )  # fmt: skip
         assert url.startswith("https://storage.example.com/api/v1/download/datasets/shared/a.csv?")
         assert await last_audit_client(c) == "203.0.113.9"
+        # A client's own `Forwarded`, passed through by a proxy that sets X-Forwarded-*,
+        # is not read: only the family FORWARDED_HEADERS names is.
+        url = await presigned_url(
+            c,
+            Forwarded="for=6.6.6.6;host=evil.example;proto=https",
+            **{"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Host": "storage.example.com"},
+        )
+        assert url.startswith("http://storage.example.com/api/v1/download/")
+        assert await last_audit_client(c) == "203.0.113.7"
+        # Garbage is ignored, not turned into a link.
+        url = await presigned_url(c, **{"X-Forwarded-Host": "a b/c", "X-Forwarded-Proto": "ftp"})
+        assert url.startswith("http://10.1.2.3:8083/")
+
+
+async def test_rfc_7239_forwarded_when_the_proxy_speaks_it(tmp_path: Path) -> None:
+    async with running(tmp_path, forwarded_headers="forwarded") as client, client() as c:
         # RFC 7239: the last element is the one the proxy next to us added.
         url = await presigned_url(
             c,
             Forwarded='for=198.51.100.1;host=evil.example, for="[2001:db8::7]:443";'
             'proto=https;host="lb.example:8443"',
+            **{"X-Forwarded-Host": "phish.example", "X-Forwarded-For": "6.6.6.6"},
         )
         assert url.startswith("https://lb.example:8443/api/v1/download/")
         assert await last_audit_client(c) == "2001:db8::7"
-        # Garbage is ignored, not turned into a link.
-        url = await presigned_url(c, **{"X-Forwarded-Host": "a b/c", "X-Forwarded-Proto": "ftp"})
-        assert url.startswith("http://10.1.2.3:8083/")
 
 
 async def test_headers_from_an_untrusted_peer_are_ignored(tmp_path: Path) -> None:

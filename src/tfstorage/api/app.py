@@ -121,7 +121,11 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> FastAPI
     )
     app.add_middleware(RequestIdMiddleware)  # outermost but one, so every answer has an id
     # Outermost: the access log, the audit log and presigned links see the client's view.
-    app.add_middleware(ForwardedHeadersMiddleware, trusted=settings.forwarded_allow_ips)
+    app.add_middleware(
+        ForwardedHeadersMiddleware,
+        trusted=settings.forwarded_allow_ips,
+        family=settings.forwarded_headers,
+    )
     return app
 
 

@@ -2,10 +2,12 @@
 
 Behind a load balancer the service sees the proxy's address, scheme and Host, so URLs it
 builds for clients (presigned links) would name an instance nobody can reach. The proxy
-says what the client used in RFC 7239 `Forwarded` or the `X-Forwarded-For/-Proto/-Host`
-headers; they are believed only from a trusted peer (FORWARDED_ALLOW_IPS), since anyone
-else could send them to forge links or their address in the audit log. With several
-proxies in a chain, the value the nearest one added (the last) is the one taken.
+says what the client used in the `X-Forwarded-For/-Proto/-Host` headers or RFC 7239
+`Forwarded` (FORWARDED_HEADERS names the one it sets: only that family is read, since a
+proxy that sets one usually passes a client's own copy of the other through); they are
+believed only from a trusted peer (FORWARDED_ALLOW_IPS), since anyone else could send
+them to forge links or their address in the audit log. With several proxies in a chain,
+the value the nearest one added (the last) is the one taken.
 
 This replaces uvicorn's `--proxy-headers`, which handles neither `X-Forwarded-Host` nor
 `Forwarded`, and runs the same in every worker and in-process test.
@@ -33,9 +35,10 @@ def parse_trusted(value: str) -> tuple[bool, tuple[Network, ...]]:
 
 
 class ForwardedHeadersMiddleware:
-    def __init__(self, app: ASGIApp, *, trusted: str) -> None:
+    def __init__(self, app: ASGIApp, *, trusted: str, family: str = "x-forwarded") -> None:
         self.app = app
         self._any, self._networks = parse_trusted(trusted)
+        self._names = _FAMILIES[family]
 
     def _trusts(self, peer: str | None) -> bool:
         if self._any:
@@ -52,15 +55,21 @@ class ForwardedHeadersMiddleware:
         if scope["type"] in ("http", "websocket"):
             client = scope.get("client")
             if self._trusts(client[0] if client else None):
-                scope = _apply(scope)
+                scope = _apply(scope, self._names)
         await self.app(scope, receive, send)
 
 
-def _apply(scope: Scope) -> Scope:
+_FAMILIES: dict[str, frozenset[bytes]] = {
+    "x-forwarded": frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}),
+    "forwarded": frozenset({b"forwarded"}),
+}
+
+
+def _apply(scope: Scope, names: frozenset[bytes]) -> Scope:
     headers: list[tuple[bytes, bytes]] = list(scope.get("headers", []))
     seen: dict[bytes, str] = {}
     for name, value in headers:
-        if name in (b"forwarded", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"):
+        if name in names:
             previous = seen.get(name)
             text = value.decode("latin-1")
             seen[name] = f"{previous},{text}" if previous else text
