@@ -210,3 +210,28 @@ def test_slow_headers_and_trickled_bodies_get_408_while_others_are_served(
         assert not temp.exists() or list(temp.iterdir()) == []
         # And the server still serves.
         assert client.get("/api/v1/download/artifacts/fast-0.bin").content == b"ok"
+
+
+def test_an_early_refusal_closes_the_connection(make_server: ServerFactory) -> None:
+    # A 401 sent before the body: a client that honours `Expect: 100-continue` never
+    # sends it, so keeping the connection would read its next request as this body.
+    server = make_server({})
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            b"PUT /api/v1/objects/artifacts/early.bin HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Length: 40\r\nExpect: 100-continue\r\n\r\n"
+        )
+        answer = b""
+        while chunk := sock.recv(4096):  # until the server closes its side
+            answer += chunk
+    head = answer.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.1 401"), answer[:200]
+    assert b"connection: close" in head
+    # A request without a body keeps its connection.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+        sock.settimeout(5)
+        answer = b""
+        while answer.count(b"HTTP/1.1 200") < 2:
+            answer += sock.recv(4096)
+    assert b"connection: close" not in answer.lower()

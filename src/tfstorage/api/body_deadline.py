@@ -42,10 +42,11 @@ class BodyDeadlineMiddleware:
         self.grace = grace_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (self.min_rate <= 0 and self.idle == math.inf):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         declared = _declared_length(scope)
+        has_body = (declared or 0) > 0 or _chunked(scope)
         waited = 0.0  # seconds spent in receive, waiting for the client
         received = 0
         complete = False
@@ -89,9 +90,12 @@ class BodyDeadlineMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 headers = message.get("headers", [])
-                if too_slow is not None and _CLOSE not in headers:
-                    # Whatever answers the timeout, the rest of the body is not read:
-                    # the connection cannot carry another request.
+                # Whatever answers before the body was read (a timeout, or an early
+                # refusal such as a 401: a client waiting on `Expect: 100-continue` then
+                # never sends it), the connection cannot carry another request: the next
+                # one would be read as the rest of this body.
+                unread = too_slow is not None or (has_body and not complete)
+                if unread and _CLOSE not in headers:
                     message = {**message, "headers": [*headers, _CLOSE]}
             await send(message)
 
@@ -113,6 +117,13 @@ class BodyDeadlineMiddleware:
                 f" seconds (at least {rate}); {received} bytes came"
             )
         return f"the body arrived slower than {rate} ({received} bytes in {elapsed:.0f} s)"
+
+
+def _chunked(scope: Scope) -> bool:
+    return any(
+        name == b"transfer-encoding" and b"chunked" in value.lower()
+        for name, value in scope.get("headers", [])
+    )
 
 
 def _declared_length(scope: Scope) -> int | None:
