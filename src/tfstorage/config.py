@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import ValidationError, field_validator
+from pydantic import SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tfstorage.domain.blocks import DEFAULT_BLOCK_SIZE, check_block_size
@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     # address buckets (virtual-host style); empty: path style only.
     s3_port: int = 9000
     s3_domain: str = ""
+    # The key S3 secrets are derived from (service/s3keys.py); never in the index, never
+    # logged. Empty: generated on first start into DATA_DIR/s3-secret.key. Several
+    # instances on one index must share it, like ADMIN_TOKEN; changing it revokes every
+    # S3 secret.
+    s3_secret_key: SecretStr = SecretStr("")
 
     storage_type: Literal["local", "minio", "s3"] = "local"
     data_dir: Path = Path("./data")

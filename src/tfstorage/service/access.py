@@ -74,6 +74,9 @@ class AccessService:
         """ADMIN_TOKEN, or on first start a generated admin token in DATA_DIR/admin.token."""
         settings = self._ctx.settings
         await self._current_signing_key()
+        # Before any key pair is issued: the S3 server key, from S3_SECRET_KEY or
+        # DATA_DIR/s3-secret.key (made now on a first start).
+        await self._ctx.db(self.s3.load_server_key)
         if not self.enabled:
             log.warning("AUTH_ENABLED=false: every request has full rights; never expose this port")
             return
