@@ -791,5 +791,9 @@ def test_s3_secrets_need_the_server_key_not_just_the_index(tmp_path: Path) -> No
         assert error_code(exc) in ("InvalidAccessKeyId", "SignatureDoesNotMatch")
         with proc.client() as rest:
             assert rest_object(rest, "models", "k2.bin").status_code == 404
+        # admin.s3 held a dead secret: the start wrote the admin token a new, working pair.
+        renewed = admin_keys(proc)
+        assert renewed[0] != keys[0]
+        s3_client(proc, *renewed).put_object(Bucket="models", Key="k3.bin", Body=b"new key")
     finally:
         proc.stop()

@@ -62,6 +62,10 @@ class S3Keys:
         mac = hmac.new(key, access_key_id.encode(), hashlib.sha256)
         return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
 
+    def verifies(self, access_key_id: str, secret: str) -> bool:
+        """Is `secret` the one the current server key gives this key id?"""
+        return hmac.compare_digest(self._derive(access_key_id).encode(), secret.encode())
+
     @staticmethod
     def new_key_id() -> str:
         """20 characters, AWS's length; the prefix makes a leaked key id greppable."""
