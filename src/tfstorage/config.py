@@ -232,6 +232,15 @@ class Settings(BaseSettings):
             raise ValueError("must be a domain name such as s3.example.com (no port or scheme)")
         return value
 
+    @field_validator("s3_secret_key")
+    @classmethod
+    def _s3_secret_key(cls, value: SecretStr) -> SecretStr:
+        # One S3 secret and its key id would let a short key be guessed offline, and
+        # with it every other secret.
+        if 0 < len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (or empty: a generated key)")
+        return value
+
     @field_validator("port", "s3_port")
     @classmethod
     def _port(cls, value: int) -> int:

@@ -21,10 +21,12 @@ import pytest
 from fastapi import FastAPI
 
 from tests.api.conftest import make_settings
-from tfstorage.config import Settings
+from tfstorage.config import Settings, load_settings
+from tfstorage.errors import ConfigError
 from tfstorage.service.s3keys import KEY_FILE
 
 pytestmark = pytest.mark.anyio
+SHARED_KEY = "one-key-for-every-instance-of-this-deployment"
 
 
 @pytest.fixture
@@ -104,8 +106,8 @@ async def test_a_copy_of_the_index_alone_does_not_yield_the_secret(
 async def test_s3_secret_key_setting_replaces_the_key_file(tmp_path: Path) -> None:
     from tfstorage.api.app import create_app
 
-    configured = make_settings(tmp_path, s3_secret_key="one-key-for-every-instance")
-    assert "one-key-for-every-instance" not in repr(configured)  # never logged
+    configured = make_settings(tmp_path, s3_secret_key=SHARED_KEY)
+    assert SHARED_KEY not in repr(configured)  # never logged
     app = create_app(configured)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -117,10 +119,14 @@ async def test_s3_secret_key_setting_replaces_the_key_file(tmp_path: Path) -> No
             )
     assert made.status_code == 201, made.text
     body = made.json()
-    assert body["secret_access_key"] == _derived(
-        b"one-key-for-every-instance", body["access_key_id"]
-    )
+    assert body["secret_access_key"] == _derived(SHARED_KEY.encode(), body["access_key_id"])
     assert not (configured.data_dir / KEY_FILE).exists()
+
+
+def test_a_short_s3_secret_key_is_refused() -> None:
+    with pytest.raises(ConfigError, match="S3_SECRET_KEY"):
+        load_settings(s3_secret_key="short")
+    assert load_settings(s3_secret_key="").s3_secret_key.get_secret_value() == ""
 
 
 async def test_s3_must_be_a_boolean(client: httpx.AsyncClient) -> None:

@@ -770,7 +770,7 @@ def test_s3_secrets_need_the_server_key_not_just_the_index(tmp_path: Path) -> No
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
         original = key_file.read_bytes()
         proc.stop()
-        proc.extra_env["S3_SECRET_KEY"] = "another-key-set-on-every-instance"
+        proc.extra_env["S3_SECRET_KEY"] = "another-key-set-on-every-instance-0123456789"
         proc.start()
         with pytest.raises(ClientError) as exc:
             s3_client(proc, *keys).get_object(Bucket="models", Key="k.bin")

@@ -5,8 +5,9 @@ itself on the server, so a hash cannot verify it; instead it is derived:
 HMAC-SHA256(server key, key id). The server key is kept OUT of the index: S3_SECRET_KEY,
 or a key generated on first start into DATA_DIR/s3-secret.key (mode 0600). A copy of the
 index alone (a leaked dump) therefore yields no working secret, and changing the server
-key revokes every S3 secret at once (the rotation procedure; README, "S3 keys"). Several
-instances on one index must all set the same S3_SECRET_KEY, as they do ADMIN_TOKEN.
+key revokes every S3 secret at once: the rotation procedure (README.md, "Use it from S3
+tools"). Several instances on one index must all set the same S3_SECRET_KEY, as they do
+ADMIN_TOKEN.
 """
 
 from __future__ import annotations
@@ -126,17 +127,17 @@ def server_key(settings: Settings) -> bytes:
         return configured.encode()
     path = settings.data_dir / KEY_FILE
     if not path.exists():
-        write_key_file(path, replace=False)
+        write_key_file(path)
     value = path.read_text().strip()
     if not value:
         raise ConfigError(f"{KEY_FILE} in DATA_DIR is empty; delete it or set S3_SECRET_KEY")
     return value.encode()
 
 
-def write_key_file(path: Path, *, replace: bool) -> None:
-    """A new random server key in `path` (mode 0600). Written to a temporary file and
-    linked (or renamed, with `replace`) into place, so that a reader never sees a partial
-    key and, of several workers starting at once, exactly one key wins."""
+def write_key_file(path: Path) -> None:
+    """A new random server key in `path` (mode 0600), unless one is there. Written to a
+    temporary file and linked into place, so that a reader never sees a partial key and,
+    of several workers starting at once, exactly one key wins."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -144,9 +145,6 @@ def write_key_file(path: Path, *, replace: bool) -> None:
             f.write(secrets.token_urlsafe(32) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        if replace:
-            os.replace(temporary, path)
-            return
         with contextlib.suppress(FileExistsError):  # another worker's came first: it wins
             os.link(temporary, path)
     finally:
