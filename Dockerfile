@@ -13,6 +13,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOST=0.0.0.0 \
     PORT=8083 \
+    S3_PORT=9000 \
     DATA_DIR=/data
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl \
@@ -23,7 +24,7 @@ RUN pip install --no-cache-dir /wheels/*.whl \
 USER tfstorage
 WORKDIR /data
 VOLUME /data
-EXPOSE 8083
+EXPOSE 8083 9000
 # No curl in the image: the standard library asks /health, which answers 503 (an error
 # for urlopen) when the index or the blob store cannot serve.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \

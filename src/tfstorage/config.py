@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import ValidationError, field_validator
+from pydantic import SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tfstorage.domain.blocks import DEFAULT_BLOCK_SIZE, check_block_size
@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     # address buckets (virtual-host style); empty: path style only.
     s3_port: int = 9000
     s3_domain: str = ""
+    # The key S3 secrets are derived from (service/s3keys.py); never in the index, never
+    # logged. Empty: generated on first start into DATA_DIR/s3-secret.key. Several
+    # instances on one index must share it, like ADMIN_TOKEN; changing it revokes every
+    # S3 secret.
+    s3_secret_key: SecretStr = SecretStr("")
 
     storage_type: Literal["local", "minio", "s3"] = "local"
     data_dir: Path = Path("./data")
@@ -228,6 +233,15 @@ class Settings(BaseSettings):
         value = value.strip().lower().strip(".")
         if value and (":" in value or "/" in value):
             raise ValueError("must be a domain name such as s3.example.com (no port or scheme)")
+        return value
+
+    @field_validator("s3_secret_key")
+    @classmethod
+    def _s3_secret_key(cls, value: SecretStr) -> SecretStr:
+        # One S3 secret and its key id would let a short key be guessed offline, and
+        # with it every other secret.
+        if 0 < len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (or empty: a generated key)")
         return value
 
     @field_validator("port", "s3_port")

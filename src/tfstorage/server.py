@@ -14,6 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from tfstorage.api.app import create_app
 from tfstorage.api.body_deadline import BodyDeadlineMiddleware
+from tfstorage.api.forwarded import ForwardedHeadersMiddleware
 from tfstorage.api.middleware import RequestIdMiddleware
 from tfstorage.config import Settings
 from tfstorage.s3api.app import S3App
@@ -27,13 +28,18 @@ class FrontDoors:
         self.rest = rest
         # The same request id, access log line and HTTP metrics as every REST request,
         # and the same deadlines for slow bodies (the S3 app answers them in XML).
-        self.s3 = RequestIdMiddleware(
-            BodyDeadlineMiddleware(
-                s3,
-                idle_seconds=settings.body_timeout_seconds,
-                min_rate=settings.body_min_rate,
-                grace_seconds=settings.body_grace_seconds,
-            )
+        # Outermost, as in the REST app: behind a trusted proxy the access and audit logs
+        # name the client, and the Host a client signed is the one it sent the proxy.
+        self.s3 = ForwardedHeadersMiddleware(
+            RequestIdMiddleware(
+                BodyDeadlineMiddleware(
+                    s3,
+                    idle_seconds=settings.body_timeout_seconds,
+                    min_rate=settings.body_min_rate,
+                    grace_seconds=settings.body_grace_seconds,
+                )
+            ),
+            trusted=settings.forwarded_allow_ips,
         )
         self.s3_port = settings.s3_port
 

@@ -40,6 +40,7 @@ MUST_MATCH = (
     "MINIO_ACCESS_KEY",
     "MINIO_SECRET_KEY",
     "ADMIN_TOKEN",
+    "S3_SECRET_KEY",
     "ORPHAN_GRACE_SECONDS",
     "LIFECYCLE_PROTECTED_TAGS",
     "ARCHIVE_STORAGE_TYPE",
@@ -61,7 +62,8 @@ def interpolated(value: str) -> str:
     innermost first."""
     while match := _VARIABLE.search(value):
         name, kind, default = match.groups()
-        stand_in = default if kind == ":-" else f"x-{name.lower()}"
+        # A stand-in long enough for the settings that want long secrets (S3_SECRET_KEY).
+        stand_in = default if kind == ":-" else f"x-{name.lower()}-from-the-environment"
         value = value[: match.start()] + stand_in + value[match.end() :]
     return value
 
@@ -107,7 +109,7 @@ def test_compose_runs_two_instances_that_share_what_must_match() -> None:
     assert env["DATABASE_URL"].startswith("postgresql+psycopg://")
     assert env["STORAGE_TYPE"] == "s3" and env["S3_ENDPOINT_URL"] == "http://seaweedfs:8333"
     # No secret in the file: each is required from the environment (or .env).
-    for name in ("MINIO_SECRET_KEY", "ADMIN_TOKEN"):
+    for name in ("MINIO_SECRET_KEY", "ADMIN_TOKEN", "S3_SECRET_KEY"):
         assert env[name].startswith("${") and ":?" in env[name], name
     assert ":?" in services["postgres"]["environment"]["POSTGRES_PASSWORD"]
     # Each instance has its own DATA_DIR volume; only the proxy publishes a port.
@@ -120,6 +122,8 @@ def test_compose_runs_two_instances_that_share_what_must_match() -> None:
             assert services[name]["depends_on"][needed]["condition"] == "service_healthy"
     for name in ("postgres", "seaweedfs", "proxy"):
         assert services[name]["healthcheck"]["test"][0] == "CMD", name
+    # The S3 endpoint's key is not the SeaweedFS engine's secret (one secret, one use).
+    assert env["S3_SECRET_KEY"] != env["MINIO_SECRET_KEY"]
     # The settings as an instance reads them: valid, and a blob store can be built of them.
     settings = load_settings(**{name.lower(): interpolated(value) for name, value in env.items()})
     assert settings.public_url == "http://localhost:8080"
@@ -127,6 +131,13 @@ def test_compose_runs_two_instances_that_share_what_must_match() -> None:
     assert build_blob_store(settings).name == "tiered"  # S3, with the archive tier
     nginx = compose()["configs"]["nginx-conf"]["content"]
     assert all(f"server {name}:8083" in nginx for name in INSTANCES)
+    # The S3 door too, on the instances' S3_PORT (the image's default), with the Host
+    # clients signed passed on.
+    s3_port = image_env()["S3_PORT"]
+    assert settings.s3_port == int(s3_port)
+    assert all(f"server {name}:{s3_port}" in nginx for name in INSTANCES)
+    assert f"listen {s3_port};" in nginx and "proxy_set_header Host $$http_host" in nginx
+    assert any(p.endswith(f":{s3_port}") for p in services["proxy"]["ports"])
     for header in ("Host $$host", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"):
         assert f"proxy_set_header {header}" in nginx
 
@@ -141,7 +152,7 @@ def test_the_image_runs_what_the_server_tests_start() -> None:
     assert image_env()["HOST"] == "0.0.0.0"  # a container listens on all
     assert image_env()["DATA_DIR"] == "/data" and instruction("VOLUME") == "/data"
     assert instruction("USER") not in ("root", "0")
-    assert instruction("EXPOSE") == image_env()["PORT"]
+    assert instruction("EXPOSE").split() == [image_env()["PORT"], image_env()["S3_PORT"]]
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     ignored = [line for line in lines if line and not line.startswith("#")]
     assert ignored[0] == "*" and {"!pyproject.toml", "!README.md", "!src/"} <= set(ignored)

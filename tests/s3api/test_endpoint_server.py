@@ -700,3 +700,100 @@ def test_a_trickled_s3_body_gets_408_in_xml_and_stores_nothing(tmp_path: Path) -
         assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
     finally:
         proc.stop()
+
+
+def test_delete_objects_authorises_before_the_bucket_and_the_body(
+    server: ServerProcess, rest: httpx.Client, s3: BaseClient
+) -> None:
+    """Anonymous callers and keys without `delete` get AccessDenied whether or not the
+    bucket exists and whatever the body: no bucket enumeration, no parsing for them."""
+    assert rest.post(
+        "/api/v1/buckets", json={"name": "open-deletes", "public_read": True}
+    ).is_success
+    s3.put_object(Bucket="open-deletes", Key="keep.txt", Body=b"keep")
+    s3.put_object(Bucket="models", Key="team-d/in.bin", Body=b"in")
+    s3.put_object(Bucket="models", Key="team-e/out.bin", Body=b"out")
+    body = b"<Delete><Object><Key>keep.txt</Key></Object></Delete>"
+    md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+    for bucket in ("no-such-bucket", "models", "open-deletes"):
+        for content in (body, b"not xml at all"):
+            answer = httpx.post(
+                f"{server.s3_url}/{bucket}?delete", content=content, headers={"Content-MD5": md5}
+            )
+            assert answer.status_code == 403, (bucket, answer.text)
+            assert "<Code>AccessDenied</Code>" in answer.text
+    assert s3.get_object(Bucket="open-deletes", Key="keep.txt")["Body"].read() == b"keep"
+    reader = new_keys(rest, scopes=["read", "write"])
+    read_only = s3_client(server, reader["access_key_id"], reader["secret_access_key"])
+    for bucket in ("no-such-bucket", "models"):
+        with pytest.raises(ClientError) as exc:
+            read_only.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "team-d/in.bin"}]})
+        assert error_code(exc) == "AccessDenied"
+    # A prefix-scoped key deletes inside its prefix; each key outside it is refused alone.
+    scoped_keys = new_keys(rest, buckets=["models"], prefix="team-d/")
+    scoped = s3_client(server, scoped_keys["access_key_id"], scoped_keys["secret_access_key"])
+    result = scoped.delete_objects(
+        Bucket="models",
+        Delete={"Objects": [{"Key": "team-d/in.bin"}, {"Key": "team-e/out.bin"}]},
+    )
+    assert [d["Key"] for d in result["Deleted"]] == ["team-d/in.bin"]
+    assert [(e["Key"], e["Code"]) for e in result["Errors"]] == [("team-e/out.bin", "AccessDenied")]
+    assert rest_object(rest, "models", "team-d/in.bin").status_code == 404
+    assert rest_object(rest, "models", "team-e/out.bin").content == b"out"
+
+
+def test_audit_names_the_client_a_trusted_proxy_forwards(
+    server: ServerProcess, rest: httpx.Client
+) -> None:
+    """The server's peer (127.0.0.1) is a trusted proxy by default (FORWARDED_ALLOW_IPS)."""
+    url = f"{server.s3_url}/models/forwarded/by-proxy.bin"
+    headers = _signed_headers(*admin_keys(server), "PUT", url, b"proxied")
+    answer = httpx.put(
+        url, content=b"proxied", headers={**headers, "X-Forwarded-For": "203.0.113.7"}
+    )
+    assert answer.status_code == 200, answer.text
+    entries = rest.get("/api/v1/audit", params={"bucket": "models"}).json()["entries"]
+    [entry] = [e for e in entries if e.get("key") == "forwarded/by-proxy.bin"]
+    assert entry["client"] == "203.0.113.7"
+
+
+def test_s3_secrets_need_the_server_key_not_just_the_index(tmp_path: Path) -> None:
+    """Another key (S3_SECRET_KEY, or a new key file) refuses every key pair issued under
+    the old one; the same key file accepts them again. Deleting the file and restarting
+    is the README's rotation procedure."""
+    proc = ServerProcess(tmp_path / "data", {"S3_PORT": "auto"}, log_dir=tmp_path)
+    key_file = proc.data_dir / "s3-secret.key"
+    proc.start()
+    try:
+        keys = admin_keys(proc)
+        s3_client(proc, *keys).put_object(Bucket="models", Key="k.bin", Body=b"kept")
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        original = key_file.read_bytes()
+        proc.stop()
+        proc.extra_env["S3_SECRET_KEY"] = "another-key-set-on-every-instance-0123456789"
+        proc.start()
+        with pytest.raises(ClientError) as exc:
+            s3_client(proc, *keys).get_object(Bucket="models", Key="k.bin")
+        assert error_code(exc) in ("InvalidAccessKeyId", "SignatureDoesNotMatch")
+        proc.stop()
+        del proc.extra_env["S3_SECRET_KEY"]
+        proc.start()  # the same key file: the same secrets
+        assert (
+            s3_client(proc, *keys).get_object(Bucket="models", Key="k.bin")["Body"].read()
+            == b"kept"
+        )
+        proc.stop()
+        key_file.unlink()  # rotation: a new key is generated on start
+        proc.start()
+        assert key_file.read_bytes() != original
+        with pytest.raises(ClientError) as exc:
+            s3_client(proc, *keys).put_object(Bucket="models", Key="k2.bin", Body=b"no")
+        assert error_code(exc) in ("InvalidAccessKeyId", "SignatureDoesNotMatch")
+        with proc.client() as rest:
+            assert rest_object(rest, "models", "k2.bin").status_code == 404
+        # admin.s3 held a dead secret: the start wrote the admin token a new, working pair.
+        renewed = admin_keys(proc)
+        assert renewed[0] != keys[0]
+        s3_client(proc, *renewed).put_object(Bucket="models", Key="k3.bin", Body=b"new key")
+    finally:
+        proc.stop()

@@ -71,6 +71,7 @@ _SERVICE_VARS = (
     "S3_PORT",
     "S3_DOMAIN",
     "S3_REGION",
+    "S3_SECRET_KEY",
 )
 
 

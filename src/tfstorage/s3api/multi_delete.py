@@ -9,9 +9,15 @@ from tfstorage.s3api import checksums, xml
 from tfstorage.s3api.errors import s3_code
 from tfstorage.s3api.request import S3Request
 from tfstorage.s3api.responses import Node, xml_response
+from tfstorage.service.authorization import authorize
 
 
 async def delete_objects(req: S3Request) -> Response:
+    # Authorised first, as every other operation: before the bucket lookup (an anonymous
+    # caller must not learn which buckets exist) and before the body is read (nor make
+    # the server parse it). A prefix-scoped key passes here, since it may delete inside
+    # its prefix; each key outside it is refused on its own below.
+    await authorize(req.storage, req.caller, "delete", req.bucket, req.caller.prefix)
     if not checksums.expected_from_headers(req.lower_headers) and not req.header("x-amz-trailer"):
         # S3 insists on an integrity check of this body (Content-MD5 or a checksum).
         raise InvalidRequest("Missing required header for this request: Content-MD5")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import hashlib
 import hmac
 import logging
@@ -74,12 +75,17 @@ class AccessService:
         """ADMIN_TOKEN, or on first start a generated admin token in DATA_DIR/admin.token."""
         settings = self._ctx.settings
         await self._current_signing_key()
+        # Before any key pair is issued: the S3 server key, from S3_SECRET_KEY or
+        # DATA_DIR/s3-secret.key (made now on a first start).
+        await self._ctx.db(self.s3.load_server_key)
         if not self.enabled:
             log.warning("AUTH_ENABLED=false: every request has full rights; never expose this port")
             return
         s3_file = settings.data_dir / "admin.s3"
         if settings.admin_token:
-            if await self._ctx.db(self._index.token_by_hash, hash_secret(settings.admin_token)):
+            found = await self._ctx.db(self._index.token_by_hash, hash_secret(settings.admin_token))
+            if found is not None:
+                await self._refresh_admin_s3(s3_file, found)
                 return
             token = await self._create(
                 name="admin (ADMIN_TOKEN)", owner="admin", secret=settings.admin_token
@@ -108,14 +114,31 @@ class AccessService:
         log.warning("first start: an admin token was written to %s (mode 0600)", path.resolve())
 
     async def _upgrade_admin_s3(self, token_file: Path, s3_file: Path) -> None:
-        """A data directory from before S3 keys: give its admin token an admin.s3 too."""
-        if s3_file.exists() or not token_file.exists():
+        """A data directory from before S3 keys: give its admin token an admin.s3 too (or
+        a new pair in a stale one)."""
+        if not token_file.exists():
             return
         secret = token_file.read_text().strip()
         token = await self._ctx.db(self._index.token_by_hash, hash_secret(secret))
-        if token is not None and token.revoked_at is None:
+        if token is not None and s3_file.exists():
+            await self._refresh_admin_s3(s3_file, token)
+        elif token is not None and token.revoked_at is None:
             await self.s3.write_credentials_file(s3_file, token.id)
             log.warning("an S3 key pair of the admin token was written to %s (mode 0600)", s3_file)
+
+    async def _refresh_admin_s3(self, s3_file: Path, token: Token) -> None:
+        """An admin.s3 written under an earlier S3 server key (rotated, or from before
+        revision 0012) holds a dead secret: give the admin token a new pair in its place."""
+        if not s3_file.exists() or token.revoked_at is not None:
+            return
+        written = configparser.ConfigParser(interpolation=None)
+        written.read(s3_file)
+        pair = written["default"] if written.has_section("default") else {}
+        key_id = pair.get("aws_access_key_id", "")
+        if key_id and self.s3.verifies(key_id, pair.get("aws_secret_access_key", "")):
+            return
+        await self.s3.write_credentials_file(s3_file, token.id)
+        log.warning("the S3 server key changed: a new admin key pair was written to %s", s3_file)
 
     async def _create(self, *, name: str, owner: str, secret: str) -> Token:
         return await self._ctx.db(

@@ -2,15 +2,18 @@
 
 The key id is stored (it names the token); the secret is not. SigV4 needs the secret
 itself on the server, so a hash cannot verify it; instead it is derived:
-HMAC-SHA256(server key, key id), with the server key kept in the index beside the
-presigned-URL key and shared by every instance. Nothing secret is at rest per key and
-there is nothing to decrypt; a stolen index without the `server_secrets` row reveals no
-secret, and rotating that row invalidates every S3 secret at once.
+HMAC-SHA256(server key, key id). The server key is kept OUT of the index: S3_SECRET_KEY,
+or a key generated on first start into DATA_DIR/s3-secret.key (mode 0600). A copy of the
+index alone (a leaked dump) therefore yields no working secret, and changing the server
+key revokes every S3 secret at once: the rotation procedure (README.md, "Use it from S3
+tools"). Several instances on one index must all set the same S3_SECRET_KEY, as they do
+ADMIN_TOKEN.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
@@ -20,11 +23,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tfstorage.config import Settings
 from tfstorage.domain.records import Token
+from tfstorage.errors import ConfigError
 from tfstorage.index.access import AccessIndex
 from tfstorage.service.context import StorageContext
 
-SERVER_KEY = "s3-secret-key"
+KEY_FILE = "s3-secret.key"
 KEY_ID_PREFIX = "TFSK"
 _CACHE_SECONDS = 5.0  # as long as REST token lookups are reused (service/access.py)
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
@@ -43,20 +48,24 @@ class S3Keys:
     def __init__(self, ctx: StorageContext, index: AccessIndex) -> None:
         self._ctx = ctx
         self._index = index
-        self._server_key: tuple[float, bytes] | None = None
+        self._server_key: bytes | None = None
         self._tokens: dict[str, tuple[float, Token | None]] = {}
 
-    def _current_server_key(self) -> bytes:
-        """Blocking (an index call): for worker threads, like `lookup`."""
-        now = time.monotonic()
-        if self._server_key is None or now - self._server_key[0] >= _CACHE_SECONDS:
-            value = self._index.shared_secret(SERVER_KEY)
-            self._server_key = (now, bytes.fromhex(value))
-        return self._server_key[1]
+    def load_server_key(self) -> None:
+        """Read (or on first start make) the server key; called by the bootstrap, so a
+        data directory gets its key file at first start, like admin.token."""
+        self._server_key = server_key(self._ctx.settings)
 
     def _derive(self, access_key_id: str) -> str:
-        mac = hmac.new(self._current_server_key(), access_key_id.encode(), hashlib.sha256)
+        key = self._server_key
+        if key is None:  # not bootstrapped (AUTH_ENABLED=false, some tests): read now
+            key = self._server_key = server_key(self._ctx.settings)
+        mac = hmac.new(key, access_key_id.encode(), hashlib.sha256)
         return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
+
+    def verifies(self, access_key_id: str, secret: str) -> bool:
+        """Is `secret` the one the current server key gives this key id?"""
+        return hmac.compare_digest(self._derive(access_key_id).encode(), secret.encode())
 
     @staticmethod
     def new_key_id() -> str:
@@ -65,7 +74,7 @@ class S3Keys:
 
     async def pair(self, access_key_id: str) -> S3KeyPair:
         """The pair of a key id just recorded; the secret is shown then and never again."""
-        return S3KeyPair(access_key_id, await self._ctx.db(self._derive, access_key_id))
+        return S3KeyPair(access_key_id, self._derive(access_key_id))
 
     async def issue(self, token_id: str) -> S3KeyPair:
         """A new key pair for an existing token."""
@@ -109,3 +118,34 @@ class S3Keys:
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.chmod(path, 0o600)
+
+
+def server_key(settings: Settings) -> bytes:
+    """S3_SECRET_KEY, else DATA_DIR/s3-secret.key, made on first use if missing."""
+    configured = settings.s3_secret_key.get_secret_value()
+    if configured:
+        return configured.encode()
+    path = settings.data_dir / KEY_FILE
+    if not path.exists():
+        write_key_file(path)
+    value = path.read_text().strip()
+    if not value:
+        raise ConfigError(f"{KEY_FILE} in DATA_DIR is empty; delete it or set S3_SECRET_KEY")
+    return value.encode()
+
+
+def write_key_file(path: Path) -> None:
+    """A new random server key in `path` (mode 0600), unless one is there. Written to a
+    temporary file and linked into place, so that a reader never sees a partial key and,
+    of several workers starting at once, exactly one key wins."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        with contextlib.suppress(FileExistsError):  # another worker's came first: it wins
+            os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
