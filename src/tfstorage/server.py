@@ -40,6 +40,7 @@ class FrontDoors:
                 )
             ),
             trusted=settings.forwarded_allow_ips,
+            family=settings.forwarded_headers,
         )
         self.s3_port = settings.s3_port
 
