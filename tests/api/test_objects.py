@@ -163,6 +163,13 @@ async def test_conditional_requests(client: httpx.AsyncClient) -> None:
     assert (await client.get(url, headers={"If-Modified-Since": last_modified})).status_code == 304
     old = "Mon, 01 Jan 2001 00:00:00 GMT"
     assert (await client.get(url, headers={"If-Modified-Since": old})).status_code == 200
+    r = await client.get(url, headers={"If-Unmodified-Since": old})
+    assert_error(r, 412, "PreconditionFailed")
+    assert (
+        await client.get(url, headers={"If-Unmodified-Since": last_modified})
+    ).status_code == 200
+    # A date that does not parse: the condition is ignored (RFC 9110 13.1.4), not failed.
+    assert (await client.get(url, headers={"If-Unmodified-Since": "soon"})).status_code == 200
     assert_error(await client.get(url, headers={"If-Match": '"nope"'}), 412, "PreconditionFailed")
     assert (await client.get(url, headers={"If-Match": etag})).status_code == 200
     # If-Match compares strongly: a weak ETag never matches.

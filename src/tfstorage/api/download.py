@@ -8,7 +8,7 @@ from urllib.parse import quote
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
-from tfstorage.domain.preconditions import etag_matches, not_modified_after
+from tfstorage.domain.preconditions import etag_matches, modified_after, not_modified_after
 from tfstorage.domain.ranges import ByteRange, parse_range
 from tfstorage.domain.records import ObjectVersion
 from tfstorage.errors import PreconditionFailed
@@ -63,7 +63,8 @@ async def object_response(request: Request, storage: Storage, version: ObjectVer
 
     if (m := h.get("if-match")) is not None and not _matches(m, etag, weak=False):
         raise PreconditionFailed("If-Match does not match the object's ETag")
-    if (u := h.get("if-unmodified-since")) is not None and m is None and not _not_after(u, version):
+    u = h.get("if-unmodified-since")
+    if u is not None and m is None and modified_after(u, version.created_at):
         raise PreconditionFailed("the object was modified after If-Unmodified-Since")
     if (n := h.get("if-none-match")) is not None:
         if _matches(n, etag):

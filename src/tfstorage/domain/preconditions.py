@@ -26,6 +26,12 @@ def not_modified_after(header: str, modified: datetime) -> bool:
     return int(modified.timestamp()) <= int(since.timestamp())
 
 
+def modified_after(header: str, modified: datetime) -> bool:
+    """If-Unmodified-Since fails: `modified` is after the header's date. False for a date
+    that does not parse: the condition is ignored (RFC 9110 13.1.4), not failed."""
+    return is_http_date(header) and not not_modified_after(header, modified)
+
+
 def is_http_date(header: str) -> bool:
     try:
         return parsedate_to_datetime(header).tzinfo is not None

@@ -16,7 +16,7 @@ from starlette.responses import Response, StreamingResponse
 
 from tfstorage.domain.conditions import parse_condition
 from tfstorage.domain.metadata import parse_tags, validate_metadata
-from tfstorage.domain.preconditions import etag_matches, not_modified_after
+from tfstorage.domain.preconditions import etag_matches, modified_after, not_modified_after
 from tfstorage.domain.ranges import ByteRange, parse_range
 from tfstorage.domain.records import ObjectVersion
 from tfstorage.errors import InvalidArgument, InvalidRequest, NoSuchKey, PreconditionFailed
@@ -119,7 +119,7 @@ def _check_read_conditions(req: S3Request, version: ObjectVersion, *, prefix: st
     if (
         if_match is None
         and unmodified is not None
-        and not not_modified_after(unmodified, version.created_at)
+        and modified_after(unmodified, version.created_at)
     ):
         raise PreconditionFailed("At least one of the pre-conditions you specified did not hold")
     if_none_match = req.header(prefix + "if-none-match")
