@@ -317,6 +317,7 @@ async def test_the_scrub_records_block_checksums_of_old_blobs_only_from_intact_b
     # A verify fills them in too.
     answer = (await client.post(f"/api/v1/files/{verified_id}/verify")).json()
     assert answer["status"] == "ok" and answer["blocks_recorded"] is True
+    assert answer["block_size"] == B  # the size of the checksums it recorded
     assert ctx.integrity.block_checksums(verified_blob) == block_checksums_of(verified_data, B)
 
     report = (await client.post("/api/v1/scrub/run", params={"wait": "true"})).json()

@@ -32,6 +32,8 @@ async def verify_file(
     checksums gets them here when its bytes are intact (`blocks_recorded`)."""
     version = await visible_version(storage, caller, file_id, "read")
     verdict = await storage.integrity.verify_version(version)
+    # The index's checksums, or those this verification has just recorded.
+    blocks = verdict.blob.blocks or (verdict.primary.blocks if verdict.blocks_recorded else None)
     body: dict[str, Any] = {
         "file_id": version.file_id,
         "bucket": version.bucket,
@@ -44,7 +46,7 @@ async def verify_file(
         "repaired": verdict.repaired,
         # Block checksums (issue 10): the damaged blocks by index, with their byte
         # offsets [start, end); whether this verification recorded missing checksums.
-        "block_size": verdict.blob.blocks.block_size if verdict.blob.blocks else None,
+        "block_size": blocks.block_size if blocks else None,
         "damaged_blocks": [b.as_dict() for b in verdict.damaged_blocks],
         "damaged_block_count": verdict.damaged_block_count,
         "blocks_recorded": verdict.blocks_recorded,
