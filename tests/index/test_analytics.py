@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import delete, select
 
 from tfstorage.domain.usage import Tally
 from tfstorage.index import ObjectIndex, create_index_engine
 from tfstorage.index.analytics import AnalyticsIndex
-from tfstorage.index.engine import _MIGRATIONS, migrate
+from tfstorage.index.engine import migrate
 from tfstorage.index.tables import bucket_usage_daily, usage_daily, versions
 
 from .builders import new_version
@@ -94,11 +92,7 @@ def test_snapshot_is_one_row_per_day(index: ObjectIndex) -> None:
 def test_revision_0007_categorizes_existing_versions(empty_url: str) -> None:
     engine = create_index_engine(empty_url)
     try:
-        config = Config()
-        config.set_main_option("script_location", str(_MIGRATIONS).replace("%", "%%"))
-        with engine.begin() as conn:
-            config.attributes["connection"] = conn
-            command.upgrade(config, "0006")
+        migrate(engine, "0006")
         with engine.begin() as conn:
             conn.exec_driver_sql(
                 "INSERT INTO buckets (id, name, created_at, versioning, description) "

@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from pathlib import Path
-
-from alembic import command
-from alembic.config import Config
 
 from tests.index.builders import new_version
 from tfstorage.domain.blocks import block_checksums_of
 from tfstorage.index import ObjectIndex, create_index_engine, migrate
 from tfstorage.index.integrity import IntegrityIndex
 
-_MIGRATIONS = Path(__file__).parents[2] / "src" / "tfstorage" / "index" / "migrations"
 B = 4096
 
 
@@ -88,11 +83,7 @@ def test_filling_in_needs_the_sha256_and_never_overwrites(index: ObjectIndex) ->
 def test_revision_0008_adds_empty_columns_to_existing_blobs(empty_url: str) -> None:
     engine = create_index_engine(empty_url)
     try:
-        config = Config()
-        config.set_main_option("script_location", str(_MIGRATIONS).replace("%", "%%"))
-        with engine.begin() as conn:
-            config.attributes["connection"] = conn
-            command.upgrade(config, "0007")
+        migrate(engine, "0007")
         with engine.begin() as conn:
             conn.exec_driver_sql(
                 "INSERT INTO blobs (blob_id, sha256, md5, size, refcount, created_at) "

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import select
 
 from tfstorage.index import create_index_engine, migrate
-from tfstorage.index.engine import _MIGRATIONS
 from tfstorage.index.tables import server_secrets
 
 
 def test_revision_0012_deletes_the_stored_s3_key_and_keeps_the_others(empty_url: str) -> None:
     engine = create_index_engine(empty_url)
     try:
-        config = Config()
-        config.set_main_option("script_location", str(_MIGRATIONS).replace("%", "%%"))
-        with engine.begin() as conn:
-            config.attributes["connection"] = conn
-            command.upgrade(config, "0011")
+        migrate(engine, "0011")
         with engine.begin() as conn:
             conn.execute(
                 server_secrets.insert(),

@@ -16,8 +16,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -34,7 +32,6 @@ from tfstorage.domain.lifecycle import Expiry
 from tfstorage.errors import StorageError
 from tfstorage.index import ObjectIndex, create_index_engine, migrate
 from tfstorage.index.batch import BatchIndex, CopyItem
-from tfstorage.index.engine import _MIGRATIONS
 from tfstorage.index.lifecycle import AuditFields, LifecycleIndex
 from tfstorage.index.tables import usage_counters, usage_owners
 from tfstorage.index.usage import UsageIndex
@@ -264,11 +261,7 @@ def test_trashed_figures_count_every_version_of_a_deleted_key(index: ObjectIndex
 def test_revision_0011_fills_the_counters_of_an_existing_index(empty_url: str) -> None:
     engine = create_index_engine(empty_url)
     try:
-        config = Config()
-        config.set_main_option("script_location", str(_MIGRATIONS).replace("%", "%%"))
-        with engine.begin() as conn:
-            config.attributes["connection"] = conn
-            command.upgrade(config, "0009")
+        migrate(engine, "0009")
         with engine.begin() as conn:
             conn.exec_driver_sql(
                 "INSERT INTO buckets (id, name, created_at, versioning, description) "

@@ -45,14 +45,15 @@ def create_index_engine(url: str) -> Engine:
     )
 
 
-def migrate(engine: Engine) -> None:
-    """Upgrade the schema to the newest revision; safe to call on every start."""
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the schema to the newest revision (or to `revision`: tests of a migration
+    start from the one before it); safe to call on every start."""
     with _PROCESS_LOCK, engine.connect() as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
             conn.commit()
             try:
-                _upgrade(conn)
+                _upgrade(conn, revision)
             finally:
                 conn.rollback()
                 conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _MIGRATION_LOCK_ID})
@@ -64,7 +65,7 @@ def migrate(engine: Engine) -> None:
             # name") now and then, and Alembic's transaction handling on SQLite is not
             # something to rely on for mutual exclusion.
             with _file_lock(engine):
-                _upgrade(conn.execution_options(**{WRITE_OPTION: True}))
+                _upgrade(conn.execution_options(**{WRITE_OPTION: True}), revision)
 
 
 @contextlib.contextmanager
@@ -78,12 +79,12 @@ def _file_lock(engine: Engine) -> Iterator[None]:
         yield
 
 
-def _upgrade(conn: Connection) -> None:
+def _upgrade(conn: Connection, revision: str) -> None:
     config = Config()
     # Config values go through configparser interpolation, hence the escaped '%'.
     config.set_main_option("script_location", str(_MIGRATIONS).replace("%", "%%"))
     config.attributes["connection"] = conn
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)
     if conn.in_transaction():
         conn.commit()
 
