@@ -224,8 +224,8 @@ def make_server(tmp_path: Path) -> Iterator[ServerFactory]:
             server.stop()
 
 
-@pytest.fixture
-def postgres_database() -> Iterator[str]:
+@contextlib.contextmanager
+def fresh_postgres_database() -> Iterator[str]:
     """A fresh, empty PostgreSQL database (SQLAlchemy psycopg URL); dropped afterwards."""
     import psycopg
     from psycopg import sql
@@ -251,3 +251,10 @@ def postgres_database() -> Iterator[str]:
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database (SQLAlchemy psycopg URL); dropped afterwards."""
+    with fresh_postgres_database() as url:
+        yield url
