@@ -2,8 +2,9 @@
 shows nothing partial, keeps no orphan rows, collects its orphan blobs on restart, and
 its usage counters still agree with a recomputation.
 
-Several client threads upload objects of varied sizes through PUT /api/v1/objects and
-multipart POST /api/v1/upload, some streamed slowly so that the kill lands mid-body. Once
+Several client threads upload objects of varied sizes through PUT /api/v1/objects,
+multipart POST /api/v1/upload, the S3 door's PutObject and its multipart uploads (Create,
+UploadPart, Complete), some streamed slowly so that the kill lands mid-body. Once
 some uploads have been acknowledged the server gets SIGKILL at a random moment (while at
 least one slow body is being sent), is restarted on the same DATA_DIR with
 ORPHAN_GRACE_SECONDS=0, and the whole store is checked against what the clients sent;
@@ -14,9 +15,11 @@ And the client's crash: a body cut short by a vanished client never becomes an o
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -48,6 +51,8 @@ CYCLES = 3
 SHARED_KEYS = [f"crash/shared/{i}.bin" for i in range(4)]
 KiB = 1024
 MiB = 1024 * KiB
+MODES = ("put", "form", "s3put", "s3mpu")
+S3_PART = 5 * MiB  # S3's smallest part but the last
 
 
 @dataclass
@@ -55,7 +60,7 @@ class Attempt:
     key: str
     payload: bytes
     sha256: str
-    mode: str  # "put" or "form"
+    mode: str  # "put", "form" (REST), "s3put" or "s3mpu" (the S3 door)
     slow: bool
     cycle: int
     # "body": the payload is being sent; "trailer": a form's file part is complete (the
@@ -125,7 +130,7 @@ def _new_attempt(model: Model, rng: random.Random, cycle: int, client: int, n: i
         key=key,
         payload=payload,
         sha256=sha256(payload),
-        mode=rng.choice(["put", "form"]),
+        mode=rng.choice(MODES),
         slow=rng.random() < 0.4,
         cycle=cycle,
     )
@@ -143,6 +148,94 @@ def _tracked(attempt: Attempt, body: Iterator[bytes]) -> Iterator[bytes]:
 def _slow_payload(attempt: Attempt, rng: random.Random) -> Iterator[bytes]:
     attempt.phase = "body"
     yield from chunks(attempt.payload, 64 * KiB, pause=lambda: time.sleep(rng.uniform(0.005, 0.03)))
+
+
+def _s3_signed(
+    server: ServerProcess, method: str, path: str, payload_hash: str, query: str = ""
+) -> tuple[str, dict[str, str]]:
+    """URL and headers signed by botocore's SigV4 signer with the admin's S3 key."""
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    parser = configparser.ConfigParser()
+    parser.read(server.data_dir / "admin.s3")
+    keys = parser["default"]
+    url = f"{server.s3_url}{path}" + (f"?{query}" if query else "")
+
+    class Signer(S3SigV4Auth):
+        def payload(self, request: Any) -> str:
+            return payload_hash  # the body is streamed later: its hash (or UNSIGNED-PAYLOAD)
+
+    request = AWSRequest(method=method, url=url)
+    credentials = Credentials(keys["aws_access_key_id"], keys["aws_secret_access_key"])
+    Signer(credentials, "s3", "us-east-1").add_auth(request)
+    return url, dict(request.headers.items())
+
+
+def _s3_body(attempt: Attempt, rng: random.Random, data: bytes) -> bytes | Iterator[bytes]:
+    if not attempt.slow:
+        return data
+    attempt.phase = "body"
+    pieces = chunks(data, 64 * KiB, pause=lambda: time.sleep(rng.uniform(0.005, 0.03)))
+    return _tracked(attempt, pieces)
+
+
+def _s3_put(server: ServerProcess, attempt: Attempt, rng: random.Random) -> httpx.Response:
+    """PutObject: signed payload when sent at once, UNSIGNED-PAYLOAD when trickled."""
+    payload_hash = "UNSIGNED-PAYLOAD" if attempt.slow else attempt.sha256
+    url, headers = _s3_signed(server, "PUT", f"/{BUCKET}/{attempt.key}", payload_hash)
+    headers["Content-Length"] = str(len(attempt.payload))
+    body = _s3_body(attempt, rng, attempt.payload)
+    with httpx.Client(timeout=httpx.Timeout(15.0)) as client:
+        return client.put(url, content=body, headers=headers)
+
+
+def _s3_multipart(server: ServerProcess, attempt: Attempt, rng: random.Random) -> httpx.Response:
+    """Create, parts of 5 MiB (the last smaller), Complete: S3's multipart upload."""
+    empty = sha256(b"")
+    path = f"/{BUCKET}/{attempt.key}"
+    with httpx.Client(timeout=httpx.Timeout(15.0)) as client:
+        url, headers = _s3_signed(server, "POST", path, empty, "uploads")
+        created = client.post(url, headers=headers)
+        if created.status_code != 200:
+            return created
+        upload_id = re.search(r"<UploadId>([^<]+)</UploadId>", created.text)
+        assert upload_id, created.text
+        parts = [attempt.payload[i : i + S3_PART] for i in range(0, len(attempt.payload), S3_PART)]
+        etags = []
+        for number, part in enumerate(parts or [b""], start=1):
+            query = f"partNumber={number}&uploadId={upload_id.group(1)}"
+            url, headers = _s3_signed(server, "PUT", path, "UNSIGNED-PAYLOAD", query)
+            headers["Content-Length"] = str(len(part))
+            sent = client.put(url, content=_s3_body(attempt, rng, part), headers=headers)
+            if sent.status_code != 200:
+                return sent
+            etags.append(sent.headers["etag"])
+        xml = "".join(
+            f"<Part><PartNumber>{n}</PartNumber><ETag>{e}</ETag></Part>"
+            for n, e in enumerate(etags, start=1)
+        )
+        body = f"<CompleteMultipartUpload>{xml}</CompleteMultipartUpload>".encode()
+        url, headers = _s3_signed(
+            server, "POST", path, sha256(body), f"uploadId={upload_id.group(1)}"
+        )
+        return client.post(url, content=body, headers=headers)
+
+
+def _s3_acknowledged(attempt: Attempt, response: httpx.Response) -> dict[str, Any] | None:
+    """What an S3 answer acknowledges, in the REST answer's terms (the version it made)."""
+    if response.status_code != 200:
+        return None
+    if attempt.mode == "s3mpu" and "<CompleteMultipartUploadResult" not in response.text:
+        return None  # an error reported inside a 200, as S3 does for a slow Complete
+    return {
+        "bucket": BUCKET,
+        "key": attempt.key,
+        "file_id": response.headers["x-amz-version-id"],
+        "sha256": attempt.sha256,  # checked against the stored version by _verify_store
+        "size": len(attempt.payload),
+    }
 
 
 def _send(client: httpx.Client, attempt: Attempt, rng: random.Random) -> httpx.Response:
@@ -198,16 +291,25 @@ def _client_loop(
             attempt = _new_attempt(model, rng, cycle, client_no, n)
             n += 1
             try:
-                response = _send(client, attempt, rng)
+                if attempt.mode == "s3put":
+                    response = _s3_put(server, attempt, rng)
+                elif attempt.mode == "s3mpu":
+                    response = _s3_multipart(server, attempt, rng)
+                else:
+                    response = _send(client, attempt, rng)
             except httpx.TransportError as exc:
                 attempt.error = f"{type(exc).__name__}: {exc}"
                 if not killed.is_set():
                     model.unexpected.append(f"{attempt.key}: {attempt.error} (server alive)")
                 continue
             attempt.status = response.status_code
-            if attempt.acked:
+            if attempt.mode.startswith("s3"):
+                attempt.body = _s3_acknowledged(attempt, response)
+                if attempt.body is None:
+                    attempt.status = 500  # not acknowledged, whatever the status said
+            elif attempt.acked:
                 attempt.body = response.json()
-            else:
+            if not attempt.acked:
                 model.unexpected.append(
                     f"{attempt.key}: {response.status_code} {response.text[:300]}"
                 )
@@ -349,6 +451,15 @@ def _verify_store(server: ServerProcess, model: Model, context: str) -> set[str]
     return stored
 
 
+def _abort_open_uploads(server: ServerProcess) -> None:
+    with server.client() as client:
+        open_uploads = client.get("/api/v1/uploads", params={"bucket": BUCKET})
+        assert open_uploads.status_code == 200, open_uploads.text
+        for upload in open_uploads.json()["uploads"]:
+            gone = client.delete(f"/api/v1/uploads/{upload['upload_id']}")
+            assert gone.status_code in (200, 204), gone.text
+
+
 def _wait_for_collection(server: ServerProcess, stored: set[str], context: str) -> None:
     """Start-up GC (ORPHAN_GRACE_SECONDS=0) leaves exactly one blob file per sha256."""
     deadline = time.monotonic() + 15
@@ -371,7 +482,12 @@ def test_sigkill_mid_upload_loses_nothing_acknowledged_and_leaves_no_debris(
 ) -> None:
     seed = int(os.environ.get("TFS_CRASH_SEED") or random.SystemRandom().randrange(2**32))
     rng = random.Random(seed)
-    env = {"MAX_FILE_SIZE": "64MB", "ORPHAN_GRACE_SECONDS": "0", "GC_INTERVAL_SECONDS": "0"}
+    env = {
+        "MAX_FILE_SIZE": "64MB",
+        "ORPHAN_GRACE_SECONDS": "0",
+        "GC_INTERVAL_SECONDS": "0",
+        "S3_PORT": "auto",
+    }
     server = make_server(env, data_dir=tmp_path / "data")
     model = Model()
     kills: list[Kill] = []
@@ -384,6 +500,7 @@ def test_sigkill_mid_upload_loses_nothing_acknowledged_and_leaves_no_debris(
         assert any(not a.acked for a in model.attempts if a.cycle == cycle)
         server.start()
         stored = _verify_store(server, model, context)
+        _abort_open_uploads(server)  # multipart uploads the kill cut short, as a client would
         orphans += kill.blob_files - len(stored)
         _wait_for_collection(server, stored, context)
 
@@ -392,7 +509,9 @@ def test_sigkill_mid_upload_loses_nothing_acknowledged_and_leaves_no_debris(
     assert sum(k.mid_body for k in kills) > 0, f"no kill landed mid-body: {kills}"
     assert sum(k.staged for k in kills) > 0, f"no kill left a stored, uncommitted blob: {kills}"
     assert orphans > 0, f"the kills left no orphan blob to collect: {kills}"
-    assert {a.mode for a in model.attempts if a.acked} == {"put", "form"}
+    assert {a.mode for a in model.attempts if a.acked} == set(MODES)
+    cut = {a.mode for a in model.attempts if not a.acked}
+    assert cut & {"s3put", "s3mpu"}, f"no kill landed in an S3 upload: {cut}"
     assert {a.slow for a in model.attempts if a.acked} == {True, False}
 
 
