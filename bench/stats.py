@@ -26,6 +26,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -49,7 +50,30 @@ ENDPOINTS = (
     "/api/v1/buckets",
     "/metrics",
     "/api/v1/storage/stats?top=10",
+    # Tag searches across every bucket: 10 hits among a million keys, no hit at all, and
+    # a tag every 10th version carries (a page of 100 out of 110,000).
+    "/api/v1/files?tag=needle=yes&limit=100",
+    "/api/v1/files?tag=needle=never&limit=100",
+    "/api/v1/files?tag=shard=even&limit=100",
 )
+NEEDLES = 10
+
+
+def _tag(engine: Any, keys: int) -> None:
+    """Tags on the generated versions: `needle=yes` on a few spread over every bucket,
+    `shard=even` on every 10th key (all live) (an unselective search must still answer one page fast)."""
+    step = keys // NEEDLES
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO tags (version_id, key, value) VALUES (:v, 'needle', 'yes')"),
+            [{"v": i * step + 1} for i in range(NEEDLES)],
+        )
+        conn.execute(
+            text(
+                "INSERT INTO tags (version_id, key, value) "
+                "SELECT id, 'shard', 'even' FROM versions WHERE id % 10 = 1"
+            )
+        )
 
 
 async def _endpoints(url: str, data_dir: Path, requests: int) -> dict[str, dict[str, float]]:
@@ -117,6 +141,7 @@ def main() -> None:
         migrate(engine)
         recipe = Recipe(keys=args.keys, blob_period=max(1, args.keys // 5))
         fill = recipe.fill(ObjectIndex(engine))
+        _tag(engine, args.keys)
         analytics = AnalyticsIndex(engine)
 
         def scan() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, Connection, exists, select
+from sqlalchemy import ColumnElement, Connection, Select, exists, select
 
 from tfstorage.domain.records import FileQuery, FileSearchPage
 from tfstorage.errors import InvalidArgument
@@ -20,6 +20,19 @@ def search_files(conn: Connection, q: FileQuery) -> FileSearchPage:
     if q.limit < 1:
         raise InvalidArgument("limit must be at least 1")
     limit = min(q.limit, MAX_LIMIT)
+    seqs = list(conn.execute(search_statement(conn, q, limit)).scalars())
+    truncated = len(seqs) > limit
+    seqs = seqs[:limit]
+    found = fetch_by_ids(conn, seqs)
+    return FileSearchPage(
+        files=[found[seq] for seq in seqs if seq in found],
+        truncated=truncated,
+        next_marker=f"{_MARKER_PREFIX}{seqs[-1]}" if truncated else "",
+    )
+
+
+def search_statement(conn: Connection, q: FileQuery, limit: int) -> Select[tuple[int]]:
+    """The ids of one page of hits (and one more, to tell whether another page follows)."""
     require_aware(q.created_after, "created_after")
     require_aware(q.created_before, "created_before")
     where: list[ColumnElement[bool]] = [object_keys.c.deleted_at.is_(None)]
@@ -27,7 +40,14 @@ def search_files(conn: Connection, q: FileQuery) -> FileSearchPage:
         where.append(object_keys.c.bucket_id == bucket_id(conn, q.bucket))
     if q.prefix:
         where.extend(prefix_range(object_keys.c.key, q.prefix))
-    for key, value in q.tags:
+    # The first tag drives the search (ix_tags_key_value_version_id: its hits in version
+    # order), so a tag few versions carry answers at once however many keys there are;
+    # further tags are checks on those hits.
+    first = tags.alias("first_tag")
+    if q.tags:
+        key, value = q.tags[0]
+        where += [first.c.key == key, first.c.value == value]
+    for key, value in q.tags[1:]:
         where.append(
             exists().where(
                 tags.c.version_id == versions.c.id, tags.c.key == key, tags.c.value == value
@@ -44,25 +64,16 @@ def search_files(conn: Connection, q: FileQuery) -> FileSearchPage:
         where.append(versions.c.created_at >= q.created_after)
     if q.created_before is not None:
         where.append(versions.c.created_at < q.created_before)
+    order = first.c.version_id if q.tags else versions.c.id
     if q.marker:
-        where.append(versions.c.id > _parse_marker(q.marker))
+        where.append(order > _parse_marker(q.marker))
 
-    stmt = (
-        select(versions.c.id)
-        .select_from(object_keys.join(versions, versions.c.id == object_keys.c.current_id))
-        .where(*where)
-        .order_by(versions.c.id)
-        .limit(limit + 1)
-    )
-    seqs = list(conn.execute(stmt).scalars())
-    truncated = len(seqs) > limit
-    seqs = seqs[:limit]
-    found = fetch_by_ids(conn, seqs)
-    return FileSearchPage(
-        files=[found[seq] for seq in seqs if seq in found],
-        truncated=truncated,
-        next_marker=f"{_MARKER_PREFIX}{seqs[-1]}" if truncated else "",
-    )
+    joined = object_keys.join(versions, versions.c.id == object_keys.c.current_id)
+    if q.tags:
+        joined = first.join(versions, versions.c.id == first.c.version_id).join(
+            object_keys, object_keys.c.current_id == versions.c.id
+        )
+    return select(versions.c.id).select_from(joined).where(*where).order_by(order).limit(limit + 1)
 
 
 def _parse_marker(marker: str) -> int:

@@ -142,7 +142,9 @@ tags = Table(
     Column("version_id", seq_type(), ForeignKey("versions.id"), primary_key=True),
     Column("key", String(255), primary_key=True),
     Column("value", String(1024), nullable=False),
-    Index("ix_tags_key_value", "key", "value"),
+    # Equal key and value, then version order: a tag search reads its hits in the order
+    # it pages them (index/search.py), never sorting or scanning the versions.
+    Index("ix_tags_key_value_version_id", "key", "value", "version_id"),
 )
 
 # Access control (revision 0002) ------------------------------------------------------
