@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import ColumnElement, Connection, Select, exists, select
 
 from tfstorage.domain.records import FileQuery, FileSearchPage
@@ -20,7 +22,7 @@ def search_files(conn: Connection, q: FileQuery) -> FileSearchPage:
     if q.limit < 1:
         raise InvalidArgument("limit must be at least 1")
     limit = min(q.limit, MAX_LIMIT)
-    seqs = list(conn.execute(search_statement(conn, q, limit)).scalars())
+    seqs: list[int] = list(conn.execute(search_statement(conn, q, limit)).scalars())
     truncated = len(seqs) > limit
     seqs = seqs[:limit]
     found = fetch_by_ids(conn, seqs)
@@ -31,7 +33,7 @@ def search_files(conn: Connection, q: FileQuery) -> FileSearchPage:
     )
 
 
-def search_statement(conn: Connection, q: FileQuery, limit: int) -> Select[tuple[int]]:
+def search_statement(conn: Connection, q: FileQuery, limit: int) -> Select[Any]:
     """The ids of one page of hits (and one more, to tell whether another page follows)."""
     require_aware(q.created_after, "created_after")
     require_aware(q.created_before, "created_before")
