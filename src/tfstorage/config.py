@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     # address buckets (virtual-host style); empty: path style only.
     s3_port: int = 9000
     s3_domain: str = ""
+    # A CompleteMultipartUpload still assembling after this long answers 200 at once and
+    # sends a space this often until its result (or an <Error>) follows, as S3 does: a
+    # large object's completion never outlasts a client's read timeout. 0: at once.
+    s3_complete_keepalive_seconds: float = 5.0
     # The key S3 secrets are derived from (service/s3keys.py); never in the index, never
     # logged. Empty: generated on first start into DATA_DIR/s3-secret.key. Several
     # instances on one index must share it, like ADMIN_TOKEN; changing it revokes every
@@ -270,6 +274,7 @@ class Settings(BaseSettings):
         "gc_interval_seconds",
         "orphan_grace_seconds",
         "body_timeout_seconds",
+        "s3_complete_keepalive_seconds",
         "header_timeout_seconds",
         "body_min_rate",
         "body_grace_seconds",

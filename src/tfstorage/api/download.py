@@ -32,8 +32,10 @@ def _etag(version: ObjectVersion) -> str:
     return f'"{version.etag}"'
 
 
-def _matches(header: str, etag: str, *, weak: bool = True) -> bool:
-    return etag_matches(header, etag, weak=weak)
+def _matches(header: str, version: ObjectVersion, *, weak: bool = True) -> bool:
+    # The REST API answers the MD5; the S3 multipart ETag names the same bytes.
+    also = () if version.parts_etag is None else (f'"{version.parts_etag}"',)
+    return etag_matches(header, _etag(version), *also, weak=weak)
 
 
 def _not_after(header: str, version: ObjectVersion) -> bool:
@@ -58,23 +60,22 @@ def object_headers(version: ObjectVersion) -> dict[str, str]:
 
 async def object_response(request: Request, storage: Storage, version: ObjectVersion) -> Response:
     headers = object_headers(version)
-    etag = headers["ETag"]
     h = request.headers
 
-    if (m := h.get("if-match")) is not None and not _matches(m, etag, weak=False):
+    if (m := h.get("if-match")) is not None and not _matches(m, version, weak=False):
         raise PreconditionFailed("If-Match does not match the object's ETag")
     u = h.get("if-unmodified-since")
     if u is not None and m is None and modified_after(u, version.created_at):
         raise PreconditionFailed("the object was modified after If-Unmodified-Since")
     if (n := h.get("if-none-match")) is not None:
-        if _matches(n, etag):
+        if _matches(n, version):
             return _not_modified(headers)
     elif (s := h.get("if-modified-since")) is not None and _not_after(s, version):
         return _not_modified(headers)
 
     byte_range: ByteRange | None = None
     range_header = h.get("range")
-    if range_header is not None and _if_range_holds(h.get("if-range"), etag, version):
+    if range_header is not None and _if_range_holds(h.get("if-range"), headers["ETag"], version):
         byte_range = parse_range(range_header, version.size)
 
     status = 200

@@ -4,8 +4,10 @@ A write's precondition is judged against the key's latest live version at the mo
 the write would replace it (the index does that inside its transaction); a key that
 does not exist, or whose latest version is in the trash, is absent. ETags compare
 strongly: a weak `W/"..."` never matches. Every version's ETag is the MD5 hex of its
-whole content, including objects assembled from parts, so an S3-style multipart ETag
-(`<hex>-<parts>`) is a valid token that never matches a version stored here.
+whole content (what the REST API answers); a version assembled from parts has a second
+one, S3's multipart ETag (`<hex>-<parts>`, what the S3 endpoint answers). Both name the
+same bytes, so a condition matches either: whichever door a client got its ETag from,
+it works on both.
 """
 
 from __future__ import annotations
@@ -26,18 +28,19 @@ class WriteCondition:
     if_match: frozenset[str] | str | None = None
     if_none_match: frozenset[str] | str | None = None
 
-    def check(self, current_etag: str | None) -> None:
+    def check(self, current_etag: str | None, parts_etag: str | None = None) -> None:
         """Raise PreconditionFailed unless the write may replace the current version
-        (`None`: the key is absent)."""
+        (`None`: the key is absent); `parts_etag`: its multipart ETag, if it has one."""
+        current = {etag for etag in (current_etag, parts_etag) if etag is not None}
         if self.if_match is not None:
             if current_etag is None:
                 raise PreconditionFailed("If-Match: the object does not exist")
-            if self.if_match != ANY and current_etag not in self.if_match:
+            if self.if_match != ANY and current.isdisjoint(self.if_match):
                 raise PreconditionFailed("If-Match does not match the object's current ETag")
         if self.if_none_match is not None and current_etag is not None:
             if self.if_none_match == ANY:
                 raise PreconditionFailed("If-None-Match: * but the object already exists")
-            if current_etag in self.if_none_match:
+            if not current.isdisjoint(self.if_none_match):
                 raise PreconditionFailed("If-None-Match matches the object's current ETag")
 
 

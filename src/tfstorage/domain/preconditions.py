@@ -6,12 +6,14 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 
 
-def etag_matches(header: str, etag: str, *, weak: bool = True) -> bool:
-    """If-None-Match compares weakly, If-Match strongly (RFC 9110 13.1). `etag` quoted."""
+def etag_matches(header: str, *etags: str, weak: bool = True) -> bool:
+    """If-None-Match compares weakly, If-Match strongly (RFC 9110 13.1). `etags` quoted:
+    every ETag the representation answers to (a version assembled from parts has two, its
+    MD5 and S3's multipart ETag; see domain/conditions.py)."""
     candidates = [c.strip() for c in header.split(",")]
     if weak:
         candidates = [c.removeprefix("W/") for c in candidates]
-    return "*" in candidates or etag in candidates
+    return "*" in candidates or any(etag in candidates for etag in etags)
 
 
 def not_modified_after(header: str, modified: datetime) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 
 from tfstorage.domain.blocks import BlockChecksums
 from tfstorage.domain.conditions import WriteCondition
+from tfstorage.domain.uploads import PartLayout
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,12 @@ class ObjectVersion:
     # The blob's damage as last found ("corrupt", "truncated", "missing"); None: not
     # known to be bad. Reads refuse marked bytes instead of serving them (issue 6).
     damage: str | None = None
+    # Assembled from parts: S3's ETag for it ("<hex>-<count>"); None when written whole.
+    parts_etag: str | None = None
+
+    @property
+    def part_count(self) -> int | None:
+        return None if self.parts_etag is None else int(self.parts_etag.rpartition("-")[2])
 
     @property
     def visible(self) -> bool:
@@ -78,6 +85,7 @@ class NewVersion:
     condition: WriteCondition | None = None
     # Recorded with a new blob; a version that reuses a stored blob keeps the blob's.
     blocks: BlockChecksums | None = None
+    parts: PartLayout | None = None  # assembled from parts: how it was cut
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -47,6 +48,33 @@ class UploadSession:
         return sum(part.size for part in self.parts)
 
 
+@dataclass(frozen=True, slots=True)
+class PartLayout:
+    """How an object assembled from parts was cut: each part's size in order, and the
+    ETag S3 gives such an object (clients compare it with one computed from their parts)."""
+
+    etag: str
+    sizes: tuple[int, ...]
+
+    def locate(self, part_number: int) -> tuple[int, int] | None:
+        """(offset, size) of part `part_number` (1-based), None past the last part."""
+        if not 1 <= part_number <= len(self.sizes):
+            return None
+        return sum(self.sizes[: part_number - 1]), self.sizes[part_number - 1]
+
+
+def assembled_layout(parts: Sequence[UploadPart]) -> PartLayout:
+    """S3's multipart ETag: the MD5 of the parts' binary MD5s, then "-<count>"."""
+    digest = hashlib.md5(b"".join(bytes.fromhex(p.md5) for p in parts), usedforsecurity=False)
+    return PartLayout(f"{digest.hexdigest()}-{len(parts)}", tuple(p.size for p in parts))
+
+
+def parts_digest(requested: Sequence[tuple[int, str]]) -> str:
+    """Names a completion's part list: the same list sent again is the same completion."""
+    text = ",".join(f"{number}:{normal_etag(etag)}" for number, etag in requested)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def part_offset(session: UploadSession, part_number: int, size: int) -> int | None:
     """Where part `part_number` of `size` bytes sits in the object if the client keeps to
     the session's part size (every part but the last that size); None when the part does
@@ -78,6 +106,10 @@ def check_part_number(part_number: int) -> int:
     return part_number
 
 
+def normal_etag(etag: str) -> str:
+    return etag.strip().strip('"').lower()
+
+
 def select_parts(
     stored: Sequence[UploadPart], requested: Sequence[tuple[int, str]]
 ) -> list[UploadPart]:
@@ -95,7 +127,7 @@ def select_parts(
         part = by_number.get(number)
         if part is None:
             raise InvalidPart(f"part {number} has not been uploaded")
-        if etag.strip().strip('"').lower() != part.md5:
+        if normal_etag(etag) != part.md5:
             raise InvalidPart(f"part {number}'s etag does not match the part stored")
         chosen.append(part)
     for part in chosen[:-1]:

@@ -28,6 +28,7 @@ from tfstorage.index.tables import object_keys, versions
 class Head:
     current_id: int
     etag: str | None  # the latest version's, None while the key is in the trash
+    parts_etag: str | None = None  # its S3 multipart ETag, if assembled from parts
 
 
 def lock_head(conn: Connection, bid: int, key: str) -> Head | None:
@@ -38,18 +39,21 @@ def lock_head(conn: Connection, bid: int, key: str) -> Head | None:
     ).first()
     if row is None:
         return None
-    etag = None
-    if row.deleted_at is None:
-        etag = conn.execute(
-            select(versions.c.etag).where(versions.c.id == row.current_id)
-        ).scalar_one()
-    return Head(int(row.current_id), etag)
+    if row.deleted_at is not None:
+        return Head(int(row.current_id), None)
+    etags = conn.execute(
+        select(versions.c.etag, versions.c.parts_etag).where(versions.c.id == row.current_id)
+    ).one()
+    return Head(int(row.current_id), etags.etag, etags.parts_etag)
 
 
 def check_head(conn: Connection, bid: int, key: str, condition: WriteCondition) -> Head | None:
     """Lock the key's head and raise PreconditionFailed unless `condition` holds on it."""
     head = lock_head(conn, bid, key)
-    condition.check(None if head is None else head.etag)
+    if head is None:
+        condition.check(None)
+    else:
+        condition.check(head.etag, head.parts_etag)
     return head
 
 

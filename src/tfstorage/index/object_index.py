@@ -19,6 +19,7 @@ from tfstorage.domain.records import (
     NewVersion,
     ObjectVersion,
 )
+from tfstorage.domain.uploads import PartLayout
 from tfstorage.errors import (
     InternalError,
     InvalidArgument,
@@ -113,16 +114,16 @@ class ObjectIndex(IndexStore):
         self,
         news: Sequence[NewVersion],
         *,
-        then: Callable[[Connection], object] | None = None,
+        then: Callable[[Connection, Sequence[CommitResult]], object] | None = None,
     ) -> list[CommitResult]:
         """Several versions in one transaction: all of them become visible, or none.
-        `then` runs last in the same transaction (a completed upload session closes in
-        it: the object appears exactly when the session goes)."""
+        `then(connection, results)` runs last in the same transaction (a completed upload
+        session closes in it: the object appears exactly when the session goes)."""
 
         def run(conn: Connection) -> list[CommitResult]:
             results = [writes.commit_version(conn, new) for new in news]
             if then is not None:
-                then(conn)
+                then(conn, results)
             return results
 
         return self._write(run)
@@ -143,6 +144,20 @@ class ObjectIndex(IndexStore):
             return found
 
         return self._read(run)
+
+    def part_layout(self, version: ObjectVersion) -> PartLayout | None:
+        """How `version` was cut into parts (None: written whole). Read apart from the
+        version: ten thousand sizes are not worth loading for every read and listing."""
+        if version.parts_etag is None:
+            return None
+        sizes = self._read(
+            lambda conn: conn.execute(
+                select(versions.c.part_sizes).where(versions.c.file_id == version.file_id)
+            ).scalar_one_or_none()
+        )
+        if sizes is None:
+            return None
+        return PartLayout(version.parts_etag, tuple(int(size) for size in sizes))
 
     def resolve_latest(self, bucket: str, key: str) -> ObjectVersion:
         def run(conn: Connection) -> ObjectVersion:

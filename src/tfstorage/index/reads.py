@@ -108,6 +108,7 @@ def _version_select() -> Select[Any]:
         versions.c.blob_id,
         versions.c.size,
         versions.c.etag,
+        versions.c.parts_etag,
         versions.c.sha256,
         versions.c.content_type,
         versions.c.user_metadata,
@@ -179,6 +180,7 @@ def _build(conn: Connection, rows: Sequence[Row[Any]]) -> list[ObjectVersion]:
             is_latest=row.current_id == row.id,
             deleted_at=row.deleted_at,
             damage=row.damage,
+            parts_etag=row.parts_etag,
         )
         for row in rows
     ]

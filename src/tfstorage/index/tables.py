@@ -444,3 +444,22 @@ usage_blobs = Table(
     Column("referenced", BigInteger, nullable=False),
     Column("referenced_bytes", BigInteger, nullable=False),
 )
+
+# Objects assembled from parts (revision 0015) ------------------------------------------
+# The ETag S3 gives an object assembled from parts (MD5 of the parts' MD5s, "-", their
+# count) and each part's size in order, so a part can be read again by its number. NULL
+# for objects written whole. `etag` stays the whole object's MD5 either way.
+versions.append_column(Column("parts_etag", String(48), nullable=True))
+versions.append_column(Column("part_sizes", json_type(), nullable=True))
+
+# A completed upload, remembered after its session closed: the same completion sent
+# again (an answer lost on the way) gets the same version instead of NoSuchUpload.
+completed_uploads = Table(
+    "completed_uploads",
+    metadata,
+    Column("upload_id", String(32), primary_key=True),
+    Column("file_id", String(32), nullable=False),
+    # SHA-256 of the part list the completion named: only the same list is a retry.
+    Column("parts_digest", String(64), nullable=False),
+    Column("completed_at", UTCDateTime(), nullable=False, index=True),
+)

@@ -8,16 +8,19 @@ the object appears exactly when the session goes: completing twice cannot happen
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 
+from tfstorage.domain.records import CommitResult
 from tfstorage.domain.uploads import UploadPart, UploadSession
 from tfstorage.errors import Conflict, EntityTooLarge, NoSuchUpload
+from tfstorage.index.listing import group_of, prefix_range, successor
 from tfstorage.index.reads import bucket_id, require_aware, upsert, utcnow
-from tfstorage.index.tables import upload_parts, upload_sessions
+from tfstorage.index.tables import completed_uploads, upload_parts, upload_sessions
 from tfstorage.index.transactions import MAX_PAGE, IndexStore
 from tfstorage.index.writes import check_restore_quota
 
@@ -72,6 +75,71 @@ class UploadIndex(IndexStore):
             if bucket is not None:
                 stmt = stmt.where(upload_sessions.c.bucket == bucket)
             return [_to_session(row, ()) for row in conn.execute(stmt.limit(limit))]
+
+        return self._read(run)
+
+    def page_sessions(
+        self,
+        bucket: str,
+        *,
+        prefix: str,
+        delimiter: str,
+        key_marker: str,
+        upload_id_marker: str,
+        limit: int,
+    ) -> SessionPage:
+        """Open sessions of a bucket by key, then upload id, after the markers (an upload
+        id marker only counts with a key marker: later sessions of that key); keys that
+        hold `delimiter` past `prefix` are rolled up into their common prefix."""
+        limit = max(0, min(limit, MAX_PAGE))
+
+        def run(conn: Connection) -> SessionPage:
+            bucket_id(conn, bucket)  # NoSuchBucket
+            entries: list[UploadSession | str] = []
+            lower_key, lower_id = key_marker, upload_id_marker if key_marker else ""
+            inclusive = False
+            while len(entries) <= limit:
+                batch = limit + 1 - len(entries)
+                key = upload_sessions.c.key
+                after = key >= lower_key if inclusive else key > lower_key
+                if lower_id:
+                    after = or_(
+                        after,
+                        and_(
+                            upload_sessions.c.key == lower_key,
+                            upload_sessions.c.upload_id > lower_id,
+                        ),
+                    )
+                rows = conn.execute(
+                    select(upload_sessions)
+                    .where(
+                        upload_sessions.c.bucket == bucket,
+                        after,
+                        *prefix_range(upload_sessions.c.key, prefix),
+                    )
+                    .order_by(upload_sessions.c.key, upload_sessions.c.upload_id)
+                    .limit(batch)
+                ).all()
+                group: str | None = None
+                for row in rows:
+                    group = group_of(row.key, prefix, delimiter)
+                    if group is None:
+                        entries.append(_to_session(row, ()))
+                    elif group > key_marker and (not entries or entries[-1] != group):
+                        entries.append(group)
+                    if len(entries) > limit:
+                        break
+                if len(rows) < batch or len(entries) > limit:
+                    break
+                if group is None:
+                    lower_key, lower_id, inclusive = rows[-1].key, rows[-1].upload_id, False
+                else:  # seek past the rest of the group in the index
+                    skip = successor(group)
+                    if skip is None:
+                        break
+                    lower_key, lower_id, inclusive = skip, "", True
+            truncated = len(entries) > limit
+            return SessionPage(entries[:limit], truncated)
 
         return self._read(run)
 
@@ -228,12 +296,15 @@ class UploadIndex(IndexStore):
             )
         )
 
-    def closer(self, upload_id: str, backend_upload: str) -> Callable[[Connection], object]:
+    def closer(
+        self, upload_id: str, backend_upload: str, parts_digest: str = ""
+    ) -> Callable[[Connection, Sequence[CommitResult]], object]:
         """For ObjectIndex.commit_versions(then=...): delete the session in the commit's
         own transaction, refusing (and so rolling the commit back) if another request
-        completed, aborted or restarted it meanwhile."""
+        completed, aborted or restarted it meanwhile; and remember the completion (its
+        part list by `parts_digest`, and the version made) for a client that retries."""
 
-        def close(conn: Connection) -> None:
+        def close(conn: Connection, results: Sequence[CommitResult] = ()) -> None:
             gone = conn.execute(
                 delete(upload_sessions).where(
                     upload_sessions.c.upload_id == upload_id,
@@ -243,8 +314,39 @@ class UploadIndex(IndexStore):
             if gone != 1:
                 raise NoSuchUpload(upload_id)
             conn.execute(delete(upload_parts).where(upload_parts.c.upload_id == upload_id))
+            if results:
+                conn.execute(
+                    insert(completed_uploads).values(
+                        upload_id=upload_id,
+                        file_id=results[0].version.file_id,
+                        parts_digest=parts_digest,
+                        completed_at=utcnow(),
+                    )
+                )
 
         return close
+
+    def completion(self, upload_id: str, parts_digest: str) -> str | None:
+        """The file id a closed session's completion made, if it named these parts."""
+        return self._read(
+            lambda conn: conn.execute(
+                select(completed_uploads.c.file_id).where(
+                    completed_uploads.c.upload_id == upload_id,
+                    completed_uploads.c.parts_digest == parts_digest,
+                )
+            ).scalar_one_or_none()
+        )
+
+    def forget_completions(self, before: datetime) -> int:
+        """Completions older than `before` are not retried any more: forget them."""
+        require_aware(before, "before")
+        return self._write(
+            lambda conn: (
+                conn.execute(
+                    delete(completed_uploads).where(completed_uploads.c.completed_at < before)
+                ).rowcount
+            )
+        )
 
     def delete_session(
         self, upload_id: str, *, idle_before: datetime | None = None
@@ -283,6 +385,12 @@ class UploadIndex(IndexStore):
         return self._read(
             lambda conn: set(conn.execute(select(upload_sessions.c.backend_upload)).scalars())
         )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPage:
+    entries: list[UploadSession | str]  # sessions (without parts) and common prefixes
+    truncated: bool
 
 
 def _claimed(completing_at: datetime | None, now: datetime) -> bool:

@@ -27,6 +27,7 @@ from sqlalchemy import (
 from tfstorage.domain.categories import key_category
 from tfstorage.domain.conditions import WriteCondition
 from tfstorage.domain.records import CommitResult, NewVersion, ObjectVersion
+from tfstorage.domain.uploads import PartLayout
 from tfstorage.errors import InternalError, NoSuchKey, NoSuchVersion, QuotaExceeded
 from tfstorage.index.conditions import check_head, place_head
 from tfstorage.index.locks import db_now, is_locked, refuse_locked
@@ -96,6 +97,7 @@ def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
         tag_map=new.tags,
         created_by=new.created_by,
         now=now,
+        parts=new.parts,
     )
     if condition is None:
         _advance_head(conn, bid, new.key, seq)
@@ -344,6 +346,7 @@ def _insert_version(
     tag_map: Mapping[str, str],
     created_by: str,
     now: datetime,
+    parts: PartLayout | None = None,
 ) -> int:
     stmt = insert(versions).values(
         file_id=uuid4().hex,
@@ -358,6 +361,8 @@ def _insert_version(
         user_metadata=dict(metadata),
         created_at=now,
         created_by=created_by,
+        parts_etag=None if parts is None else parts.etag,
+        part_sizes=None if parts is None else list(parts.sizes),
     )
     seq = int(conn.execute(stmt.returning(versions.c.id)).scalar_one())
     _insert_tags(conn, seq, tag_map)

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from tfstorage.domain.records import Listing, ObjectVersion
 from tfstorage.errors import InvalidArgument
 from tfstorage.s3api.request import S3Request
-from tfstorage.s3api.responses import Node, iso_time, quoted_etag, xml_response
+from tfstorage.s3api.responses import Node, iso_time, object_etag, xml_response
 from tfstorage.service.authorization import authorize
 
 MAX_KEYS = 1000
@@ -55,7 +55,7 @@ def _contents(version: ObjectVersion, encode: Encode, *, owner: bool) -> Node:
     children: list[Node] = [
         ("Key", encode(version.key)),
         ("LastModified", iso_time(version.created_at)),
-        ("ETag", quoted_etag(version.etag)),
+        ("ETag", object_etag(version)),
         ("Size", version.size),
         ("StorageClass", "STANDARD"),
     ]

@@ -22,7 +22,14 @@ from tfstorage.domain.records import ObjectVersion
 from tfstorage.errors import InvalidArgument, InvalidRequest, NoSuchKey, PreconditionFailed
 from tfstorage.s3api.errors import InvalidPartNumber
 from tfstorage.s3api.request import S3Request
-from tfstorage.s3api.responses import http_date, iso_time, quoted_etag, xml_response
+from tfstorage.s3api.responses import (
+    http_date,
+    iso_time,
+    object_etag,
+    object_etags,
+    quoted_etag,
+    xml_response,
+)
 from tfstorage.service.authorization import authorize
 from tfstorage.service.writes import Checksums
 
@@ -65,7 +72,7 @@ def _header_value(value: object) -> str:
 
 def object_headers(version: ObjectVersion) -> dict[str, str]:
     headers = {
-        "ETag": quoted_etag(version.etag),
+        "ETag": object_etag(version),
         "Last-Modified": http_date(version.created_at),
         "Accept-Ranges": "bytes",
         "Content-Type": version.content_type,
@@ -109,11 +116,11 @@ async def put_object(req: S3Request) -> Response:
     )
 
 
-def _check_read_conditions(req: S3Request, version: ObjectVersion, *, prefix: str = "") -> bool:
+def check_read_conditions(req: S3Request, version: ObjectVersion, *, prefix: str = "") -> bool:
     """S3's order of If-* checks; False when the answer is 304 Not Modified."""
-    etag = quoted_etag(version.etag)
+    etags = object_etags(version)
     if_match = req.header(prefix + "if-match")
-    if if_match is not None and not etag_matches(if_match, etag, weak=False):
+    if if_match is not None and not etag_matches(if_match, *etags, weak=False):
         raise PreconditionFailed("At least one of the pre-conditions you specified did not hold")
     unmodified = req.header(prefix + "if-unmodified-since")
     if (
@@ -124,7 +131,7 @@ def _check_read_conditions(req: S3Request, version: ObjectVersion, *, prefix: st
         raise PreconditionFailed("At least one of the pre-conditions you specified did not hold")
     if_none_match = req.header(prefix + "if-none-match")
     if if_none_match is not None:
-        return not etag_matches(if_none_match, etag)
+        return not etag_matches(if_none_match, *etags)
     modified = req.header(prefix + "if-modified-since")
     return not (modified is not None and not_modified_after(modified, version.created_at))
 
@@ -134,16 +141,18 @@ async def get_object(req: S3Request) -> Response:
     await authorize(storage, req.caller, "read", req.bucket, req.key)
     version = await storage.reader.resolve(req.bucket, req.key, req.query.get("versionId"))
     headers = object_headers(version)
-    if not _check_read_conditions(req, version):
+    if not check_read_conditions(req, version):
         keep = ("ETag", "Last-Modified", "x-amz-version-id")
         return Response(status_code=304, headers={k: headers[k] for k in keep})
-    part = req.query.get("partNumber")
-    if part is not None and part != "1":
-        # Objects are stored whole: part 1 is all of it, there is no other.
-        raise InvalidPartNumber("The requested partnumber is not satisfiable")
     byte_range: ByteRange | None = None
     range_header = req.header("range")
-    if range_header is not None and part is None:
+    part = req.query.get("partNumber")
+    if part is not None:
+        if range_header is not None:
+            raise InvalidRequest("Cannot specify both Range header and partNumber query parameter")
+        byte_range = await _part_range(req, version, part)
+        headers["x-amz-mp-parts-count"] = str(version.part_count or 1)
+    elif range_header is not None:
         byte_range = parse_range(range_header, version.size)
     for name, header in _OVERRIDES.items():
         if name in req.query:
@@ -171,6 +180,16 @@ async def get_object(req: S3Request) -> Response:
     return StreamingResponse(stream, status_code=status, headers=headers)
 
 
+async def _part_range(req: S3Request, version: ObjectVersion, part: str) -> ByteRange | None:
+    """The bytes ?partNumber= names; None for the whole of an object written whole."""
+    if not part.isascii() or not part.isdigit() or not 1 <= int(part[:6]) <= 10_000:
+        raise InvalidArgument("Part number must be an integer between 1 and 10000, inclusive")
+    found = await req.storage.reader.part_range(version, int(part))
+    if found is None:
+        raise InvalidPartNumber("The requested partnumber is not satisfiable")
+    return None if version.parts_etag is None else found
+
+
 async def delete_object(req: S3Request) -> Response:
     storage = req.storage
     await authorize(storage, req.caller, "delete", req.bucket, req.key)
@@ -190,7 +209,7 @@ async def delete_object(req: S3Request) -> Response:
     return Response(status_code=204, headers=headers)
 
 
-def _copy_source(req: S3Request) -> tuple[str, str, str | None]:
+def copy_source(req: S3Request) -> tuple[str, str, str | None]:
     raw = req.header("x-amz-copy-source") or ""
     path, _, query = raw.partition("?")
     bucket, _, key = unquote(path).lstrip("/").partition("/")
@@ -207,7 +226,7 @@ def _copy_source(req: S3Request) -> tuple[str, str, str | None]:
 
 async def copy_object(req: S3Request) -> Response:
     storage, caller = req.storage, req.caller
-    src_bucket, src_key, src_version_id = _copy_source(req)
+    src_bucket, src_key, src_version_id = copy_source(req)
     await authorize(storage, caller, "read", src_bucket, src_key)
     await authorize(storage, caller, "write", req.bucket, req.key)
     directive = (req.header("x-amz-metadata-directive") or "COPY").upper()
@@ -215,7 +234,7 @@ async def copy_object(req: S3Request) -> Response:
     if directive not in ("COPY", "REPLACE") or tag_directive not in ("COPY", "REPLACE"):
         raise InvalidArgument("a directive must be COPY or REPLACE")
     source = await storage.reader.resolve(src_bucket, src_key, src_version_id)
-    if not _check_read_conditions(req, source, prefix="x-amz-copy-source-"):
+    if not check_read_conditions(req, source, prefix="x-amz-copy-source-"):
         raise PreconditionFailed("At least one of the pre-conditions you specified did not hold")
     same = (src_bucket, src_key) == (req.bucket, req.key) and src_version_id is None
     if same and directive == "COPY" and tag_directive == "COPY":

@@ -8,6 +8,7 @@ from email.utils import format_datetime
 
 from starlette.responses import Response
 
+from tfstorage.domain.records import ObjectVersion
 from tfstorage.s3api.errors import xml_text
 
 S3_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
@@ -55,3 +56,14 @@ def http_date(when: datetime) -> str:
 
 def quoted_etag(etag: str) -> str:
     return f'"{etag}"'
+
+
+def object_etag(version: ObjectVersion) -> str:
+    """The ETag S3 clients expect: for an object assembled from parts, S3's multipart
+    ETag (tools compare it with one computed from their parts); else the MD5."""
+    return quoted_etag(version.parts_etag or version.etag)
+
+
+def object_etags(version: ObjectVersion) -> tuple[str, ...]:
+    """Every ETag a condition may name the version by (domain/conditions.py)."""
+    return tuple(quoted_etag(e) for e in (version.parts_etag, version.etag) if e is not None)

@@ -97,7 +97,7 @@ def _multipart_operation(req: S3Request) -> Operation:
             raise MethodNotAllowed()
         return multipart.create_multipart_upload
     if method == "PUT" and req.header("x-amz-copy-source") is not None:
-        raise NotImplementedOperation("UploadPartCopy is not implemented yet")
+        return multipart.upload_part_copy
     by_method: dict[str, Operation] = {
         "PUT": multipart.upload_part,
         "POST": multipart.complete_multipart_upload,

@@ -41,6 +41,15 @@ class ObjectReader:
             raise NoSuchKey(bucket, key)  # a file id of another object names nothing here
         return version
 
+    async def part_range(self, version: ObjectVersion, part_number: int) -> ByteRange | None:
+        """The bytes of part `part_number` of a version assembled from parts; None when
+        it has no such part. A version written whole is its own part 1."""
+        layout = await self._ctx.db(self._ctx.index.part_layout, version)
+        if layout is None:
+            return ByteRange(0, version.size) if part_number == 1 else None
+        found = layout.locate(part_number)
+        return None if found is None else ByteRange(found[0], found[0] + found[1])
+
     async def by_id(self, file_id: str) -> ObjectVersion:
         return await self._ctx.db(self._ctx.index.get_version, file_id)
 

@@ -28,8 +28,10 @@ from tfstorage.domain.uploads import (
     MIN_PART_SIZE,
     UploadPart,
     UploadSession,
+    assembled_layout,
     check_part_number,
     part_offset,
+    parts_digest,
     select_parts,
     settles_part_size,
 )
@@ -40,10 +42,11 @@ from tfstorage.errors import (
     InvalidArgument,
     LengthRequired,
     NoSuchUpload,
+    NoSuchVersion,
     ServiceUnavailable,
     StorageError,
 )
-from tfstorage.index.uploads import UploadIndex
+from tfstorage.index.uploads import SessionPage, UploadIndex
 from tfstorage.service.context import StorageContext
 from tfstorage.service.hashing import HashingStream, parse_sha256
 from tfstorage.service.writes import Checksums, ObjectWriter, StagedBlob, Target, WriteResult
@@ -126,6 +129,26 @@ class UploadService:
 
     async def list(self, bucket: str | None) -> list[UploadSession]:
         return await self._ctx.db(self._index.list_sessions, bucket)
+
+    async def page(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        delimiter: str = "",
+        key_marker: str = "",
+        upload_id_marker: str = "",
+        limit: int = 1000,
+    ) -> SessionPage:
+        return await self._ctx.db(
+            self._index.page_sessions,
+            bucket,
+            prefix=prefix,
+            delimiter=delimiter,
+            key_marker=key_marker,
+            upload_id_marker=upload_id_marker,
+            limit=limit,
+        )
 
     async def abort(self, upload_id: str) -> UploadSession:
         """Forget the session, then remove its parts (index first, bytes later)."""
@@ -242,9 +265,14 @@ class UploadService:
         condition: WriteCondition | None = None,
     ) -> WriteResult:
         """Assemble, verify and commit the object; the session closes with the commit.
-        A failed `condition` (412) leaves the session open, as any refused completion."""
+        A failed `condition` (412) leaves the session open, as any refused completion.
+        The same completion sent again after it succeeded (a client that lost the
+        answer retries) answers the same version again; any other one, NoSuchUpload."""
         declared = parse_sha256(sha256)
-        await self._ctx.db(self._index.claim, upload_id)
+        try:
+            await self._ctx.db(self._index.claim, upload_id)
+        except NoSuchUpload:
+            return await self.completed(upload_id, requested)
         try:
             session = await self.get(upload_id)
             # Before assembling: a completion bound to fail costs no copy.
@@ -259,6 +287,17 @@ class UploadService:
                 except Exception:  # the lease runs out by itself
                     log.warning("could not release the completion claim of %s", upload_id)
             raise
+
+    async def completed(self, upload_id: str, requested: Sequence[tuple[int, str]]) -> WriteResult:
+        """What an earlier completion of this closed session with these parts made."""
+        file_id = await self._ctx.db(self._index.completion, upload_id, parts_digest(requested))
+        if file_id is None:
+            raise NoSuchUpload(upload_id)
+        try:
+            version = await self._ctx.db(self._ctx.index.get_version, file_id)
+        except NoSuchVersion:  # deleted since: nothing left to answer with
+            raise NoSuchUpload(upload_id) from None
+        return WriteResult(version, deduplicated=False)
 
     async def _holding_claim(self, upload_id: str, work: Awaitable[WriteResult]) -> WriteResult:
         """Await `work` while renewing the claim: the lease only bounds how long a claim
@@ -333,12 +372,15 @@ class UploadService:
                     session.tags,
                     Checksums(),
                     condition,
+                    assembled_layout(chosen),
                 )
                 # On a failure commit_all removes the assembled blob itself.
                 [result] = await self._writer.commit_all(
                     [target],
                     created_by=created_by,
-                    then=self._index.closer(session.upload_id, session.backend_upload),
+                    then=self._index.closer(
+                        session.upload_id, session.backend_upload, parts_digest(requested)
+                    ),
                 )
             except ServiceUnavailable:
                 raise  # the commit may have happened: leave everything for the sweeps
@@ -388,6 +430,7 @@ class UploadService:
                 expired += 1
         if expired:
             log.info("expired %d idle upload sessions", expired)
+        await self._ctx.db(self._index.forget_completions, cutoff)
         return expired
 
     async def live_backend_uploads(self) -> set[str]:

@@ -16,6 +16,7 @@ from tfstorage.domain.conditions import WriteCondition
 from tfstorage.domain.filetypes import guess_content_type, is_allowed, validate_content_type
 from tfstorage.domain.names import validate_bucket_name, validate_key
 from tfstorage.domain.records import Bucket, NewVersion, ObjectVersion
+from tfstorage.domain.uploads import PartLayout
 from tfstorage.errors import (
     BadDigest,
     EntityTooLarge,
@@ -63,6 +64,7 @@ class Target:
     tags: dict[str, str]
     checksums: Checksums
     condition: WriteCondition | None = None  # If-Match / If-None-Match
+    parts: PartLayout | None = None  # assembled from parts: how it was cut
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +118,10 @@ class ObjectWriter:
             latest = await self._ctx.db(self._ctx.index.resolve_latest, bucket, key)
         except NoSuchKey:
             latest = None
-        condition.check(None if latest is None else latest.etag)
+        if latest is None:
+            condition.check(None)
+        else:
+            condition.check(latest.etag, latest.parts_etag)
 
     async def stage(
         self,
@@ -174,7 +179,7 @@ class ObjectWriter:
         targets: list[Target],
         *,
         created_by: str,
-        then: Callable[[Any], object] | None = None,
+        then: Callable[[Any, Any], object] | None = None,
     ) -> list[WriteResult]:
         """Make several staged blobs visible in one index transaction: all, or none.
         `then(connection)` runs last inside that transaction (see ObjectIndex)."""
@@ -288,6 +293,7 @@ class ObjectWriter:
             created_by=created_by,
             condition=t.condition,
             blocks=staged.blocks,
+            parts=t.parts,
         )
 
     async def put_object(
