@@ -9,7 +9,7 @@ RUNTIME := $(VENV)/.installed-runtime-$(SUM)
 DEV     := $(VENV)/.installed-dev-$(SUM)
 
 .DEFAULT_GOAL := help
-.PHONY: help serve test lint format bench clean browser
+.PHONY: help serve test lint format bench clean browser rclone
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -29,7 +29,7 @@ $(DEV): $(RUNTIME)
 serve: $(RUNTIME) ## run the service on local disk + SQLite (port 8083, DATA_DIR=./data)
 	$(BIN)/tfstorage serve
 
-test: $(DEV) browser ## run the whole test suite
+test: $(DEV) browser rclone ## run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 browser: ## install Debian's chromium for the browser test of /docs (needs root; `make test` runs it)
@@ -37,6 +37,12 @@ browser: ## install Debian's chromium for the browser test of /docs (needs root;
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 	@command -v chromium >/dev/null || echo "chromium is missing (as root: apt-get install chromium):" \
 		"the browser test of /docs skips (and fails in CI)"
+
+rclone: ## install Debian's rclone for the S3 client tests (needs root; `make test` runs it)
+	@command -v rclone >/dev/null || [ "$$(id -u)" != 0 ] || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rclone; }
+	@command -v rclone >/dev/null || echo "rclone is missing (as root: apt-get install rclone):" \
+		"the rclone tests of tests/s3clients fail"
 
 lint: $(DEV) ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .
