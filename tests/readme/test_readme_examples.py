@@ -1,16 +1,22 @@
-"""Every shell example of README.md runs, as printed, against a real server (issue 10).
+"""Every shell and Python example of README.md runs, as printed, against a real server
+(issues 10 and 12).
 
 Each fenced ```bash / ```sh block is run with `bash` (`set -euo pipefail`) in README
 order, in one temporary working directory whose `data/` is the DATA_DIR of one real
-`tfstorage serve` process (first start: it writes `data/admin.token`, as for a user).
-The blocks are one terminal session: files and shell variables of earlier blocks are
-there for later ones (`$AUTH` of the first walk, say). Running a single block with `-k`
-therefore runs it without what the earlier blocks made.
+`tfstorage serve` process (first start: it writes `data/admin.token` and `data/admin.s3`,
+as for a user), with its S3 endpoint on. A ```python block is run by `python -` in the
+same shell, as a user pastes it into a terminal. The blocks are one terminal session:
+files and exported variables of earlier blocks are there for later ones (`$AUTH` of the
+first walk, `AWS_SHARED_CREDENTIALS_FILE` of the S3 tools). Running a single block with
+`-k` therefore runs it without what the earlier blocks made.
 
 What differs from a user's terminal, and nothing else:
-- the server listens on a free port, not 8083 (a user's own `make serve` may hold it):
-  the literal `127.0.0.1:8083` and `localhost:8083` in a block are rewritten to it, and
-  `TFSTORAGE_URL` (the CLI's documented variable) names it;
+- the server listens on free ports, not 8083 and 9000 (a user's own `make serve` may hold
+  them): the literal `127.0.0.1:8083` and `localhost:8083` in a block are rewritten to the
+  REST port, `127.0.0.1:9000` and `localhost:9000` to the S3 port, and `TFSTORAGE_URL`
+  (the CLI's documented variable) names the REST port;
+- the developer's own AWS, MLflow and rclone variables are not passed on, and DVC's
+  anonymous usage report is off (`DVC_NO_ANALYTICS`);
 - `tfstorage` is the project's CLI: the running interpreter's bin directory comes first
   on PATH;
 - `curl` is wrapped to add `--fail-with-body`, so an example whose request the server
@@ -42,6 +48,7 @@ pytestmark = pytest.mark.server
 README = Path(__file__).resolve().parents[2] / "README.md"
 BLOCK_TIMEOUT = 90.0
 SHELLS = ("bash", "sh")
+RUNNABLE = (*SHELLS, "python")
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<ticks>`{3,})\s*(?P<info>[^`]*?)\s*$")
 _SKIP = re.compile(r"^\s*<!--\s*readme-test:\s*skip\b\s*(?:\((?P<reason>.*)\))?\s*-->\s*$")
@@ -57,7 +64,7 @@ class Block:
 
 
 def shell_blocks(markdown: str) -> list[Block]:
-    """The fenced bash/sh blocks, dedented by their fence's indent (list items)."""
+    """The fenced bash/sh/python blocks, dedented by their fence's indent (list items)."""
     blocks: list[Block] = []
     lines = markdown.splitlines()
     i = 0
@@ -74,7 +81,7 @@ def shell_blocks(markdown: str) -> list[Block]:
             line = lines[j]
             body.append(line[len(indent) :] if line.startswith(indent) else line.lstrip())
             j += 1
-        if lang in SHELLS:
+        if lang in RUNNABLE:
             blocks.append(Block(i + 1, lang, "\n".join(body) + "\n", _skip_reason(lines, i)))
         i = j + 1
     return blocks
@@ -90,11 +97,23 @@ def _skip_reason(lines: list[str], fence: int) -> str | None:
     return (marker["reason"] or "").strip() if marker else ""
 
 
-def _rewrite_port(text: str, port: int) -> str:
-    # Only the literal address of the README's default server; nothing else is rewritten.
+def _rewrite_port(text: str, port: int, s3_port: int) -> str:
+    # Only the literal addresses of the README's default server; nothing else is rewritten.
     for host in ("127.0.0.1", "localhost"):
         text = text.replace(f"{host}:8083", f"{host}:{port}")
+        text = text.replace(f"{host}:9000", f"{host}:{s3_port}")
     return text
+
+
+_PYTHON_END = "__README_PYTHON_BLOCK__"
+
+
+def _as_shell(block: Block) -> str:
+    """A Python block as a user runs it from the terminal: pasted into `python -`."""
+    if block.lang != "python":
+        return block.text
+    assert _PYTHON_END not in block.text
+    return f"python - <<'{_PYTHON_END}'\n{block.text}{_PYTHON_END}\n"
 
 
 _CURL_WRAPPER = """#!/usr/bin/env bash
@@ -134,7 +153,7 @@ class Session:
     env: dict[str, str]
 
     def run(self, block: Block) -> subprocess.CompletedProcess[str]:
-        script = _PRELUDE + _rewrite_port(block.text, self.server.port)
+        script = _PRELUDE + _rewrite_port(_as_shell(block), self.server.port, self.server.s3_port)
         return subprocess.run(
             ["bash", "-c", script],
             cwd=self.workdir,
@@ -161,9 +180,10 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     assert (venv_bin / "tfstorage").exists(), f"no tfstorage CLI beside {sys.executable}"
 
     # ADMIN_TOKEN empty: the first start writes data/admin.token, as on a user's machine.
-    server = ServerProcess(workdir / "data", {"ADMIN_TOKEN": ""}, log_dir=root)
+    server = ServerProcess(workdir / "data", {"ADMIN_TOKEN": "", "S3_PORT": "auto"}, log_dir=root)
     server.start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TFSTORAGE_")}
+    own = ("TFSTORAGE_", "AWS_", "MLFLOW_", "RCLONE_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(own)}
     env.pop("DATA_DIR", None)  # ./data, the README's default, is the server's
     env.update(
         PATH=os.pathsep.join([str(shims), str(venv_bin), env.get("PATH", "")]),
@@ -172,6 +192,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
         XDG_CACHE_HOME=str(home / ".cache"),
         TFSTORAGE_URL=server.base_url,
         README_TEST_STATE=str(root / "shell-state.sh"),
+        DVC_NO_ANALYTICS="1",
     )
     yield Session(server, workdir, env)
     server.stop()
@@ -193,7 +214,8 @@ def test_readme_example(block: Block, session: Session) -> None:
         pytest.fail(f"{where} did not finish in {BLOCK_TIMEOUT:.0f} s; output:\n{exc.output}")
     assert result.returncode == 0, (
         f"{where} failed with exit status {result.returncode}\n"
-        f"--- the block (port rewritten to {session.server.port}) ---\n{block.text}"
+        f"--- the block (ports rewritten to {session.server.port}, {session.server.s3_port}) ---\n"
+        f"{block.text}"
         f"--- its stdout ---\n{result.stdout[-6000:]}\n--- its stderr ---\n{result.stderr[-6000:]}\n"
         f"--- server log ---\n{session.server.log_tail(3000)}"
     )
@@ -201,6 +223,26 @@ def test_readme_example(block: Block, session: Session) -> None:
 
 def test_the_readme_has_shell_examples() -> None:
     assert len([b for b in BLOCKS if b.skip is None]) >= 5
+
+
+def test_the_s3_tools_are_all_shown() -> None:
+    """Issue 12: each tool of "Use it from S3 tools" has an example this test runs."""
+    text = README.read_text()
+    section = text[text.index("## Use it from S3 tools") :]
+    section = section[: section.index("\n## ", 1)]
+    run = "".join(b.text for b in shell_blocks(section) if b.skip is None)
+    for tool in ("aws --endpoint-url", "boto3.client(", "s3fs.S3FileSystem(", "rclone copy"):
+        assert tool in run, tool
+    for tool in ("MLFLOW_S3_ENDPOINT_URL", "mlflow.log_artifact(", "dvc push", "dvc pull"):
+        assert tool in run, tool
+
+
+def test_a_python_block_runs_in_the_session(session: Session) -> None:
+    """Python blocks see what the shell blocks exported, and a failing one fails."""
+    ok = Block(0, "python", "import os\nassert os.environ['README_TEST_STATE']\n", None)
+    assert session.run(ok).returncode == 0
+    failing = Block(0, "python", "raise SystemExit(3)\n", None)
+    assert session.run(failing).returncode == 3
 
 
 def test_every_shell_example_is_fenced_to_run() -> None:
@@ -247,9 +289,13 @@ def test_blocks_markers_and_fences_are_read_as_written() -> None:
         (6, "sh", "docker compose up\n", "needs docker"),
         (11, "bash", "echo indented\n", None),
         (15, "bash", "echo no reason\n", ""),
+        (18, "python", "print('not shell')\n", None),
     ]
-    assert _rewrite_port("curl http://127.0.0.1:8083/x localhost:8083 :8083", 9) == (
-        "curl http://127.0.0.1:9/x localhost:9 :8083"
+    assert _rewrite_port("curl http://127.0.0.1:8083/x localhost:8083 :8083 :9000", 9, 7) == (
+        "curl http://127.0.0.1:9/x localhost:9 :8083 :9000"
+    )
+    assert _rewrite_port("--endpoint-url http://127.0.0.1:9000 localhost:9000", 9, 7) == (
+        "--endpoint-url http://127.0.0.1:7 localhost:7"
     )
 
 
