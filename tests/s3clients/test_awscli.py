@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.s3api.test_endpoint_server import new_keys
 from tests.s3clients.conftest import RestDoor, file_sha256, sha256
 from tests.server.conftest import ServerProcess
 
@@ -152,3 +153,37 @@ def test_presign_is_sigv4_and_serves_the_bytes(aws: Any, rest: RestDoor) -> None
     assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in url
     response = httpx.get(url)
     assert response.status_code == 200 and sha256(response.content) == sha256(data)
+
+
+def test_a_read_only_key_pair_reads_but_cannot_write(
+    server: ServerProcess, rest: RestDoor, client_env: dict[str, str], tmp_path: Path
+) -> None:
+    bucket = rest.make_bucket(f"{BUCKET}-ro")
+    rest.put(bucket, "r/a.bin", b"readable")
+    keys = new_keys(rest.client, name="s3-read-only", scopes=["read"])
+    credentials = tmp_path / "read-only.s3"
+    credentials.write_text(
+        f"[default]\naws_access_key_id = {keys['access_key_id']}\n"
+        f"aws_secret_access_key = {keys['secret_access_key']}\n"
+    )
+    env = {**client_env, "AWS_SHARED_CREDENTIALS_FILE": str(credentials)}
+    (tmp_path / "new.bin").write_bytes(b"not allowed")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [AWS, "--endpoint-url", server.s3_url, *args],
+            env=env,
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    read = run("s3", "cp", f"s3://{bucket}/r/a.bin", "-")
+    assert read.returncode == 0 and read.stdout == "readable"
+    write = run("s3", "cp", "new.bin", f"s3://{bucket}/r/new.bin")
+    assert write.returncode == 1 and "AccessDenied" in write.stderr
+    delete = run("s3", "rm", f"s3://{bucket}/r/a.bin")
+    assert delete.returncode == 1 and "AccessDenied" in delete.stderr
+    assert rest.listing(bucket, "r/") == {"r/a.bin": sha256(b"readable")}
