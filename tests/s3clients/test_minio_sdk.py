@@ -50,7 +50,8 @@ def test_put_stat_get_and_range(mc: Minio, rest: RestDoor) -> None:
     )
     assert rest.sha256(BUCKET, "m/model.bin") == sha256(data)
     info = mc.stat_object(BUCKET, "m/model.bin")
-    assert info.size == len(data) and info.metadata["x-amz-meta-epoch"] == "9"
+    assert info.size == len(data) and info.metadata is not None
+    assert info.metadata["x-amz-meta-epoch"] == "9"
     got_tags = mc.get_object_tags(BUCKET, "m/model.bin")
     assert got_tags is not None and dict(got_tags) == {"stage": "prod"}
 
