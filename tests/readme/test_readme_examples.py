@@ -15,8 +15,8 @@ What differs from a user's terminal, and nothing else:
   them): the literal `127.0.0.1:8083` and `localhost:8083` in a block are rewritten to the
   REST port, `127.0.0.1:9000` and `localhost:9000` to the S3 port, and `TFSTORAGE_URL`
   (the CLI's documented variable) names the REST port;
-- the developer's own AWS, MLflow and rclone variables are not passed on, and DVC's
-  anonymous usage report is off (`DVC_NO_ANALYTICS`);
+- the developer's own AWS, MLflow and rclone variables are not passed on, and DVC's and
+  MLflow's usage reports are off (`DVC_NO_ANALYTICS`, `DO_NOT_TRACK`);
 - `tfstorage` is the project's CLI: the running interpreter's bin directory comes first
   on PATH;
 - `curl` is wrapped to add `--fail-with-body`, so an example whose request the server
@@ -193,6 +193,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
         TFSTORAGE_URL=server.base_url,
         README_TEST_STATE=str(root / "shell-state.sh"),
         DVC_NO_ANALYTICS="1",
+        DO_NOT_TRACK="true",
     )
     yield Session(server, workdir, env)
     server.stop()

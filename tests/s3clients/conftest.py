@@ -117,5 +117,8 @@ def client_env(credentials_file: Path, tmp_path: Path) -> dict[str, str]:
         AWS_CONFIG_FILE=str(home / "aws-config"),
         AWS_DEFAULT_REGION=REGION,
         AWS_EC2_METADATA_DISABLED="true",
+        # No usage reports from the tools to their vendors during a test run.
+        DVC_NO_ANALYTICS="1",
+        DO_NOT_TRACK="true",
     )
     return env

@@ -97,7 +97,7 @@ def test_dvc_push_and_pull(
     dvc = str(BIN / "dvc")
     project = tmp_path / "project"
     project.mkdir()
-    env = {**client_env, "DVC_NO_ANALYTICS": "1"}
+    env = client_env
 
     def run(*args: str) -> str:
         return _run([dvc, *args], env, project, server).stdout
