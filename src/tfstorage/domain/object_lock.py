@@ -39,7 +39,9 @@ class DefaultRetention:
 
     def until(self, created: datetime) -> datetime:
         # A year is 365 days, as S3 counts it for default retention.
-        return created + timedelta(days=self.days if self.days is not None else 365 * (self.years or 0))
+        return created + timedelta(
+            days=self.days if self.days is not None else 365 * (self.years or 0)
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from typing import Any
 
 from tfstorage.domain.blocks import BlockChecksums
 from tfstorage.domain.conditions import WriteCondition
+from tfstorage.domain.object_lock import VersionLock
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,11 @@ class ObjectVersion:
     # The blob's damage as last found ("corrupt", "truncated", "missing"); None: not
     # known to be bad. Reads refuse marked bytes instead of serving them (issue 6).
     damage: str | None = None
+    # Its lock (retention locks; S3 object lock): mode GOVERNANCE/COMPLIANCE, or None
+    # for a lock set without one (kept as COMPLIANCE).
+    retain_until: datetime | None = None
+    retention_mode: str | None = None
+    legal_hold: bool = False
 
     @property
     def visible(self) -> bool:
@@ -78,6 +84,8 @@ class NewVersion:
     condition: WriteCondition | None = None
     # Recorded with a new blob; a version that reuses a stored blob keeps the blob's.
     blocks: BlockChecksums | None = None
+    # A lock asked for with the version; the bucket's default retention applies otherwise.
+    lock: VersionLock | None = None
 
 
 @dataclass(frozen=True, slots=True)

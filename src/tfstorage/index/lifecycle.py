@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, and_, delete, insert, or_, select, tuple_, update
 
 from tfstorage.domain.lifecycle import MAX_DAYS, Candidate, Expiry
+from tfstorage.domain.object_lock import COMPLIANCE, GOVERNANCE
 from tfstorage.errors import InvalidArgument, NoSuchVersion, ObjectLocked
 from tfstorage.index.locks import db_now, is_locked
 from tfstorage.index.reads import bucket_id, load_tags, upsert
@@ -36,6 +37,7 @@ class Retention:
     retain_until: datetime | None
     legal_hold: bool
     locked: bool
+    mode: str | None = None  # GOVERNANCE, COMPLIANCE; None: set without a mode (COMPLIANCE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,8 +258,17 @@ class LifecycleIndex(IndexStore):
         return self._read(lambda conn: _retention(conn, file_id, db_now(conn)))
 
     def set_retention(
-        self, file_id: str, *, retain_until: datetime | None, legal_hold: bool | None
+        self,
+        file_id: str,
+        *,
+        retain_until: datetime | None,
+        legal_hold: bool | None,
+        mode: str | None = None,
+        bypass_governance: bool = False,
     ) -> Retention:
+        """Lock a version. An unexpired retention is extended, never shortened, and keeps
+        its mode; only a GOVERNANCE one gives way, and only with `bypass_governance`."""
+
         def run(conn: Connection) -> Retention:
             now = db_now(conn)
             found = conn.execute(
@@ -287,12 +298,24 @@ class LifecycleIndex(IndexStore):
                 if not now < retain_until <= now + timedelta(days=MAX_DAYS):
                     raise InvalidArgument("retain_until must be in the next 100 years")
                 held = current.retain_until
-                if held is not None and held > now and retain_until < held:
-                    raise ObjectLocked(
-                        f"version {file_id} is retained until {held:%Y-%m-%dT%H:%M:%SZ}; "
-                        "a retention date can be extended, never shortened"
-                    )
+                active = held is not None and held > now
+                held_mode = current.mode or COMPLIANCE
+                bypassed = held_mode == GOVERNANCE and bypass_governance
+                if active and not bypassed and held is not None:
+                    if retain_until < held:
+                        raise ObjectLocked(
+                            f"version {file_id} is retained until {held:%Y-%m-%dT%H:%M:%SZ}; "
+                            "a retention date can be extended, never shortened"
+                        )
+                    if (mode or held_mode) != held_mode:
+                        raise ObjectLocked(
+                            f"version {file_id} is retained in {held_mode} mode until "
+                            f"{held:%Y-%m-%dT%H:%M:%SZ}; its mode cannot change"
+                        )
                 values["retain_until"] = retain_until
+                values["retention_mode"] = (
+                    mode if mode is not None else (current.mode if active else None)
+                )
             if legal_hold is not None:
                 values["legal_hold"] = legal_hold
             if values:
@@ -390,6 +413,7 @@ def _retention(
             versions.c.key,
             versions.c.retain_until,
             versions.c.legal_hold,
+            versions.c.retention_mode,
         )
         .join(buckets, buckets.c.id == versions.c.bucket_id)
         .where(versions.c.file_id == file_id)
@@ -407,4 +431,5 @@ def _retention(
         retain_until=until,
         legal_hold=bool(row.legal_hold),
         locked=bool(row.legal_hold) or (until is not None and until > now),
+        mode=row.retention_mode,
     )
