@@ -449,3 +449,38 @@ def test_bad_lock_headers_store_nothing(s3: BaseClient) -> None:
         ObjectLockLegalHoldStatus="ON",
     )
     assert s3.list_objects_v2(Bucket=plain).get("KeyCount") == 0
+
+
+def test_multipart_lock_is_given_at_completion(s3: BaseClient) -> None:
+    bucket = new_bucket(s3, ObjectLockEnabledForBucket=True)
+    upload = s3.create_multipart_upload(
+        Bucket=bucket,
+        Key="big",
+        ObjectLockMode="COMPLIANCE",
+        ObjectLockRetainUntilDate=FAR,
+        ObjectLockLegalHoldStatus="ON",
+    )["UploadId"]
+    part = s3.upload_part(Bucket=bucket, Key="big", UploadId=upload, PartNumber=1, Body=b"x" * 10)
+    done = s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key="big",
+        UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+    )
+    head = s3.head_object(Bucket=bucket, Key="big")
+    assert head["VersionId"] == done["VersionId"]
+    assert (head["ObjectLockMode"], head["ObjectLockRetainUntilDate"]) == ("COMPLIANCE", FAR)
+    assert head["ObjectLockLegalHoldStatus"] == "ON"
+    refused(
+        "AccessDenied", 403, s3.delete_object, Bucket=bucket, Key="big", VersionId=done["VersionId"]
+    )
+    plain = new_bucket(s3)
+    refused(
+        "InvalidRequest",
+        400,
+        s3.create_multipart_upload,
+        Bucket=plain,
+        Key="big",
+        ObjectLockLegalHoldStatus="ON",
+    )
+    assert s3.list_multipart_uploads(Bucket=plain).get("Uploads", []) == []

@@ -88,3 +88,18 @@ class VersionLock:
     @property
     def empty(self) -> bool:
         return self.mode is None and self.legal_hold is None
+
+    def to_json(self) -> dict[str, Any]:
+        until = None if self.retain_until is None else self.retain_until.isoformat()
+        return {"mode": self.mode, "retain_until": until, "legal_hold": self.legal_hold}
+
+    @classmethod
+    def from_json(cls, stored: dict[str, Any] | None) -> VersionLock | None:
+        if stored is None:
+            return None
+        until = stored.get("retain_until")
+        return cls(
+            stored.get("mode"),
+            None if until is None else datetime.fromisoformat(until),
+            stored.get("legal_hold"),
+        )

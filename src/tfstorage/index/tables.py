@@ -221,6 +221,8 @@ upload_sessions = Table(
     # Set while one request assembles and commits the session: a second completion, or
     # a part arriving meanwhile, is refused until the claim is released or runs out.
     Column("completing_at", UTCDateTime(), nullable=True),
+    # The lock S3's CreateMultipartUpload asked for (revision 0014), given at completion.
+    Column("object_lock", json_type(), nullable=True),
 )
 
 upload_parts = Table(

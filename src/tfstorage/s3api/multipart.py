@@ -9,6 +9,7 @@ from starlette.responses import Response
 from tfstorage.domain.uploads import UploadSession
 from tfstorage.errors import InvalidArgument, NoSuchUpload
 from tfstorage.s3api import xml
+from tfstorage.s3api.object_lock import requested_lock
 from tfstorage.s3api.objects import parse_tagging, user_metadata
 from tfstorage.s3api.request import S3Request
 from tfstorage.s3api.responses import Node, iso_time, quoted_etag, xml_response
@@ -35,6 +36,7 @@ async def create_multipart_upload(req: S3Request) -> Response:
         sha256=None,
         created_by=req.caller.name,
         max_size=req.caller.max_upload,
+        lock=await requested_lock(req),
     )
     return xml_response(
         "InitiateMultipartUploadResult",

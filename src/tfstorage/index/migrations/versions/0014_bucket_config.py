@@ -1,5 +1,6 @@
 """S3 bucket configuration (issue 12): bucket tags, CORS rules and object lock on the
-bucket row; the retention mode (GOVERNANCE or COMPLIANCE) of a version's lock.
+bucket row; the retention mode (GOVERNANCE or COMPLIANCE) of a version's lock; the lock
+a multipart upload asked for, applied when it completes.
 
 A version locked before this revision has no mode: it keeps the rule it was locked
 under (extend, never shorten: S3's COMPLIANCE).
@@ -33,9 +34,13 @@ def upgrade() -> None:
     # recreate="never": plain ADD COLUMN, as 0005 (SQLite's AUTOINCREMENT must stay).
     with op.batch_alter_table("versions", recreate="never") as batch:
         batch.add_column(sa.Column("retention_mode", sa.String(16), nullable=True))
+    with op.batch_alter_table("upload_sessions", recreate="never") as batch:
+        batch.add_column(sa.Column("object_lock", _JSON, nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("upload_sessions") as batch:
+        batch.drop_column("object_lock")
     with op.batch_alter_table("versions", table_kwargs={"sqlite_autoincrement": True}) as batch:
         batch.drop_column("retention_mode")
     with op.batch_alter_table("buckets") as batch:
