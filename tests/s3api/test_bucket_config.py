@@ -15,7 +15,7 @@ import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
-from tests.s3api.test_endpoint_server import admin_keys, error_code, s3_client
+from tests.s3api.test_endpoint_server import admin_keys, error_code, new_keys, s3_client
 from tests.server.conftest import ServerProcess
 
 pytestmark = pytest.mark.timeout(120)
@@ -484,3 +484,70 @@ def test_multipart_lock_is_given_at_completion(s3: BaseClient) -> None:
         ObjectLockLegalHoldStatus="ON",
     )
     assert s3.list_multipart_uploads(Bucket=plain).get("Uploads", []) == []
+
+
+def test_delete_objects_honours_locks_and_the_bypass(s3: BaseClient) -> None:
+    bucket = new_bucket(s3, ObjectLockEnabledForBucket=True)
+    gov = s3.put_object(
+        Bucket=bucket,
+        Key="g",
+        Body=b"1",
+        ObjectLockMode="GOVERNANCE",
+        ObjectLockRetainUntilDate=FAR,
+    )["VersionId"]
+    held = s3.put_object(Bucket=bucket, Key="h", Body=b"2", ObjectLockLegalHoldStatus="ON")[
+        "VersionId"
+    ]
+    batch = {"Objects": [{"Key": "g", "VersionId": gov}, {"Key": "h", "VersionId": held}]}
+    first = s3.delete_objects(Bucket=bucket, Delete=batch)
+    assert sorted((e["Key"], e["Code"]) for e in first["Errors"]) == [
+        ("g", "AccessDenied"),
+        ("h", "AccessDenied"),
+    ]
+    second = s3.delete_objects(Bucket=bucket, Delete=batch, BypassGovernanceRetention=True)
+    assert [d["Key"] for d in second["Deleted"]] == ["g"]
+    assert [(e["Key"], e["Code"]) for e in second["Errors"]] == [("h", "AccessDenied")]
+    assert s3.head_object(Bucket=bucket, Key="h")["VersionId"] == held
+
+
+def test_bypass_and_lifting_a_hold_need_admin(
+    server: ServerProcess, s3: BaseClient, rest: httpx.Client
+) -> None:
+    bucket = new_bucket(s3, ObjectLockEnabledForBucket=True)
+    keys = new_keys(rest, name="writer", buckets=[bucket])
+    writer = s3_client(server, keys["access_key_id"], keys["secret_access_key"])
+    version = writer.put_object(
+        Bucket=bucket,
+        Key="k",
+        Body=b"x",
+        ObjectLockMode="GOVERNANCE",
+        ObjectLockRetainUntilDate=FAR,
+    )["VersionId"]
+    writer.put_object_legal_hold(Bucket=bucket, Key="k", LegalHold={"Status": "ON"})
+    refused(
+        "AccessDenied",
+        403,
+        writer.put_object_legal_hold,
+        Bucket=bucket,
+        Key="k",
+        LegalHold={"Status": "OFF"},
+    )
+    s3.put_object_legal_hold(Bucket=bucket, Key="k", LegalHold={"Status": "OFF"})
+    refused(
+        "AccessDenied",
+        403,
+        writer.delete_object,
+        Bucket=bucket,
+        Key="k",
+        VersionId=version,
+        BypassGovernanceRetention=True,
+    )
+    refused("AccessDenied", 403, writer.put_bucket_cors, Bucket=bucket, CORSConfiguration=RULES)
+    refused(
+        "AccessDenied",
+        403,
+        writer.put_bucket_tagging,
+        Bucket=bucket,
+        Tagging={"TagSet": [{"Key": "a", "Value": "b"}]},
+    )
+    assert s3.head_object(Bucket=bucket, Key="k")["VersionId"] == version
