@@ -286,6 +286,7 @@ def test_retention_and_legal_hold(s3: BaseClient, rest: httpx.Client) -> None:
     # The REST door sees the same lock.
     lock = rest.get(f"/api/v1/files/{version}/retention").json()
     assert lock["locked"] is True and lock["retain_until"].startswith("2031-01-01T00:00:00")
+    assert lock["mode"] == "GOVERNANCE"
     earlier = FAR - timedelta(days=1)
     refused(
         "AccessDenied",
