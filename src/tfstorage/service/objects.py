@@ -162,7 +162,9 @@ class ObjectCatalog:
         if content_type is not None:
             content_type = validate_content_type(content_type) or None
         check_allowed_type(await self._ctx.db(self._ctx.index.get_bucket, bucket), key)
-        item = CopyItem(source, bucket, key, True, created_by, metadata, tags, content_type, lock)
+        item = CopyItem(
+            source, bucket, key, True, created_by, metadata, tags, content_type, lock=lock
+        )
         batch = BatchIndex(self._ctx.index.engine)
         with self._ctx.metrics.time("copy_object"):
             (result,) = await self._ctx.db(batch.copy_versions, [item])

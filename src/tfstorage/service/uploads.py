@@ -336,7 +336,7 @@ class UploadService:
                     session.tags,
                     Checksums(),
                     condition,
-                    session.lock,
+                    lock=session.lock,
                 )
                 # On a failure commit_all removes the assembled blob itself.
                 [result] = await self._writer.commit_all(

@@ -170,7 +170,7 @@ class ObjectWriter:
         On any failure the staged blob is removed and nothing is recorded.
         """
         target = Target(
-            staged, bucket, key, content_type, metadata, tags, checksums, condition, lock
+            staged, bucket, key, content_type, metadata, tags, checksums, condition, lock=lock
         )
         return (await self.commit_all([target], created_by=created_by))[0]
 
