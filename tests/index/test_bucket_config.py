@@ -161,3 +161,27 @@ def test_a_lock_from_before_modes_is_kept_as_compliance(index: ObjectIndex) -> N
         lifecycle.set_retention(
             file_id, retain_until=until, legal_hold=None, mode=GOVERNANCE, bypass_governance=True
         )
+
+
+def test_only_a_governance_retention_is_removed_and_only_with_the_bypass(
+    index: ObjectIndex,
+) -> None:
+    index.create_bucket("locked")
+    lifecycle = LifecycleIndex(index.engine)
+    until = datetime.now(UTC) + timedelta(days=30)
+    gov = index.commit_version(new_version("locked", "gov")).version.file_id
+    comp = index.commit_version(new_version("locked", "comp")).version.file_id
+    lifecycle.set_retention(gov, retain_until=until, legal_hold=None, mode=GOVERNANCE)
+    lifecycle.set_retention(comp, retain_until=until, legal_hold=None, mode=COMPLIANCE)
+    with pytest.raises(ObjectLocked):
+        lifecycle.set_retention(gov, retain_until=None, legal_hold=None, clear_retention=True)
+    with pytest.raises(ObjectLocked):
+        lifecycle.set_retention(
+            comp, retain_until=None, legal_hold=None, clear_retention=True, bypass_governance=True
+        )
+    state = lifecycle.set_retention(
+        gov, retain_until=None, legal_hold=None, clear_retention=True, bypass_governance=True
+    )
+    assert (state.retain_until, state.mode, state.locked) == (None, None, False)
+    index.delete_version(gov)
+    assert lifecycle.get_retention(comp).retain_until == until

@@ -306,6 +306,13 @@ def test_retention_and_legal_hold(s3: BaseClient, rest: httpx.Client) -> None:
     assert (
         s3.get_object_retention(Bucket=bucket, Key="k")["Retention"]["RetainUntilDate"] == earlier
     )
+    # An empty Retention removes a GOVERNANCE one, with the bypass only.
+    refused("AccessDenied", 403, s3.put_object_retention, Bucket=bucket, Key="k", Retention={})
+    s3.put_object_retention(Bucket=bucket, Key="k", Retention={}, BypassGovernanceRetention=True)
+    refused("NoSuchObjectLockConfiguration", 404, s3.get_object_retention, Bucket=bucket, Key="k")
+    s3.put_object_retention(
+        Bucket=bucket, Key="k", Retention={"Mode": "GOVERNANCE", "RetainUntilDate": earlier}
+    )
     # Legal hold: holds even against the bypass.
     s3.put_object_legal_hold(Bucket=bucket, Key="k", LegalHold={"Status": "ON"})
     head = s3.head_object(Bucket=bucket, Key="k")

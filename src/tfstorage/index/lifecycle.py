@@ -265,9 +265,11 @@ class LifecycleIndex(IndexStore):
         legal_hold: bool | None,
         mode: str | None = None,
         bypass_governance: bool = False,
+        clear_retention: bool = False,
     ) -> Retention:
         """Lock a version. An unexpired retention is extended, never shortened, and keeps
-        its mode; only a GOVERNANCE one gives way, and only with `bypass_governance`."""
+        its mode; only a GOVERNANCE one gives way, and only with `bypass_governance`
+        (which may also remove it: `clear_retention`)."""
 
         def run(conn: Connection) -> Retention:
             now = db_now(conn)
@@ -294,7 +296,19 @@ class LifecycleIndex(IndexStore):
             )
             current = _retention(conn, file_id, now, for_update=True)
             values: dict[str, Any] = {}
-            if retain_until is not None:
+            if clear_retention:
+                held = current.retain_until
+                if (
+                    held is not None
+                    and held > now
+                    and not (current.mode == GOVERNANCE and bypass_governance)
+                ):
+                    raise ObjectLocked(
+                        f"version {file_id} is retained until {held:%Y-%m-%dT%H:%M:%SZ}; "
+                        "only a GOVERNANCE retention is removed, and only with the bypass"
+                    )
+                values = {"retain_until": None, "retention_mode": None}
+            elif retain_until is not None:
                 if not now < retain_until <= now + timedelta(days=MAX_DAYS):
                     raise InvalidArgument("retain_until must be in the next 100 years")
                 held = current.retain_until

@@ -85,11 +85,13 @@ def parse_object_lock(body: bytes) -> ObjectLockConfig:
     return ObjectLockConfig(rule)
 
 
-def parse_retention(body: bytes) -> tuple[str, datetime]:
-    """(mode, retain until). An empty Retention (S3's way to lift a GOVERNANCE one
-    with the bypass) is refused: a retention here is only ever extended or re-moded."""
+def parse_retention(body: bytes) -> tuple[str, datetime] | None:
+    """(mode, retain until); None for an empty Retention (S3's way to remove a
+    GOVERNANCE retention, with the bypass)."""
     root = parse(body, root="Retention")
     mode, until = _one(root, "Mode"), _one(root, "RetainUntilDate")
+    if mode is None and until is None:
+        return None
     if mode not in MODES or until is None:
         raise MalformedXML("a Retention has a Mode (GOVERNANCE or COMPLIANCE) and a date")
     return mode, parse_date(until)

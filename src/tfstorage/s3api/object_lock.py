@@ -88,14 +88,16 @@ async def get_object_retention(req: S3Request) -> Response:
 
 async def put_object_retention(req: S3Request) -> Response:
     version = await _locked_version(req, "write")
-    mode, until = parse_retention(await xml.read_capped(req.body()))
+    asked = parse_retention(await xml.read_capped(req.body()))
     bypass = await governance_bypass(req)
+    mode, until = asked if asked is not None else (None, None)
     await req.storage.lifecycle.set_retention(
         version.file_id,
         retain_until=until,
         legal_hold=None,
         mode=mode,
         bypass_governance=bypass,
+        clear_retention=asked is None,
     )
     await req.audit(
         "retention",
@@ -103,7 +105,7 @@ async def put_object_retention(req: S3Request) -> Response:
         key=req.key,
         file_id=version.file_id,
         mode=mode,
-        retain_until=until.isoformat(),
+        retain_until=None if until is None else until.isoformat(),
     )
     return Response(status_code=200, headers={"x-amz-version-id": version.file_id})
 
