@@ -293,3 +293,12 @@ class ObjectLocked(StorageError):
     status = 403
     code = "ObjectLocked"
     default_message = "the object version is locked (retention date or legal hold)"
+
+
+class InvalidBucketState(StorageError):
+    """The bucket's state forbids the change (object lock without versioning, or
+    suspending versioning on a bucket with object lock)."""
+
+    status = 409
+    code = "InvalidBucketState"
+    default_message = "the request is not valid with the current state of the bucket"

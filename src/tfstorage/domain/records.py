@@ -8,6 +8,7 @@ from typing import Any
 
 from tfstorage.domain.blocks import BlockChecksums
 from tfstorage.domain.conditions import WriteCondition
+from tfstorage.domain.object_lock import VersionLock
 from tfstorage.domain.uploads import PartLayout
 
 
@@ -61,6 +62,12 @@ class ObjectVersion:
     def part_count(self) -> int | None:
         return None if self.parts_etag is None else int(self.parts_etag.rpartition("-")[2])
 
+    # Its lock (retention locks; S3 object lock): mode GOVERNANCE/COMPLIANCE, or None
+    # for a lock set without one (kept as COMPLIANCE).
+    retain_until: datetime | None = None
+    retention_mode: str | None = None
+    legal_hold: bool = False
+
     @property
     def visible(self) -> bool:
         """Served by (bucket, key) downloads and listings."""
@@ -86,6 +93,8 @@ class NewVersion:
     # Recorded with a new blob; a version that reuses a stored blob keeps the blob's.
     blocks: BlockChecksums | None = None
     parts: PartLayout | None = None  # assembled from parts: how it was cut
+    # A lock asked for with the version; the bucket's default retention applies otherwise.
+    lock: VersionLock | None = None
 
 
 @dataclass(frozen=True, slots=True)

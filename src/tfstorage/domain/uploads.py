@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tfstorage.domain.object_lock import VersionLock
 from tfstorage.errors import EntityTooSmall, InvalidArgument, InvalidPart, InvalidPartOrder
 
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3's floor for every part but the last, on every backend
@@ -42,6 +43,7 @@ class UploadSession:
     created_at: datetime
     touched_at: datetime
     parts: tuple[UploadPart, ...] = field(default=())
+    lock: VersionLock | None = None  # S3's x-amz-object-lock-*, given at completion
 
     @property
     def stored_bytes(self) -> int:

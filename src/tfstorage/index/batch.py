@@ -16,6 +16,7 @@ from sqlalchemy import Connection, insert, select
 
 from tfstorage.domain.categories import key_category
 from tfstorage.domain.conditions import ANY, WriteCondition
+from tfstorage.domain.object_lock import VersionLock
 from tfstorage.domain.records import CommitResult, NewVersion, ObjectVersion
 from tfstorage.errors import NoSuchKey, PreconditionFailed, StorageError
 from tfstorage.index import writes
@@ -76,13 +77,17 @@ def _bulk_eligible(conn: Connection, news: Sequence[NewVersion]) -> bool:
     if len({n.key for n in news}) != len(news):
         return False
     settings = conn.execute(
-        select(buckets.c.quota_bytes, buckets.c.quota_objects, buckets.c.versioning).where(
-            buckets.c.name == news[0].bucket
-        )
+        select(
+            buckets.c.quota_bytes,
+            buckets.c.quota_objects,
+            buckets.c.versioning,
+            buckets.c.object_lock,
+        ).where(buckets.c.name == news[0].bucket)
     ).first()
     return (
         settings is not None
         and settings.versioning
+        and settings.object_lock is None  # default retention: commit_version applies it
         and settings.quota_bytes is None
         and settings.quota_objects is None
     )
@@ -189,6 +194,7 @@ class CopyItem:
     metadata: dict[str, Any] | None = None
     tags: dict[str, str] | None = None
     content_type: str | None = None
+    lock: VersionLock | None = None  # S3 CopyObject's x-amz-object-lock-* headers
 
 
 def copy_version(conn: Connection, item: CopyItem) -> CommitResult | None:
@@ -215,6 +221,7 @@ def copy_version(conn: Connection, item: CopyItem) -> CommitResult | None:
         # No overwrite: create only if absent, decided on the locked head (a key in
         # the trash counts as absent), so a concurrent writer cannot slip in between.
         condition=None if item.overwrite else WriteCondition(if_none_match=ANY),
+        lock=item.lock,
     )
     try:
         with conn.begin_nested():  # rolled back on any error, the 412 included

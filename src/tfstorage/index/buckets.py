@@ -8,7 +8,12 @@ from typing import Any
 from sqlalchemy import Connection, delete, exists, select, update
 
 from tfstorage.domain.records import Bucket
-from tfstorage.errors import BucketAlreadyExists, BucketNotEmpty, NoSuchBucket
+from tfstorage.errors import (
+    BucketAlreadyExists,
+    BucketNotEmpty,
+    InvalidBucketState,
+    NoSuchBucket,
+)
 from tfstorage.index.locks import refuse_locked
 from tfstorage.index.reads import bucket_id, to_bucket, upsert, utcnow
 from tfstorage.index.tables import buckets, lifecycle_rules, object_keys, versions
@@ -74,6 +79,10 @@ def update_bucket(conn: Connection, name: str, fields: dict[str, Any]) -> Bucket
         raise TypeError(f"cannot update bucket field(s): {', '.join(sorted(unknown))}")
     if "allowed_types" in fields:
         fields = {**fields, "allowed_types": _types(fields["allowed_types"])}
+    if fields.get("versioning") is False:
+        lock = conn.execute(select(buckets.c.object_lock).where(buckets.c.name == name))
+        if (lock.scalar_one_or_none() or {}).get("enabled"):
+            raise InvalidBucketState("versioning cannot be suspended on a bucket with object lock")
     if fields:
         stmt = update(buckets).where(buckets.c.name == name).values(**fields)
         if conn.execute(stmt).rowcount == 0:

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, and_, delete, insert, or_, select, tuple_, update
 
 from tfstorage.domain.lifecycle import MAX_DAYS, Candidate, Expiry
+from tfstorage.domain.object_lock import COMPLIANCE, GOVERNANCE
 from tfstorage.errors import InvalidArgument, NoSuchVersion, ObjectLocked
 from tfstorage.index.locks import db_now, is_locked
 from tfstorage.index.reads import bucket_id, load_tags, upsert
@@ -36,6 +37,7 @@ class Retention:
     retain_until: datetime | None
     legal_hold: bool
     locked: bool
+    mode: str | None = None  # GOVERNANCE, COMPLIANCE; None: set without a mode (COMPLIANCE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,8 +258,19 @@ class LifecycleIndex(IndexStore):
         return self._read(lambda conn: _retention(conn, file_id, db_now(conn)))
 
     def set_retention(
-        self, file_id: str, *, retain_until: datetime | None, legal_hold: bool | None
+        self,
+        file_id: str,
+        *,
+        retain_until: datetime | None,
+        legal_hold: bool | None,
+        mode: str | None = None,
+        bypass_governance: bool = False,
+        clear_retention: bool = False,
     ) -> Retention:
+        """Lock a version. An unexpired retention is extended, never shortened, and keeps
+        its mode; only a GOVERNANCE one gives way, and only with `bypass_governance`
+        (which may also remove it: `clear_retention`)."""
+
         def run(conn: Connection) -> Retention:
             now = db_now(conn)
             found = conn.execute(
@@ -283,16 +296,40 @@ class LifecycleIndex(IndexStore):
             )
             current = _retention(conn, file_id, now, for_update=True)
             values: dict[str, Any] = {}
-            if retain_until is not None:
+            if clear_retention:
+                held = current.retain_until
+                if (
+                    held is not None
+                    and held > now
+                    and not (current.mode == GOVERNANCE and bypass_governance)
+                ):
+                    raise ObjectLocked(
+                        f"version {file_id} is retained until {held:%Y-%m-%dT%H:%M:%SZ}; "
+                        "only a GOVERNANCE retention is removed, and only with the bypass"
+                    )
+                values = {"retain_until": None, "retention_mode": None}
+            elif retain_until is not None:
                 if not now < retain_until <= now + timedelta(days=MAX_DAYS):
                     raise InvalidArgument("retain_until must be in the next 100 years")
                 held = current.retain_until
-                if held is not None and held > now and retain_until < held:
-                    raise ObjectLocked(
-                        f"version {file_id} is retained until {held:%Y-%m-%dT%H:%M:%SZ}; "
-                        "a retention date can be extended, never shortened"
-                    )
+                active = held is not None and held > now
+                held_mode = current.mode or COMPLIANCE
+                bypassed = held_mode == GOVERNANCE and bypass_governance
+                if active and not bypassed and held is not None:
+                    if retain_until < held:
+                        raise ObjectLocked(
+                            f"version {file_id} is retained until {held:%Y-%m-%dT%H:%M:%SZ}; "
+                            "a retention date can be extended, never shortened"
+                        )
+                    if (mode or held_mode) != held_mode:
+                        raise ObjectLocked(
+                            f"version {file_id} is retained in {held_mode} mode until "
+                            f"{held:%Y-%m-%dT%H:%M:%SZ}; its mode cannot change"
+                        )
                 values["retain_until"] = retain_until
+                values["retention_mode"] = (
+                    mode if mode is not None else (current.mode if active else None)
+                )
             if legal_hold is not None:
                 values["legal_hold"] = legal_hold
             if values:
@@ -390,6 +427,7 @@ def _retention(
             versions.c.key,
             versions.c.retain_until,
             versions.c.legal_hold,
+            versions.c.retention_mode,
         )
         .join(buckets, buckets.c.id == versions.c.bucket_id)
         .where(versions.c.file_id == file_id)
@@ -407,4 +445,5 @@ def _retention(
         retain_until=until,
         legal_hold=bool(row.legal_hold),
         locked=bool(row.legal_hold) or (until is not None and until > now),
+        mode=row.retention_mode,
     )

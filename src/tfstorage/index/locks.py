@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Connection, func, or_, select
+from sqlalchemy import ColumnElement, Connection, and_, func, or_, select
 
+from tfstorage.domain.object_lock import GOVERNANCE
 from tfstorage.errors import ObjectLocked
 from tfstorage.index.reads import utcnow
 from tfstorage.index.tables import buckets, versions
@@ -22,11 +23,23 @@ def db_now(conn: Connection) -> datetime:
     return utcnow()
 
 
-def is_locked(now: datetime) -> ColumnElement[bool]:
-    return or_(versions.c.legal_hold.is_(True), versions.c.retain_until > now)
+def is_locked(now: datetime, *, bypass_governance: bool = False) -> ColumnElement[bool]:
+    retained = versions.c.retain_until > now
+    if bypass_governance:
+        # S3's x-amz-bypass-governance-retention: GOVERNANCE gives way, COMPLIANCE (and a
+        # lock from before modes, which is kept as COMPLIANCE) and legal holds do not.
+        mode = versions.c.retention_mode
+        retained = and_(retained, or_(mode.is_(None), mode != GOVERNANCE))
+    return or_(versions.c.legal_hold.is_(True), retained)
 
 
-def refuse_locked(conn: Connection, where: ColumnElement[bool], what: str = "delete") -> None:
+def refuse_locked(
+    conn: Connection,
+    where: ColumnElement[bool],
+    what: str = "delete",
+    *,
+    bypass_governance: bool = False,
+) -> None:
     """Raise ObjectLocked (403) if any version matching `where` is locked now."""
     now = db_now(conn)
     stmt = (
@@ -38,7 +51,7 @@ def refuse_locked(conn: Connection, where: ColumnElement[bool], what: str = "del
             buckets.c.name,
         )
         .join(buckets, buckets.c.id == versions.c.bucket_id)
-        .where(where, is_locked(now))
+        .where(where, is_locked(now, bypass_governance=bypass_governance))
         .limit(1)
     )
     row = conn.execute(stmt).first()

@@ -229,8 +229,10 @@ class ObjectIndex(IndexStore):
             lambda conn: writes.restore_version(conn, file_id, created_by, condition)
         )
 
-    def delete_version(self, file_id: str) -> ObjectVersion:
-        return self._write(lambda conn: writes.delete_version(conn, file_id))
+    def delete_version(self, file_id: str, *, bypass_governance: bool = False) -> ObjectVersion:
+        return self._write(
+            lambda conn: writes.delete_version(conn, file_id, bypass_governance=bypass_governance)
+        )
 
     def update_version(
         self,

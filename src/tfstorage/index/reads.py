@@ -117,6 +117,9 @@ def _version_select() -> Select[Any]:
         object_keys.c.current_id,
         object_keys.c.deleted_at,
         blobs.c.damage,
+        versions.c.retain_until,
+        versions.c.retention_mode,
+        versions.c.legal_hold,
     ).select_from(
         versions.join(buckets, buckets.c.id == versions.c.bucket_id)
         .join(blobs, blobs.c.blob_id == versions.c.blob_id)
@@ -181,6 +184,9 @@ def _build(conn: Connection, rows: Sequence[Row[Any]]) -> list[ObjectVersion]:
             deleted_at=row.deleted_at,
             damage=row.damage,
             parts_etag=row.parts_etag,
+            retain_until=row.retain_until,
+            retention_mode=row.retention_mode,
+            legal_hold=bool(row.legal_hold),
         )
         for row in rows
     ]

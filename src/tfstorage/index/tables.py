@@ -89,6 +89,10 @@ buckets = Table(
     Column("quota_objects", BigInteger, nullable=True),
     Column("description", String(1024), nullable=False),
     Column("public_read", Boolean, nullable=False, server_default=false()),  # revision 0002
+    # S3 bucket configuration (revision 0014): None is "not configured" (S3's 404s).
+    Column("tag_set", json_type(), nullable=True),
+    Column("cors_rules", json_type(), nullable=True),
+    Column("object_lock", json_type(), nullable=True),
 )
 
 blobs = Table(
@@ -122,6 +126,8 @@ versions = Table(
     # Retention locks (revision 0005): a locked version is never deleted or overwritten.
     Column("retain_until", UTCDateTime(), nullable=True),
     Column("legal_hold", Boolean, nullable=False, server_default=false()),
+    # GOVERNANCE or COMPLIANCE (revision 0014); None: locked before modes, COMPLIANCE's rule.
+    Column("retention_mode", String(16), nullable=True),
     Index("ix_versions_bucket_id_key_id", "bucket_id", "key", "id"),
     sqlite_autoincrement=True,
 )
@@ -217,6 +223,8 @@ upload_sessions = Table(
     # Set while one request assembles and commits the session: a second completion, or
     # a part arriving meanwhile, is refused until the claim is released or runs out.
     Column("completing_at", UTCDateTime(), nullable=True),
+    # The lock S3's CreateMultipartUpload asked for (revision 0014), given at completion.
+    Column("object_lock", json_type(), nullable=True),
 )
 
 upload_parts = Table(

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 
+from tfstorage.domain.object_lock import VersionLock
 from tfstorage.domain.records import CommitResult
 from tfstorage.domain.uploads import UploadPart, UploadSession
 from tfstorage.errors import Conflict, EntityTooLarge, NoSuchUpload
@@ -51,6 +52,7 @@ class UploadIndex(IndexStore):
                     created_by=session.created_by,
                     created_at=session.created_at,
                     touched_at=session.touched_at,
+                    object_lock=None if session.lock is None else session.lock.to_json(),
                 )
             )
 
@@ -450,4 +452,5 @@ def _to_session(row: Any, parts: tuple[UploadPart, ...]) -> UploadSession:
         created_at=row.created_at,
         touched_at=row.touched_at,
         parts=parts,
+        lock=VersionLock.from_json(row.object_lock),
     )

@@ -26,9 +26,10 @@ from sqlalchemy import (
 
 from tfstorage.domain.categories import key_category
 from tfstorage.domain.conditions import WriteCondition
+from tfstorage.domain.object_lock import ObjectLockConfig, VersionLock
 from tfstorage.domain.records import CommitResult, NewVersion, ObjectVersion
 from tfstorage.domain.uploads import PartLayout
-from tfstorage.errors import InternalError, NoSuchKey, NoSuchVersion, QuotaExceeded
+from tfstorage.errors import InternalError, InvalidRequest, NoSuchKey, NoSuchVersion, QuotaExceeded
 from tfstorage.index.conditions import check_head, place_head
 from tfstorage.index.locks import db_now, is_locked, refuse_locked
 from tfstorage.index.reads import (
@@ -98,6 +99,7 @@ def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
         created_by=new.created_by,
         now=now,
         parts=new.parts,
+        lock=new.lock,
     )
     if condition is None:
         _advance_head(conn, bid, new.key, seq)
@@ -188,13 +190,15 @@ def restore_version(
     return CommitResult(version=_by_seq(conn, seq), duplicate_blob_id=None)
 
 
-def delete_version(conn: Connection, file_id: str) -> ObjectVersion:
+def delete_version(
+    conn: Connection, file_id: str, *, bypass_governance: bool = False
+) -> ObjectVersion:
     # FOR UPDATE first: two deletes of one version must not both drop a reference.
     stmt = select(versions.c.id, versions.c.bucket_id, versions.c.key, versions.c.blob_id)
     row = conn.execute(stmt.where(versions.c.file_id == file_id).with_for_update()).first()
     if row is None:
         raise NoSuchVersion(file_id)
-    refuse_locked(conn, versions.c.id == row.id)
+    refuse_locked(conn, versions.c.id == row.id, bypass_governance=bypass_governance)
     before = _by_seq(conn, row.id)
     _drop_reference(conn, row.blob_id)
     head_of_key = (object_keys.c.bucket_id == row.bucket_id) & (object_keys.c.key == row.key)
@@ -347,6 +351,7 @@ def _insert_version(
     created_by: str,
     now: datetime,
     parts: PartLayout | None = None,
+    lock: VersionLock | None = None,
 ) -> int:
     stmt = insert(versions).values(
         file_id=uuid4().hex,
@@ -366,7 +371,29 @@ def _insert_version(
     )
     seq = int(conn.execute(stmt.returning(versions.c.id)).scalar_one())
     _insert_tags(conn, seq, tag_map)
+    _lock_new_version(conn, bucket_id, seq, lock, now)
     return seq
+
+
+def _lock_new_version(
+    conn: Connection, bid: int, seq: int, lock: VersionLock | None, now: datetime
+) -> None:
+    """The lock asked for, else the bucket's default retention: in the version's own
+    transaction, so no new version of a locked bucket is ever visible unlocked."""
+    stored = conn.execute(select(buckets.c.object_lock).where(buckets.c.id == bid)).scalar()
+    config = ObjectLockConfig.from_json(stored)
+    asked = lock is not None and not lock.empty
+    if asked and config is None:
+        raise InvalidRequest("Bucket is missing Object Lock Configuration")
+    values: dict[str, Any] = {}
+    if lock is not None and lock.mode is not None:
+        values = {"retention_mode": lock.mode, "retain_until": lock.retain_until}
+    elif config is not None and config.default is not None:
+        values = {"retention_mode": config.default.mode, "retain_until": config.default.until(now)}
+    if lock is not None and lock.legal_hold is not None:
+        values["legal_hold"] = lock.legal_hold
+    if values:
+        conn.execute(update(versions).where(versions.c.id == seq).values(**values))
 
 
 def _insert_tags(conn: Connection, seq: int, tag_map: Mapping[str, str]) -> None:

@@ -20,7 +20,7 @@ from tfstorage.config import Settings
 from tfstorage.domain.caller import Caller
 from tfstorage.domain.records import Token
 from tfstorage.errors import InternalError, StorageError
-from tfstorage.s3api import router, sigv4
+from tfstorage.s3api import cors, router, sigv4
 from tfstorage.s3api.canonical import SignedRequest, parse_query
 from tfstorage.s3api.errors import render_error
 from tfstorage.s3api.request import S3Request
@@ -59,6 +59,8 @@ class S3App:
         except Exception:
             log.exception("S3 request %s failed", request_id)
             response = self._error(InternalError(), http, request_id)
+        if "origin" in http.headers:
+            await cors.add_cors_headers(self._storage(), self._address(http)[0], http, response)
         response.headers["x-amz-request-id"] = request_id
         await response(scope, receive, send)
 
@@ -77,6 +79,9 @@ class S3App:
     async def _handle(self, http: Request, request_id: str) -> Response:
         storage = self._storage()
         bucket, key = self._address(http)
+        if http.method == "OPTIONS":  # a browser's preflight: never signed
+            http.scope["route"] = OperationRoute("cors_preflight")
+            return await cors.preflight(storage, bucket, http)
         signed = SignedRequest.from_asgi(http.scope)
         auth, caller = await anyio.to_thread.run_sync(self._authenticate, storage, signed)
         query: dict[str, str] = {}

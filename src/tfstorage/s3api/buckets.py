@@ -7,6 +7,7 @@ from starlette.responses import Response
 from tfstorage.errors import AccessDenied
 from tfstorage.s3api import xml
 from tfstorage.s3api.errors import xml_text
+from tfstorage.s3api.object_lock import enable_lock_on_create
 from tfstorage.s3api.request import S3Request
 from tfstorage.s3api.responses import S3_NAMESPACE, iso_time, xml_response
 from tfstorage.service.authorization import authorize
@@ -45,6 +46,7 @@ async def create_bucket(req: S3Request) -> Response:
         xml.parse(body, root="CreateBucketConfiguration")
     await req.storage.buckets.create(req.bucket)
     await req.audit("create_bucket", bucket=req.bucket)
+    await enable_lock_on_create(req)
     return Response(status_code=200, headers={"Location": f"/{req.bucket}"})
 
 

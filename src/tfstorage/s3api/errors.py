@@ -90,6 +90,42 @@ class NotImplementedOperation(StorageError):
     )
 
 
+class InvalidRetentionPeriod(InvalidRequest):
+    code = "InvalidRetentionPeriod"
+    default_message = "The retention period must be a positive integer."
+
+
+class NoSuchTagSet(StorageError):
+    status = 404
+    code = "NoSuchTagSet"
+    default_message = "The TagSet does not exist"
+
+
+class NoSuchCORSConfiguration(StorageError):
+    status = 404
+    code = "NoSuchCORSConfiguration"
+    default_message = "The CORS configuration does not exist"
+
+
+class ObjectLockConfigurationNotFound(StorageError):
+    status = 404
+    code = "ObjectLockConfigurationNotFoundError"
+    default_message = "Object Lock configuration does not exist for this bucket"
+
+
+class NoSuchObjectLockConfiguration(StorageError):
+    status = 404
+    code = "NoSuchObjectLockConfiguration"
+    default_message = "The specified object does not have a ObjectLock configuration"
+
+
+class CORSForbidden(AccessDenied):
+    """A preflight no CORS rule of the bucket allows."""
+
+    code = "AccessForbidden"
+    default_message = "CORSResponse: This CORS request is not allowed."
+
+
 class InvalidPartNumber(StorageError):
     status = 416
     code = "InvalidPartNumber"
@@ -125,6 +161,7 @@ _S3_CODES: dict[str, tuple[str, int]] = {
     "RequestTooLarge": ("MaxMessageLengthExceeded", 400),
     "ObjectCorrupted": ("InternalError", 500),
     "InsufficientStorage": ("ServiceUnavailable", 503),
+    "ObjectLocked": ("AccessDenied", 403),  # S3's answer to a locked version
 }
 
 

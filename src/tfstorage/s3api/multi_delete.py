@@ -7,6 +7,7 @@ from starlette.responses import Response
 from tfstorage.errors import AccessDenied, InvalidRequest, NoSuchKey, StorageError
 from tfstorage.s3api import checksums, xml
 from tfstorage.s3api.errors import s3_code
+from tfstorage.s3api.object_lock import governance_bypass
 from tfstorage.s3api.request import S3Request
 from tfstorage.s3api.responses import Node, xml_response
 from tfstorage.service.authorization import authorize
@@ -24,6 +25,7 @@ async def delete_objects(req: S3Request) -> Response:
     await req.storage.buckets.get(req.bucket)
     request = xml.parse_delete_objects(await xml.read_capped(req.body()))
     storage, caller = req.storage, req.caller
+    bypass = await governance_bypass(req)
     deleted: list[Node] = []
     errors: list[Node] = []
     for item in request.objects:
@@ -32,7 +34,7 @@ async def delete_objects(req: S3Request) -> Response:
                 raise AccessDenied(f"this key may not delete {req.bucket}/{item.key}")
             if item.version_id is not None:
                 gone = await storage.objects.delete_key_version(
-                    req.bucket, item.key, item.version_id
+                    req.bucket, item.key, item.version_id, bypass_governance=bypass
                 )
             else:
                 gone = await storage.objects.delete_key(req.bucket, item.key)

@@ -24,6 +24,7 @@ from tfstorage.errors import (
 from tfstorage.s3api import xml
 from tfstorage.s3api.errors import render_error
 from tfstorage.s3api.keepalive import PatientResponse
+from tfstorage.s3api.object_lock import requested_lock
 from tfstorage.s3api.objects import check_read_conditions, copy_source, parse_tagging, user_metadata
 from tfstorage.s3api.request import S3Request
 from tfstorage.s3api.responses import Node, iso_time, object_etag, quoted_etag, xml_response
@@ -72,6 +73,7 @@ async def create_multipart_upload(req: S3Request) -> Response:
         sha256=None,
         created_by=req.caller.name,
         max_size=req.caller.max_upload,
+        lock=await requested_lock(req),
     )
     return xml_response(
         "InitiateMultipartUploadResult",

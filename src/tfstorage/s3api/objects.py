@@ -21,6 +21,7 @@ from tfstorage.domain.ranges import ByteRange, parse_range
 from tfstorage.domain.records import ObjectVersion
 from tfstorage.errors import InvalidArgument, InvalidRequest, NoSuchKey, PreconditionFailed
 from tfstorage.s3api.errors import InvalidPartNumber
+from tfstorage.s3api.object_lock import governance_bypass, lock_headers, requested_lock
 from tfstorage.s3api.request import S3Request
 from tfstorage.s3api.responses import (
     http_date,
@@ -85,6 +86,7 @@ def object_headers(version: ObjectVersion) -> dict[str, str]:
         headers[META_PREFIX + name] = _header_value(value)
     if version.tags:
         headers["x-amz-tagging-count"] = str(len(version.tags))
+    headers.update(lock_headers(version))
     return headers
 
 
@@ -94,6 +96,7 @@ async def put_object(req: S3Request) -> Response:
     condition = parse_condition(req.header("if-match"), req.header("if-none-match"))
     metadata = user_metadata(req)
     tags = parse_tagging(req.header("x-amz-tagging"))
+    lock = await requested_lock(req)
     body = req.body()  # refuses malformed auth/checksum headers before any byte is read
     result = await storage.writer.put_object(
         req.bucket,
@@ -107,6 +110,7 @@ async def put_object(req: S3Request) -> Response:
         created_by=caller.name,
         max_size=caller.max_upload,
         condition=condition,
+        lock=lock,
     )
     version = result.version
     await req.audit("upload", bucket=req.bucket, key=req.key, file_id=version.file_id)
@@ -194,9 +198,12 @@ async def delete_object(req: S3Request) -> Response:
     storage = req.storage
     await authorize(storage, req.caller, "delete", req.bucket, req.key)
     version_id = req.query.get("versionId")
+    bypass = await governance_bypass(req)
     try:
         if version_id is not None:
-            gone = await storage.objects.delete_key_version(req.bucket, req.key, version_id)
+            gone = await storage.objects.delete_key_version(
+                req.bucket, req.key, version_id, bypass_governance=bypass
+            )
         else:
             condition = parse_condition(req.header("if-match"), None)
             gone = await storage.objects.delete_key(req.bucket, req.key, condition=condition)
@@ -244,6 +251,7 @@ async def copy_object(req: S3Request) -> Response:
             "location or encryption attributes."
         )
     replace = directive == "REPLACE"
+    lock = await requested_lock(req)
     version = await storage.objects.copy(
         source,
         req.bucket,
@@ -252,6 +260,7 @@ async def copy_object(req: S3Request) -> Response:
         metadata=user_metadata(req) if replace else None,
         content_type=req.header("content-type") if replace else None,
         tags=parse_tagging(req.header("x-amz-tagging")) if tag_directive == "REPLACE" else None,
+        lock=lock,
     )
     await req.audit(
         "copy",

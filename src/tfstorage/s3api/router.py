@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from starlette.responses import Response
 
 from tfstorage.s3api import buckets, listing, multi_delete, multipart, objects, tagging
+from tfstorage.s3api.config_routes import config_operation
 from tfstorage.s3api.errors import MethodNotAllowed, NotImplementedOperation
 from tfstorage.s3api.request import S3Request
 
@@ -16,14 +17,13 @@ Operation = Callable[[S3Request], Awaitable[Response]]
 # GET ?acl must not be taken for a listing or a download).
 _UNSERVED = frozenset(
     {
-        "accelerate", "acl", "analytics", "attributes", "cors", "encryption",
-        "intelligent-tiering", "inventory", "legal-hold", "lifecycle", "logging",
-        "metrics", "notification", "object-lock", "ownershipControls", "policy",
+        "accelerate", "acl", "analytics", "attributes", "encryption",
+        "intelligent-tiering", "inventory", "lifecycle", "logging",
+        "metrics", "notification", "ownershipControls", "policy",
         "policyStatus", "publicAccessBlock", "replication", "requestPayment", "restore",
-        "retention", "select", "torrent", "versions", "website",
+        "select", "torrent", "versions", "website",
     }
 )  # fmt: skip
-_BUCKET_TAGGING = "tagging"
 _BUCKET_SUBRESOURCES = frozenset({"location", "versioning", "delete", "uploads"})
 
 
@@ -36,6 +36,9 @@ def route(req: S3Request) -> Operation:
         if method == "GET":
             return buckets.list_buckets
         raise MethodNotAllowed()
+    configured = config_operation(req) if req.bucket else None
+    if configured is not None:
+        return configured
     if not req.key:
         return _bucket_operation(req)
     if "uploads" in query or "uploadId" in query:
@@ -62,8 +65,6 @@ def route(req: S3Request) -> Operation:
 
 def _bucket_operation(req: S3Request) -> Operation:
     query, method = req.query, req.method
-    if _BUCKET_TAGGING in query:
-        raise NotImplementedOperation("bucket tagging is not implemented yet")
     if "versioning" in query and method == "PUT":
         return buckets.put_bucket_versioning
     if method == "GET":

@@ -8,6 +8,7 @@ from tfstorage.domain.conditions import WriteCondition
 from tfstorage.domain.filetypes import validate_content_type
 from tfstorage.domain.metadata import validate_metadata
 from tfstorage.domain.names import validate_bucket_name, validate_key, validate_prefix
+from tfstorage.domain.object_lock import VersionLock
 from tfstorage.domain.records import FileQuery, FileSearchPage, Listing, ObjectVersion
 from tfstorage.errors import InvalidArgument, NoSuchKey, StorageError
 from tfstorage.index.batch import BatchIndex, CopyItem
@@ -96,16 +97,24 @@ class ObjectCatalog:
             await self._ctx.db(self._ctx.index.get_bucket, bucket)
             return await self._ctx.db(self._ctx.index.delete_key, bucket, key, condition)
 
-    async def delete_version(self, file_id: str) -> ObjectVersion:
-        """Remove one version for good (its bytes go when nothing else references them)."""
+    async def delete_version(
+        self, file_id: str, *, bypass_governance: bool = False
+    ) -> ObjectVersion:
+        """Remove one version for good (its bytes go when nothing else references them).
+        `bypass_governance`: a GOVERNANCE retention does not stop it (the caller checked
+        the right to say so)."""
         with self._ctx.metrics.time("delete_version"):
-            return await self._ctx.db(self._ctx.index.delete_version, file_id)
+            return await self._ctx.db(
+                self._ctx.index.delete_version, file_id, bypass_governance=bypass_governance
+            )
 
-    async def delete_key_version(self, bucket: str, key: str, file_id: str) -> ObjectVersion:
+    async def delete_key_version(
+        self, bucket: str, key: str, file_id: str, *, bypass_governance: bool = False
+    ) -> ObjectVersion:
         version = await self._ctx.db(self._ctx.index.get_version, file_id)
         if version.bucket != bucket or version.key != key:
             raise NoSuchKey(bucket, key)
-        return await self.delete_version(file_id)
+        return await self.delete_version(file_id, bypass_governance=bypass_governance)
 
     async def restore(
         self,
@@ -142,6 +151,7 @@ class ObjectCatalog:
         metadata: dict[str, Any] | None = None,
         tags: dict[str, str] | None = None,
         content_type: str | None = None,
+        lock: VersionLock | None = None,
     ) -> ObjectVersion:
         """A new version of `bucket/key` sharing the source's blob: no bytes move. The
         destination's allowed types, quota and versioning apply as to an upload."""
@@ -152,7 +162,9 @@ class ObjectCatalog:
         if content_type is not None:
             content_type = validate_content_type(content_type) or None
         check_allowed_type(await self._ctx.db(self._ctx.index.get_bucket, bucket), key)
-        item = CopyItem(source, bucket, key, True, created_by, metadata, tags, content_type)
+        item = CopyItem(
+            source, bucket, key, True, created_by, metadata, tags, content_type, lock=lock
+        )
         batch = BatchIndex(self._ctx.index.engine)
         with self._ctx.metrics.time("copy_object"):
             (result,) = await self._ctx.db(batch.copy_versions, [item])

@@ -21,6 +21,7 @@ from tfstorage.index.uploads import UploadIndex
 from tfstorage.metrics import Metrics
 from tfstorage.service.access import AccessService
 from tfstorage.service.backends import build_blob_store
+from tfstorage.service.bucket_config import BucketConfigService
 from tfstorage.service.buckets import BucketService
 from tfstorage.service.context import StorageContext
 from tfstorage.service.gc import GarbageCollector
@@ -52,6 +53,7 @@ class Storage:
     integrity: IntegrityChecker
     scrubber: Scrubber
     replication: Replication
+    bucket_config: BucketConfigService
     # Set when the start-up maintenance run has ended (done or failed): tests that
     # write while an orphan sweep with no grace period could list their blobs wait on it.
     started_up: anyio.Event = field(default_factory=anyio.Event)
@@ -72,6 +74,7 @@ class Storage:
             integrity=checker,
             scrubber=Scrubber(ctx, checker),
             replication=Replication(ctx),
+            bucket_config=BucketConfigService(ctx),
         )
 
     @property

@@ -23,6 +23,7 @@ from tfstorage.blobs.base import DigestMismatch, StoredPart, new_blob_id
 from tfstorage.domain.conditions import WriteCondition
 from tfstorage.domain.filetypes import validate_content_type
 from tfstorage.domain.metadata import validate_metadata
+from tfstorage.domain.object_lock import VersionLock
 from tfstorage.domain.uploads import (
     MAX_PART_SIZE,
     MIN_PART_SIZE,
@@ -86,6 +87,7 @@ class UploadService:
         created_by: str,
         max_size: int | None = None,
         part_size: int | None = None,
+        lock: VersionLock | None = None,
     ) -> UploadSession:
         """Validate as a single upload would, then open a session (no bytes yet).
         `part_size`: the client's promise that every part but the last has that size,
@@ -116,6 +118,7 @@ class UploadService:
             created_by=created_by,
             created_at=now,
             touched_at=now,
+            lock=lock,
         )
         try:
             await self._ctx.db(self._index.create_session, session)
@@ -372,7 +375,8 @@ class UploadService:
                     session.tags,
                     Checksums(),
                     condition,
-                    assembled_layout(chosen),
+                    lock=session.lock,
+                    parts=assembled_layout(chosen),
                 )
                 # On a failure commit_all removes the assembled blob itself.
                 [result] = await self._writer.commit_all(

@@ -15,6 +15,7 @@ from tfstorage.domain.blocks import BlockChecksums
 from tfstorage.domain.conditions import WriteCondition
 from tfstorage.domain.filetypes import guess_content_type, is_allowed, validate_content_type
 from tfstorage.domain.names import validate_bucket_name, validate_key
+from tfstorage.domain.object_lock import VersionLock
 from tfstorage.domain.records import Bucket, NewVersion, ObjectVersion
 from tfstorage.domain.uploads import PartLayout
 from tfstorage.errors import (
@@ -65,6 +66,7 @@ class Target:
     checksums: Checksums
     condition: WriteCondition | None = None  # If-Match / If-None-Match
     parts: PartLayout | None = None  # assembled from parts: how it was cut
+    lock: VersionLock | None = None  # retention / legal hold asked for with the version
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,12 +168,15 @@ class ObjectWriter:
         checksums: Checksums,
         created_by: str,
         condition: WriteCondition | None = None,
+        lock: VersionLock | None = None,
     ) -> WriteResult:
         """Verify client checksums, then make the version visible in one transaction.
 
         On any failure the staged blob is removed and nothing is recorded.
         """
-        target = Target(staged, bucket, key, content_type, metadata, tags, checksums, condition)
+        target = Target(
+            staged, bucket, key, content_type, metadata, tags, checksums, condition, lock=lock
+        )
         return (await self.commit_all([target], created_by=created_by))[0]
 
     async def commit_all(
@@ -294,6 +299,7 @@ class ObjectWriter:
             condition=t.condition,
             blocks=staged.blocks,
             parts=t.parts,
+            lock=t.lock,
         )
 
     async def put_object(
@@ -310,6 +316,7 @@ class ObjectWriter:
         created_by: str,
         max_size: int | None = None,
         condition: WriteCondition | None = None,
+        lock: VersionLock | None = None,
     ) -> WriteResult:
         """The whole write path for a body whose target is known up front."""
         self.check_declared_size(declared_size, max_size)
@@ -328,4 +335,5 @@ class ObjectWriter:
                 checksums=checksums,
                 created_by=created_by,
                 condition=condition,
+                lock=lock,
             )

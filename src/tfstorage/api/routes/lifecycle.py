@@ -78,11 +78,14 @@ class RetentionInfo(BaseModel):
     retain_until: datetime | None
     legal_hold: bool
     locked: bool
+    # S3's retention mode when set over S3 (GOVERNANCE, COMPLIANCE); null: set here, kept
+    # as COMPLIANCE (extended, never shortened).
+    mode: str | None = None
 
     @classmethod
     def of(cls, r: Retention) -> RetentionInfo:
         return cls(file_id=r.file_id, bucket=r.bucket, key=r.key, retain_until=r.retain_until,
-                   legal_hold=r.legal_hold, locked=r.locked)  # fmt: skip
+                   legal_hold=r.legal_hold, locked=r.locked, mode=r.mode)  # fmt: skip
 
 
 def _rules_response(storage: Storage, bucket: str, rules: list[dict[str, Any]]) -> LifecycleRules:

@@ -10,7 +10,7 @@ completion sent again (a client retrying after a lost answer) gets the same vers
 not NoSuchUpload. Kept as long as idle sessions are (UPLOAD_SESSION_TTL_SECONDS).
 
 Revision ID: 0015
-Revises: 0012
+Revises: 0014
 Create Date: 2026-12-05
 """
 
@@ -23,7 +23,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0015"
-down_revision: str | None = "0012"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
