@@ -58,7 +58,7 @@ def list_objects(
         rows = conn.execute(stmt.order_by(object_keys.c.key).limit(batch)).all()
         group: str | None = None
         for key, seq in rows:
-            group = _group_of(key, prefix, delimiter)
+            group = group_of(key, prefix, delimiter)
             if group is None:
                 entries.append((key, seq))
             elif group > marker and (not entries or entries[-1][0] != group):
@@ -90,7 +90,7 @@ def list_objects(
     )
 
 
-def _group_of(key: str, prefix: str, delimiter: str) -> str | None:
+def group_of(key: str, prefix: str, delimiter: str) -> str | None:
     if not delimiter:
         return None
     at = key.find(delimiter, len(prefix))

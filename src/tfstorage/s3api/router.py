@@ -6,7 +6,15 @@ from collections.abc import Awaitable, Callable
 
 from starlette.responses import Response
 
-from tfstorage.s3api import buckets, listing, multi_delete, multipart, objects, tagging
+from tfstorage.s3api import (
+    buckets,
+    listing,
+    multi_delete,
+    multipart,
+    objects,
+    tagging,
+    versions,
+)
 from tfstorage.s3api.errors import MethodNotAllowed, NotImplementedOperation
 from tfstorage.s3api.request import S3Request
 
@@ -20,11 +28,11 @@ _UNSERVED = frozenset(
         "intelligent-tiering", "inventory", "legal-hold", "lifecycle", "logging",
         "metrics", "notification", "object-lock", "ownershipControls", "policy",
         "policyStatus", "publicAccessBlock", "replication", "requestPayment", "restore",
-        "retention", "select", "torrent", "versions", "website",
+        "retention", "select", "torrent", "website",
     }
 )  # fmt: skip
 _BUCKET_TAGGING = "tagging"
-_BUCKET_SUBRESOURCES = frozenset({"location", "versioning", "delete", "uploads"})
+_BUCKET_SUBRESOURCES = frozenset({"location", "versioning", "versions", "delete", "uploads"})
 
 
 def route(req: S3Request) -> Operation:
@@ -73,6 +81,8 @@ def _bucket_operation(req: S3Request) -> Operation:
             return buckets.get_bucket_location
         if "versioning" in query:
             return buckets.get_bucket_versioning
+        if "versions" in query:
+            return versions.list_object_versions
         if query.get("list-type") == "2":
             return listing.list_objects_v2
         return listing.list_objects_v1
