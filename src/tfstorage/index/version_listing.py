@@ -15,7 +15,6 @@ from tfstorage.domain.version_listing import (
     delete_marker_id,
     marked_head,
 )
-from tfstorage.errors import InvalidArgument
 from tfstorage.index.listing import group_of, prefix_range, successor
 from tfstorage.index.reads import fetch_by_ids
 from tfstorage.index.tables import object_keys, versions
@@ -68,7 +67,9 @@ def _start(
         )
     ).scalar_one_or_none()
     if seq is None:
-        raise InvalidArgument("Invalid version id specified")
+        # Gone since the last page (clients delete a page's versions before asking for
+        # the next): resume after the key, as the version's position cannot be known.
+        return _Cursor(key_marker, None)
     return _Cursor(key_marker, int(seq))
 
 

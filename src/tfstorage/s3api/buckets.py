@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.responses import Response
 
 from tfstorage.errors import AccessDenied
-from tfstorage.s3api import xml
+from tfstorage.s3api import acl, xml
 from tfstorage.s3api.errors import xml_text
 from tfstorage.s3api.request import S3Request
 from tfstorage.s3api.responses import S3_NAMESPACE, iso_time, xml_response
@@ -43,7 +43,10 @@ async def create_bucket(req: S3Request) -> Response:
     body = await xml.read_capped(req.body())
     if body.strip():
         xml.parse(body, root="CreateBucketConfiguration")
-    await req.storage.buckets.create(req.bucket)
+    public_read = acl.bucket_public_read(req)
+    # S3 buckets start unversioned: this project's versioning=False (an overwrite
+    # replaces the object), until PutBucketVersioning turns it on.
+    await req.storage.buckets.create(req.bucket, versioning=False, public_read=bool(public_read))
     await req.audit("create_bucket", bucket=req.bucket)
     return Response(status_code=200, headers={"Location": f"/{req.bucket}"})
 

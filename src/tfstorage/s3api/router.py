@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from starlette.responses import Response
 
 from tfstorage.s3api import (
+    acl,
     buckets,
     listing,
     multi_delete,
@@ -24,7 +25,7 @@ Operation = Callable[[S3Request], Awaitable[Response]]
 # GET ?acl must not be taken for a listing or a download).
 _UNSERVED = frozenset(
     {
-        "accelerate", "acl", "analytics", "attributes", "cors", "encryption",
+        "accelerate", "analytics", "attributes", "cors", "encryption",
         "intelligent-tiering", "inventory", "legal-hold", "lifecycle", "logging",
         "metrics", "notification", "object-lock", "ownershipControls", "policy",
         "policyStatus", "publicAccessBlock", "replication", "requestPayment", "restore",
@@ -32,7 +33,7 @@ _UNSERVED = frozenset(
     }
 )  # fmt: skip
 _BUCKET_TAGGING = "tagging"
-_BUCKET_SUBRESOURCES = frozenset({"location", "versioning", "versions", "delete", "uploads"})
+_BUCKET_SUBRESOURCES = frozenset({"acl", "location", "versioning", "versions", "delete", "uploads"})
 
 
 def route(req: S3Request) -> Operation:
@@ -48,8 +49,10 @@ def route(req: S3Request) -> Operation:
         return _bucket_operation(req)
     if "uploads" in query or "uploadId" in query:
         return _multipart_operation(req)
-    if "tagging" in query:
-        by_method: dict[str, Operation] = {
+    if "acl" in query:
+        by_method: dict[str, Operation] = {"GET": acl.get_object_acl, "PUT": acl.put_object_acl}
+    elif "tagging" in query:
+        by_method = {
             "GET": tagging.get_object_tagging,
             "PUT": tagging.put_object_tagging,
             "DELETE": tagging.delete_object_tagging,
@@ -74,6 +77,8 @@ def _bucket_operation(req: S3Request) -> Operation:
         raise NotImplementedOperation("bucket tagging is not implemented yet")
     if "versioning" in query and method == "PUT":
         return buckets.put_bucket_versioning
+    if "acl" in query and method in ("GET", "PUT"):
+        return acl.get_bucket_acl if method == "GET" else acl.put_bucket_acl
     if method == "GET":
         if "uploads" in query:
             return multipart.list_multipart_uploads
