@@ -532,9 +532,7 @@ def test_bucket_versioning_maps_to_the_buckets_setting(s3: BaseClient, rest: htt
     s3.create_bucket(Bucket="s3-versioning")
     # S3 buckets start unversioned: the bucket's versioning is off until it is enabled.
     assert rest.get("/api/v1/buckets/s3-versioning").json()["versioning"] is False
-    s3.put_bucket_versioning(
-        Bucket="s3-versioning", VersioningConfiguration={"Status": "Enabled"}
-    )
+    s3.put_bucket_versioning(Bucket="s3-versioning", VersioningConfiguration={"Status": "Enabled"})
     assert s3.get_bucket_versioning(Bucket="s3-versioning")["Status"] == "Enabled"
     assert rest.get("/api/v1/buckets/s3-versioning").json()["versioning"] is True
     s3.put_bucket_versioning(

@@ -123,9 +123,10 @@ def test_s3_bucket_starts_unversioned(s3: BaseClient) -> None:
     s3.put_object(Bucket="ver-plain", Key="k", Body=b"2")
     listing = s3.list_object_versions(Bucket="ver-plain")
     assert len(listing["Versions"]) == 1  # an overwrite replaced the object
-    assert "x-amz-delete-marker" not in s3.delete_object(Bucket="ver-plain", Key="k")[
-        "ResponseMetadata"
-    ]["HTTPHeaders"]
+    assert (
+        "x-amz-delete-marker"
+        not in s3.delete_object(Bucket="ver-plain", Key="k")["ResponseMetadata"]["HTTPHeaders"]
+    )
 
 
 def grants(policy: dict[str, object]) -> list[tuple[str, str]]:

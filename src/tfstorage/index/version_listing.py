@@ -84,7 +84,7 @@ def list_object_versions(
     limit: int,
 ) -> VersionListing:
     rows: list[_Row] = []
-    cursor = _start(conn, bid, prefix, key_marker, version_marker)
+    start = cursor = _start(conn, bid, prefix, key_marker, version_marker)
     while len(rows) <= limit:  # one entry past the limit tells us we are truncated
         batch = min(limit + 1 - len(rows), _MAX_SCAN)
         stmt = (
@@ -117,7 +117,8 @@ def list_object_versions(
                 if group > key_marker and (not rows or rows[-1].key != group):
                     rows.append(_Row(group, None, None, None))
             else:
-                if seq == head and deleted_at is not None:
+                resumed_inside = key == start.key and start.below is not None
+                if seq == head and deleted_at is not None and not resumed_inside:
                     rows.append(_Row(key, None, head, deleted_at))
                 rows.append(_Row(key, seq, head, None))
             if len(rows) > limit:
