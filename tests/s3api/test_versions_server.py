@@ -174,3 +174,29 @@ def test_acls_it_cannot_enforce_are_refused(s3: BaseClient) -> None:
         s3.head_bucket(Bucket="acl-refused-2")
     assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
     assert grants(s3.get_bucket_acl(Bucket="acl-refused")) == [("CanonicalUser", "FULL_CONTROL")]
+
+
+def test_unversioned_put_names_no_version(s3: BaseClient) -> None:
+    s3.create_bucket(Bucket="ver-none")
+    assert "VersionId" not in s3.put_object(Bucket="ver-none", Key="k", Body=b"x")
+    versioned_bucket(s3, "ver-some")
+    assert s3.put_object(Bucket="ver-some", Key="k", Body=b"x")["VersionId"]
+
+
+def test_recreating_ones_bucket_succeeds_unchanged(s3: BaseClient) -> None:
+    s3.create_bucket(Bucket="ver-again")
+    s3.put_object(Bucket="ver-again", Key="k", Body=b"kept")
+    s3.create_bucket(Bucket="ver-again")
+    assert s3.get_object(Bucket="ver-again", Key="k")["Body"].read() == b"kept"
+
+
+def test_prefix_no_key_can_start_with_lists_nothing(s3: BaseClient) -> None:
+    s3.create_bucket(Bucket="ver-prefix")
+    s3.put_object(Bucket="ver-prefix", Key="a", Body=b"x")
+    for prefix in ("/", "\x0a"):
+        assert "Contents" not in s3.list_objects(Bucket="ver-prefix", Prefix=prefix)
+        assert s3.list_objects_v2(Bucket="ver-prefix", Prefix=prefix)["KeyCount"] == 0
+        assert "Versions" not in s3.list_object_versions(Bucket="ver-prefix", Prefix=prefix)
+    with pytest.raises(ClientError) as exc:
+        s3.list_objects(Bucket="no-such-bucket-here", Prefix="/")
+    assert error_code(exc) == "NoSuchBucket"

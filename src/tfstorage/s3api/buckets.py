@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from tfstorage.errors import AccessDenied
+from tfstorage.errors import AccessDenied, BucketAlreadyExists
 from tfstorage.s3api import acl, xml
 from tfstorage.s3api.errors import xml_text
 from tfstorage.s3api.request import S3Request
@@ -46,7 +46,13 @@ async def create_bucket(req: S3Request) -> Response:
     public_read = acl.bucket_public_read(req)
     # S3 buckets start unversioned: this project's versioning=False (an overwrite
     # replaces the object), until PutBucketVersioning turns it on.
-    await req.storage.buckets.create(req.bucket, versioning=False, public_read=bool(public_read))
+    try:
+        await req.storage.buckets.create(
+            req.bucket, versioning=False, public_read=bool(public_read)
+        )
+    except BucketAlreadyExists:
+        # us-east-1's answer to re-creating a bucket one may administer: 200, unchanged.
+        return Response(status_code=200, headers={"Location": f"/{req.bucket}"})
     await req.audit("create_bucket", bucket=req.bucket)
     return Response(status_code=200, headers={"Location": f"/{req.bucket}"})
 

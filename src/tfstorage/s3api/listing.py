@@ -10,8 +10,9 @@ from urllib.parse import quote
 
 from starlette.responses import Response
 
+from tfstorage.domain.names import validate_prefix
 from tfstorage.domain.records import Listing, ObjectVersion
-from tfstorage.errors import InvalidArgument
+from tfstorage.errors import InvalidArgument, InvalidObjectName
 from tfstorage.s3api.request import S3Request
 from tfstorage.s3api.responses import Node, iso_time, quoted_etag, xml_response
 from tfstorage.service.authorization import authorize
@@ -36,10 +37,20 @@ def encoder(req: S3Request) -> tuple[str | None, Encode]:
     return "url", lambda text: quote(text, safe="/")
 
 
+def can_start_a_key(prefix: str) -> bool:
+    """False for a prefix no key may start with ("/", a control character): S3 lists
+    nothing for it, where the service refuses it as a malformed name."""
+    try:
+        validate_prefix(prefix)
+    except InvalidObjectName:
+        return False
+    return True
+
+
 async def _list(req: S3Request, marker: str, limit: int) -> Listing:
     prefix = req.query.get("prefix", "")
     await authorize(req.storage, req.caller, "read", req.bucket, prefix)
-    if limit == 0:
+    if limit == 0 or not can_start_a_key(prefix):
         await req.storage.buckets.get(req.bucket)
         return Listing(objects=[], common_prefixes=[], truncated=False, next_marker="")
     return await req.storage.objects.list_objects(

@@ -107,10 +107,10 @@ async def put_object(req: S3Request) -> Response:
     )
     version = result.version
     await req.audit("upload", bucket=req.bucket, key=req.key, file_id=version.file_id)
-    return Response(
-        status_code=200,
-        headers={"ETag": quoted_etag(version.etag), "x-amz-version-id": version.file_id},
-    )
+    headers = {"ETag": quoted_etag(version.etag)}
+    if (await storage.buckets.get(req.bucket)).versioning:
+        headers["x-amz-version-id"] = version.file_id  # S3 names no version unversioned
+    return Response(status_code=200, headers=headers)
 
 
 def _check_read_conditions(req: S3Request, version: ObjectVersion, *, prefix: str = "") -> bool:

@@ -6,7 +6,7 @@ from starlette.responses import Response
 
 from tfstorage.domain.version_listing import VersionEntry
 from tfstorage.errors import InvalidArgument
-from tfstorage.s3api.listing import Encode, encoder, max_keys, prefix_nodes
+from tfstorage.s3api.listing import Encode, can_start_a_key, encoder, max_keys, prefix_nodes
 from tfstorage.s3api.request import S3Request
 from tfstorage.s3api.responses import Node, iso_time, quoted_etag, xml_response
 from tfstorage.service.authorization import authorize
@@ -51,7 +51,7 @@ async def list_object_versions(req: S3Request) -> Response:
     if version_marker and not key_marker:
         raise InvalidArgument("A version-id marker cannot be specified without a key marker.")
     await authorize(req.storage, req.caller, "read", req.bucket, prefix)
-    if limit == 0:
+    if limit == 0 or not can_start_a_key(prefix):
         await req.storage.buckets.get(req.bucket)
         entries, prefixes, truncated, next_key, next_version = [], [], False, "", ""
     else:
