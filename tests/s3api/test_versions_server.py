@@ -188,6 +188,10 @@ def test_recreating_ones_bucket_succeeds_unchanged(s3: BaseClient) -> None:
     s3.put_object(Bucket="ver-again", Key="k", Body=b"kept")
     s3.create_bucket(Bucket="ver-again")
     assert s3.get_object(Bucket="ver-again", Key="k")["Body"].read() == b"kept"
+    with pytest.raises(ClientError) as exc:  # asking for another ACL: a conflict
+        s3.create_bucket(Bucket="ver-again", ACL="public-read")
+    assert error_code(exc) == "BucketAlreadyExists"
+    assert grants(s3.get_bucket_acl(Bucket="ver-again")) == [("CanonicalUser", "FULL_CONTROL")]
 
 
 def test_prefix_no_key_can_start_with_lists_nothing(s3: BaseClient) -> None:

@@ -51,7 +51,10 @@ async def create_bucket(req: S3Request) -> Response:
             req.bucket, versioning=False, public_read=bool(public_read)
         )
     except BucketAlreadyExists:
-        # us-east-1's answer to re-creating a bucket one may administer: 200, unchanged.
+        # Re-creating a bucket one may administer, as it is, answers 200 (us-east-1, and
+        # Ceph's rule): one asking for another ACL than the bucket's is still a conflict.
+        if (await req.storage.buckets.get(req.bucket)).public_read != bool(public_read):
+            raise
         return Response(status_code=200, headers={"Location": f"/{req.bucket}"})
     await req.audit("create_bucket", bucket=req.bucket)
     return Response(status_code=200, headers={"Location": f"/{req.bucket}"})
