@@ -408,7 +408,7 @@ def test_errors_are_s3_xml(server: ServerProcess, s3: BaseClient) -> None:
         s3.list_objects_v2(Bucket="no-such-bucket")
     assert error_code(exc) == "NoSuchBucket"
     with pytest.raises(ClientError) as exc:
-        s3.list_object_versions(Bucket="models")
+        s3.get_bucket_website(Bucket="models")
     assert error_code(exc) == "NotImplemented"
     assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 501
 
@@ -530,7 +530,11 @@ def test_two_workers_serve_both_ports(tmp_path: Path) -> None:
 
 def test_bucket_versioning_maps_to_the_buckets_setting(s3: BaseClient, rest: httpx.Client) -> None:
     s3.create_bucket(Bucket="s3-versioning")
+    # S3 buckets start unversioned: the bucket's versioning is off until it is enabled.
+    assert rest.get("/api/v1/buckets/s3-versioning").json()["versioning"] is False
+    s3.put_bucket_versioning(Bucket="s3-versioning", VersioningConfiguration={"Status": "Enabled"})
     assert s3.get_bucket_versioning(Bucket="s3-versioning")["Status"] == "Enabled"
+    assert rest.get("/api/v1/buckets/s3-versioning").json()["versioning"] is True
     s3.put_bucket_versioning(
         Bucket="s3-versioning", VersioningConfiguration={"Status": "Suspended"}
     )

@@ -20,6 +20,7 @@ from tfstorage.domain.records import (
     ObjectVersion,
 )
 from tfstorage.domain.uploads import PartLayout
+from tfstorage.domain.version_listing import VersionListing
 from tfstorage.errors import (
     InternalError,
     InvalidArgument,
@@ -44,6 +45,7 @@ from tfstorage.index.search import search_files
 from tfstorage.index.stats import index_stats
 from tfstorage.index.tables import blobs, object_keys, versions
 from tfstorage.index.transactions import MAX_PAGE, IndexStore
+from tfstorage.index.version_listing import list_object_versions
 
 
 class ObjectIndex(IndexStore):
@@ -195,6 +197,29 @@ class ObjectIndex(IndexStore):
                 prefix=prefix,
                 delimiter=delimiter,
                 marker=marker,
+                limit=page,
+            )
+        )
+
+    def list_object_versions(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        delimiter: str = "",
+        key_marker: str = "",
+        version_marker: str = "",
+        limit: int = MAX_PAGE,
+    ) -> VersionListing:
+        page = _page_size(limit)
+        return self._read(
+            lambda conn: list_object_versions(
+                conn,
+                bucket_id(conn, bucket),
+                prefix=prefix,
+                delimiter=delimiter,
+                key_marker=key_marker,
+                version_marker=version_marker,
                 limit=page,
             )
         )

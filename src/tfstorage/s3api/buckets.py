@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from tfstorage.errors import AccessDenied
-from tfstorage.s3api import xml
+from tfstorage.errors import AccessDenied, BucketAlreadyExists
+from tfstorage.s3api import acl, xml
 from tfstorage.s3api.errors import xml_text
 from tfstorage.s3api.object_lock import enable_lock_on_create
 from tfstorage.s3api.request import S3Request
@@ -44,7 +44,19 @@ async def create_bucket(req: S3Request) -> Response:
     body = await xml.read_capped(req.body())
     if body.strip():
         xml.parse(body, root="CreateBucketConfiguration")
-    await req.storage.buckets.create(req.bucket)
+    public_read = acl.bucket_public_read(req)
+    # S3 buckets start unversioned: this project's versioning=False (an overwrite
+    # replaces the object), until PutBucketVersioning turns it on.
+    try:
+        await req.storage.buckets.create(
+            req.bucket, versioning=False, public_read=bool(public_read)
+        )
+    except BucketAlreadyExists:
+        # Re-creating a bucket one may administer, as it is, answers 200 (us-east-1, and
+        # Ceph's rule): one asking for another ACL than the bucket's is still a conflict.
+        if (await req.storage.buckets.get(req.bucket)).public_read != bool(public_read):
+            raise
+        return Response(status_code=200, headers={"Location": f"/{req.bucket}"})
     await req.audit("create_bucket", bucket=req.bucket)
     await enable_lock_on_create(req)
     return Response(status_code=200, headers={"Location": f"/{req.bucket}"})

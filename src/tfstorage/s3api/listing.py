@@ -10,8 +10,9 @@ from urllib.parse import quote
 
 from starlette.responses import Response
 
+from tfstorage.domain.names import validate_prefix
 from tfstorage.domain.records import Listing, ObjectVersion
-from tfstorage.errors import InvalidArgument
+from tfstorage.errors import InvalidArgument, InvalidObjectName
 from tfstorage.s3api.request import S3Request
 from tfstorage.s3api.responses import Node, iso_time, object_etag, xml_response
 from tfstorage.service.authorization import authorize
@@ -20,14 +21,14 @@ MAX_KEYS = 1000
 Encode = Callable[[str], str]
 
 
-def _max_keys(req: S3Request) -> int:
+def max_keys(req: S3Request) -> int:
     text = req.query.get("max-keys", str(MAX_KEYS))
     if not text.isascii() or not text.isdigit():
         raise InvalidArgument("max-keys must be a non-negative integer")
     return min(int(text[:12]) if len(text) <= 12 else MAX_KEYS, MAX_KEYS)
 
 
-def _encoder(req: S3Request) -> tuple[str | None, Encode]:
+def encoder(req: S3Request) -> tuple[str | None, Encode]:
     encoding = req.query.get("encoding-type")
     if encoding is None:
         return None, lambda text: text
@@ -36,10 +37,20 @@ def _encoder(req: S3Request) -> tuple[str | None, Encode]:
     return "url", lambda text: quote(text, safe="/")
 
 
+def can_start_a_key(prefix: str) -> bool:
+    """False for a prefix no key may start with ("/", a control character): S3 lists
+    nothing for it, where the service refuses it as a malformed name."""
+    try:
+        validate_prefix(prefix)
+    except InvalidObjectName:
+        return False
+    return True
+
+
 async def _list(req: S3Request, marker: str, limit: int) -> Listing:
     prefix = req.query.get("prefix", "")
     await authorize(req.storage, req.caller, "read", req.bucket, prefix)
-    if limit == 0:
+    if limit == 0 or not can_start_a_key(prefix):
         await req.storage.buckets.get(req.bucket)
         return Listing(objects=[], common_prefixes=[], truncated=False, next_marker="")
     return await req.storage.objects.list_objects(
@@ -65,13 +76,17 @@ def _contents(version: ObjectVersion, encode: Encode, *, owner: bool) -> Node:
     return ("Contents", children)
 
 
-def _common(listing: Listing, encode: Encode) -> list[Node]:
-    return [("CommonPrefixes", [("Prefix", encode(p))]) for p in listing.common_prefixes]
+def common_prefixes(listing: Listing, encode: Encode) -> list[Node]:
+    return prefix_nodes(listing.common_prefixes, encode)
+
+
+def prefix_nodes(prefixes: list[str], encode: Encode) -> list[Node]:
+    return [("CommonPrefixes", [("Prefix", encode(p))]) for p in prefixes]
 
 
 async def list_objects_v2(req: S3Request) -> Response:
-    limit = _max_keys(req)
-    encoding, encode = _encoder(req)
+    limit = max_keys(req)
+    encoding, encode = encoder(req)
     token = req.query.get("continuation-token")
     start_after = req.query.get("start-after", "")
     marker = _decode_token(token) if token is not None else start_after
@@ -93,14 +108,14 @@ async def list_objects_v2(req: S3Request) -> Response:
             ("NextContinuationToken", _encode_token(listing.next_marker) if truncated else None),
             ("StartAfter", encode(start_after) if "start-after" in req.query else None),
             *[_contents(v, encode, owner=owner) for v in listing.objects],
-            *_common(listing, encode),
+            *common_prefixes(listing, encode),
         ],
     )
 
 
 async def list_objects_v1(req: S3Request) -> Response:
-    limit = _max_keys(req)
-    encoding, encode = _encoder(req)
+    limit = max_keys(req)
+    encoding, encode = encoder(req)
     marker = req.query.get("marker", "")
     listing = await _list(req, marker, limit)
     delimiter = req.query.get("delimiter")
@@ -116,7 +131,7 @@ async def list_objects_v1(req: S3Request) -> Response:
             ("IsTruncated", listing.truncated),
             ("EncodingType", encoding),
             *[_contents(v, encode, owner=True) for v in listing.objects],
-            *_common(listing, encode),
+            *common_prefixes(listing, encode),
         ],
     )
 

@@ -19,8 +19,10 @@ from tfstorage.domain.metadata import parse_tags, validate_metadata
 from tfstorage.domain.preconditions import etag_matches, modified_after, not_modified_after
 from tfstorage.domain.ranges import ByteRange, parse_range
 from tfstorage.domain.records import ObjectVersion
+from tfstorage.domain.version_listing import delete_marker_id, marked_head
 from tfstorage.errors import InvalidArgument, InvalidRequest, NoSuchKey, PreconditionFailed
-from tfstorage.s3api.errors import InvalidPartNumber
+from tfstorage.s3api import acl
+from tfstorage.s3api.errors import InvalidPartNumber, MethodNotAllowed
 from tfstorage.s3api.object_lock import governance_bypass, lock_headers, requested_lock
 from tfstorage.s3api.request import S3Request
 from tfstorage.s3api.responses import (
@@ -97,6 +99,8 @@ async def put_object(req: S3Request) -> Response:
     metadata = user_metadata(req)
     tags = parse_tagging(req.header("x-amz-tagging"))
     lock = await requested_lock(req)
+    if req.header("x-amz-acl") is not None:
+        acl.check_object_acl(req, await storage.buckets.is_public_read(req.bucket))
     body = req.body()  # refuses malformed auth/checksum headers before any byte is read
     result = await storage.writer.put_object(
         req.bucket,
@@ -114,10 +118,10 @@ async def put_object(req: S3Request) -> Response:
     )
     version = result.version
     await req.audit("upload", bucket=req.bucket, key=req.key, file_id=version.file_id)
-    return Response(
-        status_code=200,
-        headers={"ETag": quoted_etag(version.etag), "x-amz-version-id": version.file_id},
-    )
+    headers = {"ETag": quoted_etag(version.etag)}
+    if (await storage.buckets.get(req.bucket)).versioning:
+        headers["x-amz-version-id"] = version.file_id  # S3 names no version unversioned
+    return Response(status_code=200, headers=headers)
 
 
 def check_read_conditions(req: S3Request, version: ObjectVersion, *, prefix: str = "") -> bool:
@@ -143,7 +147,13 @@ def check_read_conditions(req: S3Request, version: ObjectVersion, *, prefix: str
 async def get_object(req: S3Request) -> Response:
     storage = req.storage
     await authorize(storage, req.caller, "read", req.bucket, req.key)
-    version = await storage.reader.resolve(req.bucket, req.key, req.query.get("versionId"))
+    version_id = req.query.get("versionId")
+    if version_id is not None and marked_head(version_id) is not None:
+        # A delete marker has no bytes: S3 answers 405 and says what it is.
+        raise MethodNotAllowed(
+            headers={"x-amz-delete-marker": "true", "x-amz-version-id": version_id}
+        )
+    version = await storage.reader.resolve(req.bucket, req.key, version_id)
     headers = object_headers(version)
     if not check_read_conditions(req, version):
         keep = ("ETag", "Last-Modified", "x-amz-version-id")
@@ -212,7 +222,15 @@ async def delete_object(req: S3Request) -> Response:
         return Response(status_code=204)  # S3: deleting what is not there succeeds
     action = "delete_version" if version_id is not None else "delete"
     await req.audit(action, bucket=req.bucket, key=req.key, file_id=gone.file_id)
-    headers = {"x-amz-version-id": gone.file_id} if version_id is not None else {}
+    headers: dict[str, str] = {}
+    if version_id is not None:
+        headers["x-amz-version-id"] = version_id
+        if marked_head(version_id) is not None:
+            headers["x-amz-delete-marker"] = "true"
+    elif (await storage.buckets.get(req.bucket)).versioning:
+        # The key went to the trash, which S3 clients see as a new delete marker.
+        headers["x-amz-delete-marker"] = "true"
+        headers["x-amz-version-id"] = delete_marker_id(gone.file_id)
     return Response(status_code=204, headers=headers)
 
 
@@ -236,6 +254,8 @@ async def copy_object(req: S3Request) -> Response:
     src_bucket, src_key, src_version_id = copy_source(req)
     await authorize(storage, caller, "read", src_bucket, src_key)
     await authorize(storage, caller, "write", req.bucket, req.key)
+    if req.header("x-amz-acl") is not None:
+        acl.check_object_acl(req, await storage.buckets.is_public_read(req.bucket))
     directive = (req.header("x-amz-metadata-directive") or "COPY").upper()
     tag_directive = (req.header("x-amz-tagging-directive") or "COPY").upper()
     if directive not in ("COPY", "REPLACE") or tag_directive not in ("COPY", "REPLACE"):

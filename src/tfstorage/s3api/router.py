@@ -6,7 +6,16 @@ from collections.abc import Awaitable, Callable
 
 from starlette.responses import Response
 
-from tfstorage.s3api import buckets, listing, multi_delete, multipart, objects, tagging
+from tfstorage.s3api import (
+    acl,
+    buckets,
+    listing,
+    multi_delete,
+    multipart,
+    objects,
+    tagging,
+    versions,
+)
 from tfstorage.s3api.config_routes import config_operation
 from tfstorage.s3api.errors import MethodNotAllowed, NotImplementedOperation
 from tfstorage.s3api.request import S3Request
@@ -17,14 +26,14 @@ Operation = Callable[[S3Request], Awaitable[Response]]
 # GET ?acl must not be taken for a listing or a download).
 _UNSERVED = frozenset(
     {
-        "accelerate", "acl", "analytics", "attributes", "encryption",
+        "accelerate", "analytics", "attributes", "encryption",
         "intelligent-tiering", "inventory", "lifecycle", "logging",
         "metrics", "notification", "ownershipControls", "policy",
         "policyStatus", "publicAccessBlock", "replication", "requestPayment", "restore",
-        "select", "torrent", "versions", "website",
+        "select", "torrent", "website",
     }
 )  # fmt: skip
-_BUCKET_SUBRESOURCES = frozenset({"location", "versioning", "delete", "uploads"})
+_BUCKET_SUBRESOURCES = frozenset({"acl", "location", "versioning", "versions", "delete", "uploads"})
 
 
 def route(req: S3Request) -> Operation:
@@ -43,8 +52,10 @@ def route(req: S3Request) -> Operation:
         return _bucket_operation(req)
     if "uploads" in query or "uploadId" in query:
         return _multipart_operation(req)
-    if "tagging" in query:
-        by_method: dict[str, Operation] = {
+    if "acl" in query:
+        by_method: dict[str, Operation] = {"GET": acl.get_object_acl, "PUT": acl.put_object_acl}
+    elif "tagging" in query:
+        by_method = {
             "GET": tagging.get_object_tagging,
             "PUT": tagging.put_object_tagging,
             "DELETE": tagging.delete_object_tagging,
@@ -67,6 +78,8 @@ def _bucket_operation(req: S3Request) -> Operation:
     query, method = req.query, req.method
     if "versioning" in query and method == "PUT":
         return buckets.put_bucket_versioning
+    if "acl" in query and method in ("GET", "PUT"):
+        return acl.get_bucket_acl if method == "GET" else acl.put_bucket_acl
     if method == "GET":
         if "uploads" in query:
             return multipart.list_multipart_uploads
@@ -74,6 +87,8 @@ def _bucket_operation(req: S3Request) -> Operation:
             return buckets.get_bucket_location
         if "versioning" in query:
             return buckets.get_bucket_versioning
+        if "versions" in query:
+            return versions.list_object_versions
         if query.get("list-type") == "2":
             return listing.list_objects_v2
         return listing.list_objects_v1

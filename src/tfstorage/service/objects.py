@@ -10,6 +10,7 @@ from tfstorage.domain.metadata import validate_metadata
 from tfstorage.domain.names import validate_bucket_name, validate_key, validate_prefix
 from tfstorage.domain.object_lock import VersionLock
 from tfstorage.domain.records import FileQuery, FileSearchPage, Listing, ObjectVersion
+from tfstorage.domain.version_listing import VersionListing, marked_head
 from tfstorage.errors import InvalidArgument, NoSuchKey, StorageError
 from tfstorage.index.batch import BatchIndex, CopyItem
 from tfstorage.service.context import StorageContext
@@ -49,6 +50,33 @@ class ObjectCatalog:
                 prefix=prefix,
                 delimiter=delimiter,
                 marker=marker,
+                limit=self._limit(limit),
+            )
+
+    async def list_object_versions(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        delimiter: str = "",
+        key_marker: str = "",
+        version_marker: str = "",
+        limit: int | None = None,
+    ) -> VersionListing:
+        """Every version of the keys, and each trashed key's delete marker (S3's view)."""
+        validate_bucket_name(bucket)
+        validate_prefix(prefix)
+        if len(delimiter) > 1:
+            raise InvalidArgument("the delimiter must be a single character")
+        with self._ctx.metrics.time("list_object_versions"):
+            await self._ctx.db(self._ctx.index.get_bucket, bucket)
+            return await self._ctx.db(
+                self._ctx.index.list_object_versions,
+                bucket,
+                prefix=prefix,
+                delimiter=delimiter,
+                key_marker=key_marker,
+                version_marker=version_marker,
                 limit=self._limit(limit),
             )
 
@@ -111,6 +139,16 @@ class ObjectCatalog:
     async def delete_key_version(
         self, bucket: str, key: str, file_id: str, *, bypass_governance: bool = False
     ) -> ObjectVersion:
+        """Remove one version of `bucket/key` for good; removing a trashed key's delete
+        marker (domain/version_listing.py) takes the key out of the trash, as on S3."""
+        head_id = marked_head(file_id)
+        if head_id is not None:
+            head = await self._ctx.db(self._ctx.index.get_version, head_id)
+            if (head.bucket, head.key) != (bucket, key) or not head.is_latest:
+                raise NoSuchKey(bucket, key)
+            if head.deleted_at is None:
+                raise NoSuchKey(bucket, key)  # the marker is gone already
+            return await self._ctx.db(self._ctx.index.restore_key, bucket, key, None)
         version = await self._ctx.db(self._ctx.index.get_version, file_id)
         if version.bucket != bucket or version.key != key:
             raise NoSuchKey(bucket, key)
