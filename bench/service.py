@@ -49,6 +49,7 @@ class Server:
             "GC_INTERVAL_SECONDS": "0",
             "LOG_LEVEL": "WARNING",
             "ADMIN_TOKEN": self.token,
+            "S3_PORT": "0",  # no S3 endpoint (default port 9000) unless a phase asks
         }
         env |= extra_env or {}  # STORAGE_TYPE=s3 and its engine, for the `s3` phase
         self.proc = subprocess.Popen(
