@@ -344,7 +344,8 @@ def row(label: str, *cells: str) -> str:
 
 def report(rounds: list[dict[str, float]]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
-    say("\n" + row("measurement", "unit", "median", "min", "max", "client max"))
+    if any(key in r for r in rounds for key in METRICS):
+        say("\n" + row("measurement", "unit", "median", "min", "max", "client max"))
     for key, (label, unit) in METRICS.items():
         values = [r[key] for r in rounds if key in r]
         if not values:
@@ -450,6 +451,7 @@ def main() -> None:
             if phases & {"s3", "s3api"} or (args.profile or "").startswith("s3-"):
                 engine = engines.enter_context(seaweed.running(root / "seaweedfs"))
                 say(f"  SeaweedFS at {engine.endpoint_url}, bucket {engine.bucket}")
+            s3api_phase = s3api.Phase(root, engine, log) if engine and "s3api" in phases else None
             for n in range(1, args.rounds + 1):
                 r: dict[str, float] = {}
                 if phases - {"disk", "s3api"}:  # s3api compares two servers, same clients
@@ -466,11 +468,11 @@ def main() -> None:
                 if "s3" in phases:
                     assert engine is not None
                     r |= s3_round(root, n, size, engine, log)
-                if "s3api" in phases:
-                    assert engine is not None
-                    r |= s3api.round_(root, n, size, args.small_seconds, engine, log)
+                if s3api_phase is not None:
+                    r |= s3api_phase.round(n, size, args.small_seconds)
                 rounds.append(r)
-                say(f"  round {n}: " + ", ".join(f"{k} {fmt(v)}" for k, v in r.items()))
+                shown = {k: v for k, v in r.items() if not k.startswith("s3api_small_")}
+                say(f"  round {n}: " + ", ".join(f"{k} {fmt(v)}" for k, v in shown.items()))
             if args.profile:
                 output = RESULTS / f"{stamp}-profile-{args.profile}.txt"
                 profile(root, args.profile, size, args.small_seconds, output, log, engine)

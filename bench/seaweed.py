@@ -117,9 +117,7 @@ def transfer_config() -> Any:
 def put(s3: Any, key: str, size: int) -> float:
     """Multipart upload of `size` bytes (16 MiB parts, 2 at a time); seconds."""
     start = time.perf_counter()
-    s3.upload_fileobj(
-        io.BufferedReader(Payload(size), MiB), BUCKET, key, Config=transfer_config()
-    )
+    s3.upload_fileobj(io.BufferedReader(Payload(size), MiB), BUCKET, key, Config=transfer_config())
     return time.perf_counter() - start
 
 
