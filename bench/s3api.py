@@ -30,7 +30,6 @@ from obstore.store import S3Store
 import seaweed
 from disk import MiB, chunks, drop_page_cache
 from load import Load
-from seaweed import SeaweedFS
 from service import RssSampler, Server, free_port
 
 BUCKET = seaweed.BUCKET  # the same name on both sides
@@ -131,7 +130,7 @@ def service_endpoint(server: Server, s3_port: int, first: bool) -> Endpoint:
     return endpoint
 
 
-def seaweed_endpoint(engine: SeaweedFS) -> Endpoint:
+def seaweed_endpoint(engine: seaweed.SeaweedFS) -> Endpoint:
     return Endpoint(
         "weed",
         engine.endpoint_url,
@@ -368,7 +367,7 @@ class Phase:
     """The `s3api` group of a run: one data dir for the service's processes, kept between
     rounds with the listing's keys, which are created once, in the first round."""
 
-    def __init__(self, root: Path, engine: SeaweedFS, log: IO[bytes]) -> None:
+    def __init__(self, root: Path, engine: seaweed.SeaweedFS, log: IO[bytes]) -> None:
         self._data_dir = root / "server-s3api"
         self._log = log
         self._weed = seaweed_endpoint(engine)
@@ -391,7 +390,7 @@ class Phase:
     def _measure(
         self, server: Server, sides: list[Endpoint], prefix: str, size: int, seconds: float
     ) -> dict[str, float]:
-        out: dict[str, float] = {}
+        out = {"s3api_rss_idle": server.status_kib("VmRSS") / 1024}
         with RssSampler(server) as sampler:
             for driver in DRIVERS:
                 for endpoint in sides:
@@ -514,6 +513,8 @@ def report(rounds: list[dict[str, float]], size: int) -> dict[str, Any]:
         results["rows"].append(entry)
         if floor is not None:
             results["targets"].append(entry)
+    if (idle := _median(rounds, "s3api_rss_idle")) is not None:
+        print(_row("service RSS after start", "MiB", _fmt(idle)))
     worst = max(peaks)
     result = "PASS" if worst <= RSS_CAP else "MISS"
     label = f"service peak RSS, {big} moves"
