@@ -21,8 +21,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import obstore
 from obstore.store import S3Store
@@ -31,6 +32,9 @@ import seaweed
 from disk import MiB, chunks, drop_page_cache
 from load import Load
 from service import RssSampler, Server, free_port
+
+if TYPE_CHECKING:
+    from tests.s3.fixtures import SeaweedFS  # for the type checker only
 
 BUCKET = seaweed.BUCKET  # the same name on both sides
 PART_SIZE = seaweed.PART_SIZE  # 16 MiB parts, 2 in flight, for both clients
@@ -57,7 +61,14 @@ class Endpoint:
     region: str
     cache_files: Callable[[], list[Path]]
 
-    def boto3(self) -> Any:
+    def ready(self) -> Endpoint:
+        """Both clients made now, not inside a timed call."""
+        _ = self.s3, self.store
+        return self
+
+    @cached_property
+    def s3(self) -> Any:
+        """One boto3 client for everything (thread-safe, pooled), made before any timing."""
         import boto3
         from botocore.config import Config
 
@@ -80,7 +91,8 @@ class Endpoint:
             ),
         )
 
-    def obstore(self) -> S3Store:
+    @cached_property
+    def store(self) -> S3Store:
         return S3Store(
             BUCKET,
             endpoint=self.url,
@@ -123,14 +135,14 @@ def service_endpoint(server: Server, s3_port: int, first: bool) -> Endpoint:
         lambda: _big_blobs(server),
     )
     if first:
-        s3 = endpoint.boto3()
+        s3 = endpoint.s3
         s3.create_bucket(Bucket=BUCKET)
         config = {"Status": "Suspended"}
         s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration=config)
     return endpoint
 
 
-def seaweed_endpoint(engine: seaweed.SeaweedFS) -> Endpoint:
+def seaweed_endpoint(engine: SeaweedFS) -> Endpoint:
     return Endpoint(
         "weed",
         engine.endpoint_url,
@@ -167,7 +179,7 @@ def big_put(driver: str, endpoint: Endpoint, key: str, size: int) -> float:
     start = time.perf_counter()
     if driver == "obstore":
         obstore.put(
-            endpoint.obstore(),
+            endpoint.store,
             key,
             _fresh_chunks(size),
             chunk_size=PART_SIZE,
@@ -176,7 +188,7 @@ def big_put(driver: str, endpoint: Endpoint, key: str, size: int) -> float:
     else:
         payload = io.BufferedReader(seaweed.Payload(size), MiB)
         config = seaweed.transfer_config()
-        endpoint.boto3().upload_fileobj(payload, BUCKET, key, Config=config)
+        endpoint.s3.upload_fileobj(payload, BUCKET, key, Config=config)
     return time.perf_counter() - start
 
 
@@ -187,12 +199,12 @@ def big_get(driver: str, endpoint: Endpoint, key: str, size: int) -> float:
     start = time.perf_counter()
     if driver == "obstore":
         total = 0
-        for piece in obstore.get(endpoint.obstore(), key).stream(min_chunk_size=4 * MiB):
+        for piece in obstore.get(endpoint.store, key).stream(min_chunk_size=4 * MiB):
             total += len(piece)
     else:
         sink = seaweed.Sink()
         config = seaweed.transfer_config()
-        endpoint.boto3().download_fileobj(BUCKET, key, sink, Config=config)
+        endpoint.s3.download_fileobj(BUCKET, key, sink, Config=config)
         total = sink.written
     elapsed = time.perf_counter() - start
     if total != size:
@@ -280,7 +292,7 @@ def small_objects(driver: str, endpoint: Endpoint, prefix: str, seconds: float) 
     of them for `seconds`, then HEAD random ones for `seconds`."""
     loads: dict[str, Load] = {}
     if driver == "obstore":
-        store = endpoint.obstore()
+        store = endpoint.store
 
         async def put(key: str) -> None:
             await obstore.put_async(store, key, os.urandom(SMALL))
@@ -298,7 +310,7 @@ def small_objects(driver: str, endpoint: Endpoint, prefix: str, seconds: float) 
         loads["get"] = _hammer_async(seconds, lambda: random.choice(keys), get)
         loads["head"] = _hammer_async(seconds, lambda: random.choice(keys), head)
     else:
-        s3 = endpoint.boto3()
+        s3 = endpoint.s3
 
         def put_sync(key: str) -> None:
             s3.put_object(Bucket=BUCKET, Key=key, Body=os.urandom(SMALL))
@@ -329,7 +341,7 @@ def _written(load: Load) -> list[str]:
 
 def create_keys(endpoint: Endpoint, prefix: str, count: int) -> None:
     """`count` empty-ish objects under `prefix`, 8 obstore clients at once; not timed."""
-    store = endpoint.obstore()
+    store = endpoint.store
     todo = iter(range(count))
 
     async def client() -> None:
@@ -347,9 +359,9 @@ def list_keys(driver: str, endpoint: Endpoint, prefix: str = LIST_PREFIX) -> flo
     start = time.perf_counter()
     if driver == "obstore":
         # object_store asks for no max-keys: the server's default, 1000, as S3's.
-        found = sum(len(page) for page in obstore.list(endpoint.obstore(), prefix, chunk_size=PAGE))
+        found = sum(len(page) for page in obstore.list(endpoint.store, prefix, chunk_size=PAGE))
     else:
-        paginator = endpoint.boto3().get_paginator("list_objects_v2")
+        paginator = endpoint.s3.get_paginator("list_objects_v2")
         pages = paginator.paginate(
             Bucket=BUCKET, Prefix=prefix, PaginationConfig={"PageSize": PAGE}
         )
@@ -367,7 +379,7 @@ class Phase:
     """The `s3api` group of a run: one data dir for the service's processes, kept between
     rounds with the listing's keys, which are created once, in the first round."""
 
-    def __init__(self, root: Path, engine: seaweed.SeaweedFS, log: IO[bytes]) -> None:
+    def __init__(self, root: Path, engine: SeaweedFS, log: IO[bytes]) -> None:
         self._data_dir = root / "server-s3api"
         self._log = log
         self._weed = seaweed_endpoint(engine)
@@ -382,7 +394,9 @@ class Phase:
         try:
             svc = service_endpoint(server, s3_port, first=not self._started)
             self._started = True
-            sides = [svc, self._weed] if n % 2 else [self._weed, svc]
+            sides = [svc.ready(), self._weed.ready()]
+            if n % 2 == 0:
+                sides.reverse()
             return self._measure(server, sides, f"s3api/{n}/", size, min(seconds, SMALL_SECONDS))
         finally:
             server.stop()
@@ -398,7 +412,7 @@ class Phase:
                     tag = f"{driver}_{endpoint.side}"
                     out[f"s3api_put_{tag}"] = size / big_put(driver, endpoint, key, size) / 1e6
                     out[f"s3api_get_{tag}"] = size / big_get(driver, endpoint, key, size) / 1e6
-                    endpoint.boto3().delete_object(Bucket=BUCKET, Key=key)
+                    endpoint.s3.delete_object(Bucket=BUCKET, Key=key)
         out["s3api_rss_peak"] = server.status_kib("VmHWM") / 1024
         out["s3api_rss_sampled"] = sampler.peak_kib / 1024
 
