@@ -4,7 +4,9 @@ Each round measures, back to back, the client against a do-nothing server (its o
 ceiling), the disk (write+fsync, cold and warm read of one file), then a fresh server
 (1 GiB PUT, multipart POST, cold and warm GET, peak RSS, 4 KiB objects), then (`s3`)
 SeaweedFS's S3 API driven directly with boto3 and a fresh server with STORAGE_TYPE=s3 on
-it, so that noise on a shared machine falls on every side. See bench/README.md.
+it, then (`s3api`) the service's own S3 endpoint against SeaweedFS's, both driven by
+obstore and boto3, so that noise on a shared machine falls on every side. See
+bench/README.md.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import IO, Any
 
 import disk
 import load
+import s3api
 import sdk
 import seaweed
 from load import Target
@@ -36,7 +39,7 @@ from service import RssSampler, Server, free_port, py_spy, recording, summarize
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
-PHASES = ("disk", "put", "form", "get", "small", "rss", "s3", "sdk", "tree")
+PHASES = ("disk", "put", "form", "get", "small", "rss", "s3", "sdk", "tree", "s3api")
 PROFILE_PHASES = ("put", "form", "get", "small-put", "small-get", "s3-put", "s3-get")
 LOCAL = {"put", "form", "get", "small", "rss", "sdk", "tree"}  # on a local-disk server
 BUCKET = "artifacts"
@@ -341,7 +344,8 @@ def row(label: str, *cells: str) -> str:
 
 def report(rounds: list[dict[str, float]]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
-    say("\n" + row("measurement", "unit", "median", "min", "max", "client max"))
+    if any(key in r for r in rounds for key in METRICS):
+        say("\n" + row("measurement", "unit", "median", "min", "max", "client max"))
     for key, (label, unit) in METRICS.items():
         values = [r[key] for r in rounds if key in r]
         if not values:
@@ -444,12 +448,13 @@ def main() -> None:
     try:
         with log_path.open("ab") as log, contextlib.ExitStack() as engines:
             engine = None
-            if "s3" in phases or (args.profile or "").startswith("s3-"):
+            if phases & {"s3", "s3api"} or (args.profile or "").startswith("s3-"):
                 engine = engines.enter_context(seaweed.running(root / "seaweedfs"))
                 say(f"  SeaweedFS at {engine.endpoint_url}, bucket {engine.bucket}")
+            s3api_phase = s3api.Phase(root, engine, log) if engine and "s3api" in phases else None
             for n in range(1, args.rounds + 1):
                 r: dict[str, float] = {}
-                if phases - {"disk"}:
+                if phases - {"disk", "s3api"}:  # s3api compares two servers, same clients
                     r |= client_ceiling(size, args.small_seconds, phases)
                 if "disk" in phases:
                     r |= disk.measure(root, size)
@@ -463,8 +468,11 @@ def main() -> None:
                 if "s3" in phases:
                     assert engine is not None
                     r |= s3_round(root, n, size, engine, log)
+                if s3api_phase is not None:
+                    r |= s3api_phase.round(n, size, args.small_seconds)
                 rounds.append(r)
-                say(f"  round {n}: " + ", ".join(f"{k} {fmt(v)}" for k, v in r.items()))
+                shown = {k: v for k, v in r.items() if not k.startswith("s3api_small_")}
+                say(f"  round {n}: " + ", ".join(f"{k} {fmt(v)}" for k, v in shown.items()))
             if args.profile:
                 output = RESULTS / f"{stamp}-profile-{args.profile}.txt"
                 profile(root, args.profile, size, args.small_seconds, output, log, engine)
@@ -477,6 +485,7 @@ def main() -> None:
             log_path.unlink()
 
     results = report(rounds)
+    results["s3api"] = s3api.report(rounds, size)
     settings = {k: sorted(v) if isinstance(v, set) else v for k, v in vars(args).items()}
     info["load_average_1m_at_end"] = os.getloadavg()[0]
     record = {

@@ -53,7 +53,7 @@ def data_files(engine: SeaweedFS) -> list[Path]:
 # --- boto3, directly ------------------------------------------------------------------------
 
 
-class _Payload(io.RawIOBase):
+class Payload(io.RawIOBase):
     """`disk.chunks(size)` as a non-seekable file: what boto3's multipart upload reads."""
 
     def __init__(self, size: int) -> None:
@@ -72,7 +72,7 @@ class _Payload(io.RawIOBase):
         return n
 
 
-class _Sink:
+class Sink:
     """A seekable file that discards what it is given (boto3's ranged download writes it)."""
 
     def __init__(self) -> None:
@@ -103,7 +103,7 @@ def client(engine: SeaweedFS) -> Any:
     )
 
 
-def _transfer_config() -> Any:
+def transfer_config() -> Any:
     from boto3.s3.transfer import TransferConfig
 
     return TransferConfig(
@@ -117,9 +117,7 @@ def _transfer_config() -> Any:
 def put(s3: Any, key: str, size: int) -> float:
     """Multipart upload of `size` bytes (16 MiB parts, 2 at a time); seconds."""
     start = time.perf_counter()
-    s3.upload_fileobj(
-        io.BufferedReader(_Payload(size), MiB), BUCKET, key, Config=_transfer_config()
-    )
+    s3.upload_fileobj(io.BufferedReader(Payload(size), MiB), BUCKET, key, Config=transfer_config())
     return time.perf_counter() - start
 
 
@@ -138,9 +136,9 @@ def get_stream(s3: Any, key: str, size: int) -> float:
 
 def get(s3: Any, key: str, size: int) -> float:
     """Ranged download (16 MiB ranges, 2 at a time) into a sink; seconds."""
-    sink = _Sink()
+    sink = Sink()
     start = time.perf_counter()
-    s3.download_fileobj(BUCKET, key, sink, Config=_transfer_config())
+    s3.download_fileobj(BUCKET, key, sink, Config=transfer_config())
     elapsed = time.perf_counter() - start
     if sink.written != size:
         raise RuntimeError(f"S3 GET {key}: {sink.written} bytes instead of {size}")

@@ -21,6 +21,7 @@ from typing import IO
 from load import Target
 
 BIN = Path(sys.prefix) / "bin"
+SRC = Path(__file__).resolve().parent.parent / "src"
 
 
 def free_port() -> int:
@@ -49,7 +50,12 @@ class Server:
             "GC_INTERVAL_SECONDS": "0",
             "LOG_LEVEL": "WARNING",
             "ADMIN_TOKEN": self.token,
+            "S3_PORT": "0",  # no S3 endpoint (default port 9000) unless a phase asks
         }
+        # The code of this checkout, whichever one the shared virtualenv was installed from.
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p
+        )
         env |= extra_env or {}  # STORAGE_TYPE=s3 and its engine, for the `s3` phase
         self.proc = subprocess.Popen(
             [str(BIN / "tfstorage"), "serve"], env=env, stdout=log, stderr=log
