@@ -61,7 +61,8 @@ NEEDLES = 10
 
 def _tag(engine: Any, keys: int) -> None:
     """Tags on the generated versions: `needle=yes` on a few spread over every bucket,
-    `shard=even` on every 10th key (all live) (an unselective search must still answer one page fast)."""
+    `shard=even` on every 10th key, all live (an unselective search must still answer one
+    page fast)."""
     step = keys // NEEDLES
     with engine.begin() as conn:
         conn.execute(
