@@ -7,6 +7,11 @@ SUM    := $(shell cksum pyproject.toml | cut -d' ' -f1)
 # adds the dev extra (pytest, schemathesis, boto3, the SeaweedFS binary, ...).
 RUNTIME := $(VENV)/.installed-runtime-$(SUM)
 DEV     := $(VENV)/.installed-dev-$(SUM)
+# s3fs and DVC (on aiobotocore, which pins an older botocore) get a venv of their own, so
+# the dev extra keeps the current boto3; tests/s3clients and tests/readme run them from it.
+TOOLS_REQ  := tests/s3clients/aiobotocore-tools.txt
+TOOLS_VENV := .venv-aiobotocore
+TOOLS      := $(TOOLS_VENV)/.installed-$(shell cksum $(TOOLS_REQ) | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
 .PHONY: help serve test lint format bench clean browser rclone
@@ -26,10 +31,17 @@ $(DEV): $(RUNTIME)
 	@rm -f $(VENV)/.installed-dev-*
 	@touch $@
 
+$(TOOLS): $(TOOLS_REQ)
+	@test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TOOLS_VENV)/bin/python -m pip install --quiet -r $(TOOLS_REQ)
+	@rm -f $(TOOLS_VENV)/.installed-*
+	@touch $@
+
 serve: $(RUNTIME) ## run the service on local disk + SQLite (port 8083, DATA_DIR=./data)
 	$(BIN)/tfstorage serve
 
-test: $(DEV) browser rclone ## run the whole test suite
+test: $(DEV) $(TOOLS) browser rclone ## run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 browser: ## install Debian's chromium for the browser test of /docs (needs root; `make test` runs it)
@@ -56,5 +68,5 @@ format: $(DEV) ## apply ruff's formatting and fixes
 bench: $(DEV) ## benchmarks against this machine's own disk (by hand; takes minutes)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-clean: ## remove the virtualenv and caches (not ./data)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+clean: ## remove the virtualenvs and caches (not ./data)
+	rm -rf $(VENV) $(TOOLS_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -19,13 +19,17 @@ What differs from a user's terminal, and nothing else:
   MLflow's usage reports are off (`DVC_NO_ANALYTICS`, `DO_NOT_TRACK`);
 - `tfstorage` is the project's CLI: the running interpreter's bin directory comes first
   on PATH;
+- a block preceded by `<!-- readme-test: aiobotocore-venv -->` (s3fs, DVC) runs with the bin
+  directory of `.venv-aiobotocore` (made by `make test`) before that: those tools pin an
+  older botocore than the test venv's boto3, so, as the README tells users, they live in an
+  environment of their own;
 - `curl` is wrapped to add `--fail-with-body`, so an example whose request the server
   refuses fails here (curl itself exits 0 on a 401). An example that shows the status it
   gets (`-i`, `-I`, `-w`, or `-f` itself) is left alone: it may show a refusal on purpose.
 
 A block preceded (on the previous non-blank line) by `<!-- readme-test: skip (reason) -->`
 is not run; the reason is reported as the skip's message, and a marker without a reason
-fails.
+(or any other marker) fails.
 """
 
 from __future__ import annotations
@@ -39,8 +43,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import botocore
 import pytest
 
+from tests.s3clients.tools_venv import tools_bin
 from tests.server.conftest import ServerProcess
 
 pytestmark = pytest.mark.server
@@ -52,6 +58,7 @@ RUNNABLE = (*SHELLS, "python")
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<ticks>`{3,})\s*(?P<info>[^`]*?)\s*$")
 _SKIP = re.compile(r"^\s*<!--\s*readme-test:\s*skip\b\s*(?:\((?P<reason>.*)\))?\s*-->\s*$")
+_AIOBOTOCORE_VENV = re.compile(r"^\s*<!--\s*readme-test:\s*aiobotocore-venv\s*-->\s*$")
 _ANY_MARKER = re.compile(r"<!--\s*readme-test:")
 
 
@@ -61,6 +68,7 @@ class Block:
     lang: str
     text: str
     skip: str | None  # None: run it; "": a skip marker without a reason
+    aiobotocore_venv: bool = False  # run with .venv-aiobotocore first on PATH (s3fs, DVC)
 
 
 def shell_blocks(markdown: str) -> list[Block]:
@@ -82,19 +90,29 @@ def shell_blocks(markdown: str) -> list[Block]:
             body.append(line[len(indent) :] if line.startswith(indent) else line.lstrip())
             j += 1
         if lang in RUNNABLE:
-            blocks.append(Block(i + 1, lang, "\n".join(body) + "\n", _skip_reason(lines, i)))
+            text = "\n".join(body) + "\n"
+            marker = _marker(lines, i)
+            if marker is not None and _AIOBOTOCORE_VENV.match(marker):
+                blocks.append(Block(i + 1, lang, text, None, aiobotocore_venv=True))
+            else:
+                blocks.append(Block(i + 1, lang, text, _skip_reason(marker)))
         i = j + 1
     return blocks
 
 
-def _skip_reason(lines: list[str], fence: int) -> str | None:
+def _marker(lines: list[str], fence: int) -> str | None:
+    """The readme-test marker on the last non-blank line before the fence, if any."""
     k = fence - 1
     while k >= 0 and not lines[k].strip():
         k -= 1
-    if k < 0 or not _ANY_MARKER.search(lines[k]):
+    return lines[k] if k >= 0 and _ANY_MARKER.search(lines[k]) else None
+
+
+def _skip_reason(marker: str | None) -> str | None:
+    if marker is None:
         return None
-    marker = _SKIP.match(lines[k])
-    return (marker["reason"] or "").strip() if marker else ""
+    skip = _SKIP.match(marker)
+    return (skip["reason"] or "").strip() if skip else ""
 
 
 def _rewrite_port(text: str, port: int, s3_port: int) -> str:
@@ -154,10 +172,13 @@ class Session:
 
     def run(self, block: Block) -> subprocess.CompletedProcess[str]:
         script = _PRELUDE + _rewrite_port(_as_shell(block), self.server.port, self.server.s3_port)
+        env = self.env
+        if block.aiobotocore_venv:
+            env = {**env, "PATH": os.pathsep.join([str(tools_bin()), env["PATH"]])}
         return subprocess.run(
             ["bash", "-c", script],
             cwd=self.workdir,
-            env=self.env,
+            env=env,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -246,6 +267,22 @@ def test_a_python_block_runs_in_the_session(session: Session) -> None:
     assert session.run(failing).returncode == 3
 
 
+def test_s3fs_and_dvc_blocks_run_in_their_own_venv(session: Session) -> None:
+    """The boto3 example runs on the test venv's (current) botocore; a block marked
+    aiobotocore-venv finds s3fs and dvc, on the older botocore aiobotocore pins."""
+    probe = "import sys, botocore; print(sys.prefix, botocore.__version__)\n"
+    main = session.run(Block(0, "python", probe, None))
+    assert main.returncode == 0, main.stderr
+    assert main.stdout.split() == [sys.prefix, botocore.__version__]
+    tools = session.run(Block(0, "python", "import s3fs\n" + probe, None, aiobotocore_venv=True))
+    assert tools.returncode == 0, tools.stderr
+    prefix, version = tools.stdout.split()
+    assert Path(prefix).resolve() == tools_bin().parent.resolve()
+    assert version != botocore.__version__
+    dvc = session.run(Block(0, "bash", "command -v dvc\n", None, aiobotocore_venv=True))
+    assert dvc.stdout.strip() == str(tools_bin() / "dvc")
+
+
 def test_every_shell_example_is_fenced_to_run() -> None:
     # A shell example under another fence (console, shell, zsh) would escape this test.
     other_shells = [
@@ -282,15 +319,25 @@ def test_blocks_markers_and_fences_are_read_as_written() -> None:
             "```console",
             "$ not run either",
             "```",
+            "<!-- readme-test: aiobotocore-venv -->",
+            "```python",
+            "import s3fs",
+            "```",
+            "<!-- readme-test: aiobotocore -->",
+            "```bash",
+            "dvc push",
+            "```",
         ]
     )
     blocks = shell_blocks(markdown)
-    assert [(b.line, b.lang, b.text, b.skip) for b in blocks] == [
-        (1, "bash", "echo one\n", None),
-        (6, "sh", "docker compose up\n", "needs docker"),
-        (11, "bash", "echo indented\n", None),
-        (15, "bash", "echo no reason\n", ""),
-        (18, "python", "print('not shell')\n", None),
+    assert [(b.line, b.lang, b.text, b.skip, b.aiobotocore_venv) for b in blocks] == [
+        (1, "bash", "echo one\n", None, False),
+        (6, "sh", "docker compose up\n", "needs docker", False),
+        (11, "bash", "echo indented\n", None, False),
+        (15, "bash", "echo no reason\n", "", False),
+        (18, "python", "print('not shell')\n", None, False),
+        (25, "python", "import s3fs\n", None, True),
+        (29, "bash", "dvc push\n", "", False),
     ]
     assert _rewrite_port("curl http://127.0.0.1:8083/x localhost:8083 :8083 :9000", 9, 7) == (
         "curl http://127.0.0.1:9/x localhost:9 :8083 :9000"

@@ -1,6 +1,7 @@
 """ML tools on the S3 endpoint: MLflow logs and downloads artifacts with
 MLFLOW_S3_ENDPOINT_URL (a SQLite tracking store), and DVC pushes to and pulls from an S3
-remote. What they store is checked by SHA-256 through the REST API."""
+remote. What they store is checked by SHA-256 through the REST API. MLflow runs in the test
+venv; DVC in .venv-aiobotocore (dvc-s3's aiobotocore pins an older botocore)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,11 @@ from pathlib import Path
 import pytest
 
 from tests.s3clients.conftest import RestDoor, file_sha256, sha256
+from tests.s3clients.tools_venv import tools_bin
 from tests.server.conftest import ServerProcess
 from tests.server.helpers import md5
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(240)]
-
-BIN = Path(sys.executable).parent
 
 
 def _run(
@@ -94,7 +94,7 @@ def test_dvc_push_and_pull(
     server: ServerProcess, rest: RestDoor, client_env: dict[str, str], tmp_path: Path
 ) -> None:
     rest.make_bucket("dvc-test")
-    dvc = str(BIN / "dvc")
+    dvc = str(tools_bin() / "dvc")
     project = tmp_path / "project"
     project.mkdir()
     env = client_env
