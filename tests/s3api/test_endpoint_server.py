@@ -236,6 +236,10 @@ def test_buckets_and_paginated_listing(s3: BaseClient, rest: httpx.Client) -> No
             top += [o["Key"] for o in page.get("Contents", [])]
         assert prefixes == ["dir0/", "dir1/", "dir2/"]
         assert top == ["top+1.txt", "z"]
+    # boto3 asks ListObjects v1 for encoding-type=url and decodes keys, never the Prefix.
+    spaced = s3.list_objects(Bucket="s3-listing", Prefix="dir1/file 0", MaxKeys=2)
+    assert spaced["Prefix"] == "dir1/file 0"
+    assert [o["Key"] for o in spaced["Contents"]] == ["dir1/file 00.txt", "dir1/file 01.txt"]
     after = s3.list_objects_v2(Bucket="s3-listing", Prefix="dir1/", StartAfter="dir1/file 03.txt")
     assert [o["Key"] for o in after["Contents"]] == ["dir1/file 04.txt", "dir1/file 05.txt"]
     with pytest.raises(ClientError) as exc:

@@ -123,7 +123,10 @@ async def list_objects_v1(req: S3Request) -> Response:
         "ListBucketResult",
         [
             ("Name", req.bucket),
-            ("Prefix", encode(req.query.get("prefix", ""))),
+            # V1's Prefix goes back as sent, even with encoding-type=url: SDKs decode
+            # Delimiter, Marker, NextMarker and keys there, never Prefix (botocore's
+            # decode_list_object), so an encoded one would reach the caller encoded.
+            ("Prefix", req.query.get("prefix", "")),
             ("Marker", encode(marker)),
             ("NextMarker", encode(listing.next_marker) if listing.truncated else None),
             ("MaxKeys", limit),
