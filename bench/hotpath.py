@@ -2,6 +2,10 @@
 
     .venv/bin/python bench/hotpath.py                 # -n 1000, SQLite, one worker
     .venv/bin/python bench/hotpath.py --profile put   # plus a py-spy summary of that phase
+    .venv/bin/python bench/hotpath.py --variant before=/path/to/old/src --variant after=src
+
+Variants (a `src` directory each, put first on the server's PYTHONPATH) run interleaved,
+round by round, so that a busy machine slows every side alike.
 
 One keep-alive connection, one request at a time: the figure is the CPU time
 (user + system, from /proc/<pid>/stat) the server process spent per request, which is
@@ -25,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from service import Server, recording, summarize  # noqa: E402
+from service import Server, recording, summarize
 
 TICK = os.sysconf("SC_CLK_TCK")
 PHASES = ("put", "get", "head")
@@ -71,10 +75,13 @@ def run_phase(
     return 1000 * cpu / n, 1000 * wall / n
 
 
-def one_round(args: argparse.Namespace, scratch: Path, r: int) -> dict[str, tuple[float, float]]:
+def one_round(
+    args: argparse.Namespace, scratch: Path, r: str, src: str | None
+) -> dict[str, tuple[float, float]]:
     log_path = scratch / f"server-{r}.log"
+    env = {} if src is None else {"PYTHONPATH": str(Path(src).resolve())}
     with log_path.open("wb") as log:
-        server = Server(scratch / f"data-{r}", log)
+        server = Server(scratch / f"data-{r}", log, env)
         try:
             conn = server.target.connect()
             _request(
@@ -115,20 +122,28 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", choices=PHASES)
+    parser.add_argument(
+        "--variant", action="append", default=[], metavar="NAME=SRC", help="code to compare"
+    )
     args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix=".bench-hotpath-", dir=Path.cwd()))
+    variants: dict[str, str | None] = dict(v.split("=", 1) for v in args.variant) or {"": None}
+    results: dict[str, list[dict[str, tuple[float, float]]]] = {name: [] for name in variants}
+    scratch = Path(tempfile.mkdtemp(prefix=".bench-data-hotpath-", dir=Path.cwd()))
     try:
-        results = [one_round(args, scratch, r) for r in range(args.rounds)]
+        for r in range(args.rounds):
+            for name, src in variants.items():
+                results[name].append(one_round(args, scratch, f"{name}{r}", src))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"{args.n} sequential {args.size}-byte requests, {args.rounds} rounds (median, min-max)")
     for phase in PHASES:
-        cpu = [r[phase][0] for r in results]
-        wall = [r[phase][1] for r in results]
-        print(
-            f"  {phase:4}  server CPU {statistics.median(cpu):.2f} ms/req "
-            f"({min(cpu):.2f}-{max(cpu):.2f})   wall {statistics.median(wall):.2f} ms/req"
-        )
+        for name, rounds in results.items():
+            cpu = [r[phase][0] for r in rounds]
+            wall = [r[phase][1] for r in rounds]
+            print(
+                f"  {phase:4} {name:8} server CPU {statistics.median(cpu):.2f} ms/req "
+                f"({min(cpu):.2f}-{max(cpu):.2f})   wall {statistics.median(wall):.2f} ms/req"
+            )
 
 
 if __name__ == "__main__":
