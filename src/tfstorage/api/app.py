@@ -65,6 +65,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> FastAPI
                 tasks.start_soon(_collect_garbage_forever, store)
                 tasks.start_soon(store.lifecycle.run_forever)
                 tasks.start_soon(store.scrubber.run_forever)
+                tasks.start_soon(store.access.audit_log.flush_forever)
                 try:
                     yield
                 finally:

@@ -22,6 +22,9 @@ from tfstorage.index import json_codec
 # begins with BEGIN IMMEDIATE so writers queue on busy_timeout instead of failing with
 # SQLITE_BUSY_SNAPSHOT when a deferred read transaction tries to upgrade.
 WRITE_OPTION = "tfstorage_write"
+# Execution option of a SQLite connection that runs one statement and no BEGIN: the
+# statement is then its own read transaction (IndexStore._read_statement).
+SINGLE_STATEMENT_OPTION = "tfstorage_single_statement"
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # Arbitrary constant shared by every instance: serialises concurrent `migrate` calls.
@@ -136,7 +139,9 @@ def _sqlite_engine(url: URL) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        write = conn.get_execution_options().get(WRITE_OPTION, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        options = conn.get_execution_options()
+        if options.get(SINGLE_STATEMENT_OPTION, False):
+            return
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get(WRITE_OPTION, False) else "BEGIN")
 
     return engine

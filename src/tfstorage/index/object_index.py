@@ -32,6 +32,7 @@ from tfstorage.index import buckets as bucket_rows
 from tfstorage.index import writes
 from tfstorage.index.batch import commit_each
 from tfstorage.index.conditions import check_head
+from tfstorage.index.latest import read_latest
 from tfstorage.index.listing import list_objects
 from tfstorage.index.reads import (
     bucket_id,
@@ -162,13 +163,7 @@ class ObjectIndex(IndexStore):
         return PartLayout(version.parts_etag, tuple(int(size) for size in sizes))
 
     def resolve_latest(self, bucket: str, key: str) -> ObjectVersion:
-        def run(conn: Connection) -> ObjectVersion:
-            found = _head(conn, bucket, key)
-            if found is None or found.deleted_at is not None:
-                raise NoSuchKey(bucket, key)
-            return found
-
-        return self._read(run)
+        return self._read_statement(lambda conn: read_latest(conn, bucket, key))
 
     def list_versions(self, bucket: str, key: str) -> list[ObjectVersion]:
         def run(conn: Connection) -> list[ObjectVersion]:

@@ -99,8 +99,10 @@ def to_bucket(row: Row[Any]) -> Bucket:
     )
 
 
-def _version_select() -> Select[Any]:
-    return select(
+def version_columns() -> tuple[ColumnElement[Any], ...]:
+    """What `version_of` reads: a version, its bucket's name, its key's head, its blob's
+    damage mark."""
+    return (
         versions.c.id,
         versions.c.file_id,
         buckets.c.name.label("bucket_name"),
@@ -120,7 +122,11 @@ def _version_select() -> Select[Any]:
         versions.c.retain_until,
         versions.c.retention_mode,
         versions.c.legal_hold,
-    ).select_from(
+    )
+
+
+def _version_select() -> Select[Any]:
+    return select(*version_columns()).select_from(
         versions.join(buckets, buckets.c.id == versions.c.bucket_id)
         .join(blobs, blobs.c.blob_id == versions.c.blob_id)
         .outerjoin(
@@ -165,28 +171,30 @@ def load_tags(conn: Connection, ids: Sequence[int]) -> dict[int, dict[str, str]]
 
 def _build(conn: Connection, rows: Sequence[Row[Any]]) -> list[ObjectVersion]:
     tag_map = load_tags(conn, [row.id for row in rows])
-    return [
-        ObjectVersion(
-            file_id=row.file_id,
-            seq=row.id,
-            bucket=row.bucket_name,
-            key=row.key,
-            blob_id=row.blob_id,
-            size=row.size,
-            etag=row.etag,
-            sha256=row.sha256,
-            content_type=row.content_type,
-            metadata=dict(row.user_metadata or {}),
-            tags=tag_map.get(row.id, {}),
-            created_at=row.created_at,
-            created_by=row.created_by,
-            is_latest=row.current_id == row.id,
-            deleted_at=row.deleted_at,
-            damage=row.damage,
-            parts_etag=row.parts_etag,
-            retain_until=row.retain_until,
-            retention_mode=row.retention_mode,
-            legal_hold=bool(row.legal_hold),
-        )
-        for row in rows
-    ]
+    return [version_of(row, tag_map.get(row.id, {})) for row in rows]
+
+
+def version_of(row: Row[Any], tag_map: dict[str, str]) -> ObjectVersion:
+    """A row of `version_columns()` as a record."""
+    return ObjectVersion(
+        file_id=row.file_id,
+        seq=row.id,
+        bucket=row.bucket_name,
+        key=row.key,
+        blob_id=row.blob_id,
+        size=row.size,
+        etag=row.etag,
+        sha256=row.sha256,
+        content_type=row.content_type,
+        metadata=dict(row.user_metadata or {}),
+        tags=tag_map,
+        created_at=row.created_at,
+        created_by=row.created_by,
+        is_latest=row.current_id == row.id,
+        deleted_at=row.deleted_at,
+        damage=row.damage,
+        parts_etag=row.parts_etag,
+        retain_until=row.retain_until,
+        retention_mode=row.retention_mode,
+        legal_hold=bool(row.legal_hold),
+    )

@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from tfstorage.errors import InternalError, ServiceUnavailable, StorageError
-from tfstorage.index.engine import WRITE_OPTION
+from tfstorage.index.engine import SINGLE_STATEMENT_OPTION, WRITE_OPTION
 from tfstorage.index.group_commit import GroupCommitter
 
 _T = TypeVar("_T")
@@ -36,7 +36,9 @@ class IndexStore:
         # writers queue on one group committer per database instead.
         self._committer = _committer(engine) if engine.dialect.name == "sqlite" else None
         self._read_options: dict[str, Any] = {}
+        self._statement_options: dict[str, Any] = {SINGLE_STATEMENT_OPTION: True}
         if engine.dialect.name == "postgresql":
+            self._statement_options = {"isolation_level": "AUTOCOMMIT"}
             # Multi-statement reads (a listing page, then its rows and tags) see one
             # snapshot; read-only snapshots never fail with serialization errors.
             self._read_options = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
@@ -56,6 +58,17 @@ class IndexStore:
 
     def _read(self, work: Callable[[Connection], _T]) -> _T:
         return self._transaction(work, self._read_options)
+
+    def _read_statement(self, work: Callable[[Connection], _T]) -> _T:
+        """A read that is one SQL statement: it sees one snapshot by itself (SQLite
+        runs a statement outside BEGIN as its own read transaction, PostgreSQL in
+        autocommit likewise), so it skips BEGIN and COMMIT."""
+
+        def once() -> _T:
+            with self._engine.connect() as conn:
+                return work(conn.execution_options(**self._statement_options))
+
+        return self._retrying(once)
 
     def _write(self, work: Callable[[Connection], _T]) -> _T:
         committer = self._committer

@@ -31,12 +31,12 @@ from tfstorage.domain.records import CommitResult, NewVersion, ObjectVersion
 from tfstorage.domain.uploads import PartLayout
 from tfstorage.errors import InternalError, InvalidRequest, NoSuchKey, NoSuchVersion, QuotaExceeded
 from tfstorage.index.conditions import check_head, place_head
+from tfstorage.index.latest import read_version
 from tfstorage.index.locks import db_now, is_locked, refuse_locked
 from tfstorage.index.reads import (
     block_columns,
     bucket_id,
     chunks,
-    fetch_version,
     keep_block_columns,
     upsert,
     utcnow,
@@ -428,7 +428,7 @@ def _drop_reference(conn: Connection, blob_id: str) -> None:
 
 
 def _by_seq(conn: Connection, seq: int) -> ObjectVersion:
-    found = fetch_version(conn, versions.c.id == seq)
+    found = read_version(conn, seq)  # one statement: every commit answers with it
     if found is None:
         raise InternalError("a version vanished inside its own transaction")
     return found

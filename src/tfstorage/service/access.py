@@ -21,6 +21,7 @@ from tfstorage.domain.records import AuditEntry, Token
 from tfstorage.domain.text import check_storable
 from tfstorage.errors import AccessDenied, InvalidArgument, Unauthenticated
 from tfstorage.index.access import AccessIndex
+from tfstorage.service.audit_buffer import AuditBuffer
 from tfstorage.service.context import StorageContext
 from tfstorage.service.s3keys import S3KeyPair, S3Keys
 
@@ -65,6 +66,7 @@ class AccessService:
         self._signing_key: bytes | None = None
         self._signing_key_read = -SIGNING_KEY_CACHE_SECONDS
         self.s3 = S3Keys(ctx, index)
+        self.audit_log = AuditBuffer(index.record)
 
     @property
     def enabled(self) -> bool:
@@ -365,12 +367,12 @@ class AccessService:
                     "detail": fields or None,
                 }
             )
-        if rows:
-            await self._ctx.db(self._index.record, rows)
+        self.audit_log.add(rows)  # written within AuditBuffer's FLUSH_SECONDS
 
     async def audit_entries(
         self, *, bucket: str | None, since: datetime | None, after_id: int, limit: int
     ) -> list[AuditEntry]:
+        await self.audit_log.flush()  # this instance's latest entries included
         return await self._ctx.db(
             self._index.audit_entries, bucket=bucket, since=since, after_id=after_id, limit=limit
         )

@@ -33,6 +33,7 @@ class BucketService:
     ) -> Bucket:
         validate_bucket_name(name)
         _check_quota(quota_bytes, quota_objects)
+        self._ctx.bucket_cache.forget(name)  # a deleted namesake's record, if any
         return await self._ctx.db(
             self._ctx.index.create_bucket,
             name,
@@ -75,13 +76,19 @@ class BucketService:
             quota_bytes if isinstance(quota_bytes, int) else None,
             quota_objects if isinstance(quota_objects, int) else None,
         )
-        return await self._ctx.db(self._ctx.index.update_bucket, name, **changes)
+        try:
+            return await self._ctx.db(self._ctx.index.update_bucket, name, **changes)
+        finally:
+            self._ctx.bucket_cache.forget(name)  # also when the outcome is unknown
 
     async def delete(self, name: str, *, force: bool) -> None:
         """Delete a bucket (409 BucketNotEmpty unless empty or `force`); bytes that no
         other version references are removed by the next garbage collection."""
         validate_bucket_name(name)
-        await self._ctx.db(self._ctx.index.delete_bucket, name, force=force)
+        try:
+            await self._ctx.db(self._ctx.index.delete_bucket, name, force=force)
+        finally:
+            self._ctx.bucket_cache.forget(name)
 
 
 def _check_quota(quota_bytes: int | None, quota_objects: int | None) -> None:

@@ -105,6 +105,7 @@ class Storage:
         return await self.replication.run(full=full)
 
     async def close(self) -> None:
+        await self.access.audit_log.flush()
         await self.scrubber.close()
         await self.integrity.close()
         await self.ctx.blobs.close()

@@ -106,7 +106,7 @@ class ObjectWriter:
         """Validate names, bucket existence and the bucket's allowed file types."""
         validate_bucket_name(bucket)
         validate_key(key)
-        record = await self._ctx.db(self._ctx.index.get_bucket, bucket)
+        record = await self._ctx.bucket_cache.get(bucket)
         check_allowed_type(record, key)
         return record
 

@@ -1,0 +1,96 @@
+"""The one-statement latest-version read of GET and HEAD (index/latest.py): the same
+answers as before, a version whole or not at all while a writer is mid-transaction,
+and another instance's commit seen at once (nothing of a version is cached)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import event, select
+
+from tfstorage.errors import NoSuchBucket, NoSuchKey
+from tfstorage.index import ObjectIndex, create_index_engine
+from tfstorage.index.engine import WRITE_OPTION
+from tfstorage.index.tables import tags
+from tfstorage.index.writes import commit_version
+
+from .builders import new_version
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def models(index: ObjectIndex) -> ObjectIndex:
+    index.create_bucket("models")
+    return index
+
+
+def test_latest_with_every_tag(models: ObjectIndex) -> None:
+    models.commit_version(new_version("models", "a.pt", b"old", tags={"stage": "dev"}))
+    new = new_version("models", "a.pt", b"new", tags={"stage": "prod", "team": "vision"})
+    committed = models.commit_version(new).version
+    latest = models.resolve_latest("models", "a.pt")
+    assert latest == committed
+    assert latest.tags == {"stage": "prod", "team": "vision"} and latest.is_latest
+
+
+def test_untagged_version(models: ObjectIndex) -> None:
+    committed = models.commit_version(new_version("models", "plain.bin", b"x")).version
+    assert models.resolve_latest("models", "plain.bin") == committed
+    assert committed.tags == {}
+
+
+def test_absent_bucket_key_and_trashed_key(models: ObjectIndex) -> None:
+    with pytest.raises(NoSuchBucket):
+        models.resolve_latest("nope", "a.pt")
+    with pytest.raises(NoSuchKey):
+        models.resolve_latest("models", "a.pt")
+    models.commit_version(new_version("models", "a.pt"))
+    models.create_bucket("other")
+    with pytest.raises(NoSuchKey):  # the same key in another bucket names nothing here
+        models.resolve_latest("other", "a.pt")
+    models.delete_key("models", "a.pt")
+    with pytest.raises(NoSuchKey):
+        models.resolve_latest("models", "a.pt")
+
+
+def test_no_transaction_round_trips(models: ObjectIndex) -> None:
+    models.commit_version(new_version("models", "a.pt"))
+    sent: list[str] = []
+    listen = event.listens_for(models.engine, "before_cursor_execute")
+
+    @listen
+    def _record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        sent.append(statement)
+
+    try:
+        models.resolve_latest("models", "a.pt")
+    finally:
+        event.remove(models.engine, "before_cursor_execute", _record)
+    assert len(sent) == 1 and sent[0].lstrip().upper().startswith("SELECT"), sent
+
+
+def test_a_version_whole_or_not_at_all_during_a_write(models: ObjectIndex) -> None:
+    first = models.commit_version(new_version("models", "a.pt", b"1", tags={"n": "1"})).version
+    with models.engine.connect() as conn:
+        conn.execution_options(**{WRITE_OPTION: True})
+        with conn.begin():
+            new = new_version("models", "a.pt", b"2", tags={"n": "2", "extra": "y"})
+            pending = commit_version(conn, new).version
+            # Uncommitted: a reader sees the previous version, tags included.
+            assert models.resolve_latest("models", "a.pt") == first
+            assert conn.execute(select(tags.c.key).where(tags.c.version_id == pending.seq)).all()
+    assert models.resolve_latest("models", "a.pt") == pending
+
+
+def test_another_instance_sees_a_commit_at_once(models: ObjectIndex) -> None:
+    other = ObjectIndex(create_index_engine(models.engine.url.render_as_string(False)))
+    try:
+        models.commit_version(new_version("models", "a.pt", b"1"))
+        assert other.resolve_latest("models", "a.pt").size == 1
+        second = models.commit_version(new_version("models", "a.pt", b"22")).version
+        assert other.resolve_latest("models", "a.pt") == second
+        models.delete_key("models", "a.pt")
+        with pytest.raises(NoSuchKey):
+            other.resolve_latest("models", "a.pt")
+    finally:
+        other.dispose()
