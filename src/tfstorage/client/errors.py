@@ -207,6 +207,10 @@ class ScrubInProgress(Conflict):
     code = "ScrubInProgress"
 
 
+class InvalidBucketState(Conflict):
+    code = "InvalidBucketState"
+
+
 class MissingContentLength(TFStorageError):
     code = "MissingContentLength"
 
