@@ -125,7 +125,7 @@ def test_filename_variable_success_status_201_and_tagging(
     assert response.status_code == 201, response.text
     root = ET.fromstring(response.content)
     ns = {"s3": "http://s3.amazonaws.com/doc/2006-03-01/"}
-    assert root.tag == "{%s}PostResponse" % ns["s3"]
+    assert root.tag == f"{{{ns['s3']}}}PostResponse"
     assert root.findtext("s3:Key", namespaces=ns) == "uploads/notes.txt"
     assert root.findtext("s3:Bucket", namespaces=ns) == BUCKET
     assert rest_object(rest, BUCKET, "uploads/notes.txt").content == b"hello"
