@@ -133,6 +133,32 @@ def test_filename_variable_success_status_201_and_tagging(
     assert tags == [{"Key": "stage", "Value": "dev"}]
 
 
+def test_fields_after_the_file_are_ignored(s3: BaseClient, rest: httpx.Client) -> None:
+    post = presigned(s3, "post/late.txt")
+    boundary = "post-object-boundary"
+
+    def part(name: str, value: bytes, filename: str | None = None) -> bytes:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        return (
+            f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + value + b"\r\n"
+        )
+
+    body = b"".join(
+        [
+            *(part(name, value.encode()) for name, value in post["fields"].items()),
+            part("file", b"late body", "late.txt"),
+            part("x-amz-meta-late", b"1"),  # not covered by the policy, yet not refused
+            f"--{boundary}--\r\n".encode(),
+        ]
+    )
+    content_type = f"multipart/form-data; boundary={boundary}"
+    response = httpx.post(post["url"], content=body, headers={"Content-Type": content_type})
+    assert response.status_code == 204, response.text
+    assert response.headers["Location"] == post["url"] + "/post/late.txt"
+    assert rest_object(rest, BUCKET, "post/late.txt").content == b"late body"
+    assert s3.head_object(Bucket=BUCKET, Key="post/late.txt")["Metadata"] == {}
+
+
 def test_redirect_carries_bucket_key_and_etag(s3: BaseClient) -> None:
     target = "https://example.com/done"
     post = presigned(

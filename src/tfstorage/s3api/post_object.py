@@ -90,10 +90,12 @@ async def post_object(req: S3Request) -> Response:
     )
     version = result.version
     await req.audit("upload", bucket=req.bucket, key=key, file_id=version.file_id)
-    async for _ in form:  # fields after the file are ignored, but the body is read to its end
-        pass
-    location = f"{req.http.url.scheme}://{req.http.url.netloc}/{req.bucket}/{quote(key)}"
+    # The bucket's URL as the form addressed it (path or virtual-host style), plus the key.
+    url = req.http.url
+    location = f"{url.scheme}://{url.netloc}{url.path.rstrip('/')}/{quote(key)}"
     headers = {"ETag": quoted_etag(version.etag), "Location": location}
+    if not await _finish(form):
+        headers["Connection"] = "close"
     if (await storage.buckets.get(req.bucket)).versioning:
         headers["x-amz-version-id"] = version.file_id
     return _success(fields, req.bucket, key, headers)
@@ -110,6 +112,19 @@ async def _read_fields(form: MultipartStream) -> tuple[dict[str, str], Part]:
             raise InvalidArgument(f"the form field {part.name!r} is given more than once")
         fields[name] = await part.read_text(_MAX_FIELD)
     raise InvalidArgument("POST requires exactly one file upload per request.")
+
+
+async def _finish(form: MultipartStream) -> bool:
+    """Read what follows the file (ignored, as on S3) so the connection can carry another
+    request; False when that is more than a form's tail, and the body is left unread."""
+    left = _MAX_FIELD
+    async for part in form:
+        async for chunk in part:
+            left -= len(chunk)
+            if left < 0:
+                await form.aclose()
+                return False
+    return True
 
 
 async def _authenticate(req: S3Request, fields: dict[str, str]) -> Caller:
