@@ -72,6 +72,13 @@ class MalformedMultipart(InvalidRequest):
     default_message = "the multipart body is malformed"
 
 
+class InvalidPolicyDocument(InvalidRequest):
+    """An S3 POST policy that is not a well-formed policy document."""
+
+    code = "InvalidPolicyDocument"
+    default_message = "Invalid Policy"
+
+
 class MissingFile(InvalidRequest):
     code = "MissingFile"
     default_message = "no file was sent (expected a multipart field named 'file')"

@@ -19,7 +19,6 @@ from fastapi import Request
 
 from tfstorage.api.conditions import write_condition
 from tfstorage.api.deps import authorize
-from tfstorage.api.multipart import MultipartStream, Part
 from tfstorage.api.uploads import (
     FORM_FIELDS,
     MAX_FILES_PER_REQUEST,
@@ -45,6 +44,7 @@ from tfstorage.errors import (
     StorageError,
     UnsupportedFileType,
 )
+from tfstorage.formdata import MultipartStream, Part
 from tfstorage.service.hashing import parse_content_md5, parse_sha256
 from tfstorage.service.storage import Storage
 from tfstorage.service.writes import Checksums, StagedBlob, Target, WriteResult, check_allowed_type

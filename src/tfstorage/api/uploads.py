@@ -15,7 +15,6 @@ from fastapi import Request
 
 from tfstorage.api.conditions import write_condition
 from tfstorage.api.deps import authorize
-from tfstorage.api.multipart import MultipartStream
 from tfstorage.domain.caller import Caller
 from tfstorage.domain.conditions import WriteCondition
 from tfstorage.domain.metadata import parse_metadata, parse_tags
@@ -27,6 +26,7 @@ from tfstorage.errors import (
     RequestTooLarge,
     StorageError,
 )
+from tfstorage.formdata import MultipartStream
 from tfstorage.service.hashing import parse_content_md5, parse_sha256
 from tfstorage.service.storage import Storage
 from tfstorage.service.writes import Checksums, StagedBlob, Target, WriteResult

@@ -68,8 +68,14 @@ def bucket_public_read(req: S3Request) -> bool | None:
 def check_object_acl(req: S3Request, public_read: bool) -> None:
     """Refuse an object ACL that would open or close the object unlike its bucket."""
     value = _canned(req)
-    if value is None:
-        return
+    if value is not None:
+        check_canned_object_acl(value, public_read)
+
+
+def check_canned_object_acl(value: str, public_read: bool) -> None:
+    """`check_object_acl` for a canned ACL given elsewhere than x-amz-acl (a POST form)."""
+    if value not in CANNED:
+        raise InvalidArgument(f"{value!r} is not a canned ACL")
     if (value == "public-read") == public_read and (public_read or value in _OBJECT_PRIVATE):
         return
     raise NotImplementedOperation(

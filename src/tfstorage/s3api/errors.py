@@ -147,6 +147,18 @@ class UnsupportedAuthorization(InvalidArgument):
     )
 
 
+class PostEntityTooLarge(InvalidRequest):
+    """A POST form's file above its policy's content-length-range: 400 on S3, not 413."""
+
+    code = "EntityTooLarge"
+    default_message = "Your proposed upload exceeds the maximum allowed size"
+
+
+class PostEntityTooSmall(InvalidRequest):
+    code = "EntityTooSmall"
+    default_message = "Your proposed upload is smaller than the minimum allowed size"
+
+
 # Codes of this project's tree that S3 does not have, as (S3 code, status). The
 # status stays the tree's unless S3's differs, so the REST and S3 doors agree.
 _S3_CODES: dict[str, tuple[str, int]] = {

@@ -13,6 +13,7 @@ from tfstorage.s3api import (
     multi_delete,
     multipart,
     objects,
+    post_object,
     tagging,
     versions,
 )
@@ -94,6 +95,8 @@ def _bucket_operation(req: S3Request) -> Operation:
         return listing.list_objects_v1
     if method == "POST" and "delete" in query:
         return multi_delete.delete_objects
+    if method == "POST" and not query:
+        return post_object.post_object  # a browser form's upload
     if _BUCKET_SUBRESOURCES.intersection(query):
         raise MethodNotAllowed()  # never taken for a plain bucket request (DELETE ?location)
     simple: dict[str, Operation] = {

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
-from tfstorage.errors import AccessDenied, InvalidArgument
+from tfstorage.errors import AccessDenied, InvalidArgument, InvalidRequest
 from tfstorage.s3api.canonical import (
     ALGORITHM,
     SignedRequest,
@@ -260,8 +260,46 @@ def _check_signature(
     )
 
 
-def _parse_credential(text: str, region: str, service: str, *, header: bool) -> Credential:
-    error = AuthorizationHeaderMalformed if header else AuthorizationQueryParametersError
+def verify_post_policy(
+    policy: str,
+    *,
+    credential: str,
+    amz_date: str,
+    signature: str,
+    lookup_secret: SecretLookup,
+    region: str,
+    service: str = "s3",
+) -> Credential:
+    """Verify a POST form's signature: the hex HMAC of the base64 policy, as sent.
+
+    The policy carries the form's expiration and conditions, so signing it signs the
+    request; the caller checks those. Blocking (the key lookup): run it in a thread.
+    """
+    parsed = _parse_credential(credential, region, service, header=False, error=InvalidArgument)
+    if not re.fullmatch(r"\d{8}T\d{6}Z", amz_date):
+        raise InvalidArgument("x-amz-date must be in the ISO8601 Long Format")
+    if amz_date[:8] != parsed.date:
+        raise InvalidArgument(
+            f"the credential date {parsed.date!r} is not x-amz-date's {amz_date[:8]!r}"
+        )
+    secret = lookup_secret(parsed.access_key)
+    if secret is None:
+        raise InvalidAccessKeyId()
+    key = signing_key(secret, parsed.date, parsed.region, parsed.service)
+    if not signatures_match(hmac_hex(key, policy), signature):
+        raise SignatureDoesNotMatch()
+    return parsed
+
+
+def _parse_credential(
+    text: str,
+    region: str,
+    service: str,
+    *,
+    header: bool,
+    error: type[InvalidRequest] | None = None,
+) -> Credential:
+    error = error or (AuthorizationHeaderMalformed if header else AuthorizationQueryParametersError)
     # The access key itself may contain '/', so the scope is the last four parts.
     parts = text.rsplit("/", 4)
     if len(parts) != 5 or not parts[0] or parts[4] != "aws4_request":

@@ -12,14 +12,14 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from starlette.requests import ClientDisconnect
 
-from tfstorage.api import multipart
-from tfstorage.api.multipart import MultipartStream, Part, PartHeaders
+from tfstorage import formdata
 from tfstorage.errors import (
     IncompleteBody,
     InvalidRequest,
     MalformedMultipart,
     RequestTooLarge,
 )
+from tfstorage.formdata import MultipartStream, Part, PartHeaders
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -419,7 +419,7 @@ async def test_unread_parts_are_skipped() -> None:
 
 
 def test_public_api() -> None:
-    assert sorted(multipart.__all__) == ["MultipartStream", "Part", "PartHeaders"]
+    assert sorted(formdata.__all__) == ["MultipartStream", "Part", "PartHeaders"]
 
 
 # -- properties ---------------------------------------------------------------------------

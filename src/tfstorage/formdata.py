@@ -1,4 +1,7 @@
-"""Streaming multipart/form-data parsing in bounded memory.
+"""Streaming multipart/form-data parsing in bounded memory, for every front door.
+
+Shared by the REST uploads (api/) and S3 POST Object (s3api/): the two front doors never
+import each other, so the parser lives below both.
 
 `request.form()` spools every file to a temporary file before the route sees it; an
 upload of many gigabytes must instead flow straight into the blob store. This module
