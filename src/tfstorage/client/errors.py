@@ -119,6 +119,10 @@ class MetadataTooLarge(InvalidMetadata):
     code = "MetadataTooLarge"
 
 
+class InvalidPolicyDocument(InvalidRequest):
+    code = "InvalidPolicyDocument"
+
+
 class InvalidTag(InvalidRequest):
     code = "InvalidTag"
 
