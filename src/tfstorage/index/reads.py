@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.schema import Table
 
 from tfstorage.domain.blocks import BlockChecksums
+from tfstorage.domain.content_headers import known_content_headers
 from tfstorage.domain.records import Bucket, ObjectVersion
 from tfstorage.errors import InvalidArgument, NoSuchBucket
 from tfstorage.index.tables import blobs, buckets, object_keys, tags, versions
@@ -120,6 +121,7 @@ def _version_select() -> Select[Any]:
         versions.c.retain_until,
         versions.c.retention_mode,
         versions.c.legal_hold,
+        versions.c.content_headers,
     ).select_from(
         versions.join(buckets, buckets.c.id == versions.c.bucket_id)
         .join(blobs, blobs.c.blob_id == versions.c.blob_id)
@@ -187,6 +189,7 @@ def _build(conn: Connection, rows: Sequence[Row[Any]]) -> list[ObjectVersion]:
             retain_until=row.retain_until,
             retention_mode=row.retention_mode,
             legal_hold=bool(row.legal_hold),
+            content_headers=known_content_headers(row.content_headers),
         )
         for row in rows
     ]

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, unquote
 from starlette.responses import Response, StreamingResponse
 
 from tfstorage.domain.conditions import parse_condition
+from tfstorage.domain.content_headers import stored_content_headers
 from tfstorage.domain.metadata import parse_tags, validate_metadata
 from tfstorage.domain.preconditions import etag_matches, modified_after, not_modified_after
 from tfstorage.domain.ranges import ByteRange, parse_range
@@ -75,6 +76,7 @@ def _header_value(value: object) -> str:
 
 def object_headers(version: ObjectVersion) -> dict[str, str]:
     headers = {
+        **version.content_headers,
         "ETag": object_etag(version),
         "Last-Modified": http_date(version.created_at),
         "Accept-Ranges": "bytes",
@@ -115,6 +117,7 @@ async def put_object(req: S3Request) -> Response:
         max_size=caller.max_upload,
         condition=condition,
         lock=lock,
+        content_headers=stored_content_headers(req.header),
     )
     version = result.version
     await req.audit("upload", bucket=req.bucket, key=req.key, file_id=version.file_id)
@@ -281,6 +284,8 @@ async def copy_object(req: S3Request) -> Response:
         content_type=req.header("content-type") if replace else None,
         tags=parse_tagging(req.header("x-amz-tagging")) if tag_directive == "REPLACE" else None,
         lock=lock,
+        # REPLACE: what this request gives, none of the source's (as S3).
+        content_headers=stored_content_headers(req.header) if replace else None,
     )
     await req.audit(
         "copy",
