@@ -51,7 +51,11 @@ def _not_after(header: str, version: ObjectVersion) -> bool:
 
 
 def object_headers(version: ObjectVersion) -> dict[str, str]:
+    # The stored content headers, but a download is always an attachment: the API's
+    # origin never lets a browser render or name a user's file as its uploader chose.
+    stored = {k: v for k, v in version.content_headers.items() if k != "Content-Disposition"}
     return {
+        **stored,
         "ETag": _etag(version),
         "Last-Modified": format_datetime(version.created_at, usegmt=True),
         "Accept-Ranges": "bytes",

@@ -17,6 +17,7 @@ from tfstorage.api.conditions import write_condition
 from tfstorage.api.deps import authorize
 from tfstorage.domain.caller import Caller
 from tfstorage.domain.conditions import WriteCondition
+from tfstorage.domain.content_headers import stored_content_headers
 from tfstorage.domain.metadata import parse_metadata, parse_tags
 from tfstorage.domain.names import key_from_filename, validate_bucket_name, validate_key
 from tfstorage.errors import (
@@ -73,6 +74,7 @@ async def put_raw(
         created_by=caller.name,
         max_size=caller.max_upload,
         condition=write_condition(request),
+        content_headers=stored_content_headers(h.get),
     )
 
 

@@ -67,6 +67,8 @@ class ObjectVersion:
     retain_until: datetime | None = None
     retention_mode: str | None = None
     legal_hold: bool = False
+    # Cache-Control, Content-Disposition... as uploaded (domain/content_headers.py).
+    content_headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def visible(self) -> bool:
@@ -95,6 +97,7 @@ class NewVersion:
     parts: PartLayout | None = None  # assembled from parts: how it was cut
     # A lock asked for with the version; the bucket's default retention applies otherwise.
     lock: VersionLock | None = None
+    content_headers: dict[str, str] = field(default_factory=dict)  # sent back on downloads
 
 
 @dataclass(frozen=True, slots=True)

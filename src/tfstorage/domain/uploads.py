@@ -44,6 +44,7 @@ class UploadSession:
     touched_at: datetime
     parts: tuple[UploadPart, ...] = field(default=())
     lock: VersionLock | None = None  # S3's x-amz-object-lock-*, given at completion
+    content_headers: dict[str, str] = field(default_factory=dict)  # Cache-Control...
 
     @property
     def stored_bytes(self) -> int:

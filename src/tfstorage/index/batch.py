@@ -139,6 +139,7 @@ def _commit_bulk(conn: Connection, news: Sequence[NewVersion]) -> list[CommitRes
                 "content_type": new.content_type,
                 "category": key_category(new.key, new.content_type),  # statistics (issue 6)
                 "user_metadata": dict(new.metadata),
+                "content_headers": dict(new.content_headers) if new.content_headers else None,
                 "created_at": now,
                 "created_by": new.created_by,
             }
@@ -195,6 +196,7 @@ class CopyItem:
     tags: dict[str, str] | None = None
     content_type: str | None = None
     lock: VersionLock | None = None  # S3 CopyObject's x-amz-object-lock-* headers
+    content_headers: dict[str, str] | None = None
 
 
 def copy_version(conn: Connection, item: CopyItem) -> CommitResult | None:
@@ -222,6 +224,9 @@ def copy_version(conn: Connection, item: CopyItem) -> CommitResult | None:
         # the trash counts as absent), so a concurrent writer cannot slip in between.
         condition=None if item.overwrite else WriteCondition(if_none_match=ANY),
         lock=item.lock,
+        content_headers=dict(
+            src.content_headers if item.content_headers is None else item.content_headers
+        ),
     )
     try:
         with conn.begin_nested():  # rolled back on any error, the 412 included

@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.schema import Table
 
 from tfstorage.domain.blocks import BlockChecksums
+from tfstorage.domain.content_headers import known_content_headers
 from tfstorage.domain.records import Bucket, ObjectVersion
 from tfstorage.errors import InvalidArgument, NoSuchBucket
 from tfstorage.index.tables import blobs, buckets, object_keys, tags, versions
@@ -122,6 +123,7 @@ def version_columns() -> tuple[ColumnElement[Any], ...]:
         versions.c.retain_until,
         versions.c.retention_mode,
         versions.c.legal_hold,
+        versions.c.content_headers,
     )
 
 
@@ -197,4 +199,5 @@ def version_of(row: Row[Any], tag_map: dict[str, str]) -> ObjectVersion:
         retain_until=row.retain_until,
         retention_mode=row.retention_mode,
         legal_hold=bool(row.legal_hold),
+        content_headers=known_content_headers(row.content_headers),
     )

@@ -471,3 +471,9 @@ completed_uploads = Table(
     Column("parts_digest", String(64), nullable=False),
     Column("completed_at", UTCDateTime(), nullable=False, index=True),
 )
+
+# Stored content headers (revision 0017) -------------------------------------------------
+# Cache-Control, Content-Disposition, Content-Encoding, Content-Language, Expires as the
+# upload gave them, sent back on downloads; NULL when none was given.
+versions.append_column(Column("content_headers", json_type(), nullable=True))
+upload_sessions.append_column(Column("content_headers", json_type(), nullable=True))

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 
+from tfstorage.domain.content_headers import known_content_headers
 from tfstorage.domain.object_lock import VersionLock
 from tfstorage.domain.records import CommitResult
 from tfstorage.domain.uploads import UploadPart, UploadSession
@@ -53,6 +54,7 @@ class UploadIndex(IndexStore):
                     created_at=session.created_at,
                     touched_at=session.touched_at,
                     object_lock=None if session.lock is None else session.lock.to_json(),
+                    content_headers=session.content_headers or None,
                 )
             )
 
@@ -453,4 +455,5 @@ def _to_session(row: Any, parts: tuple[UploadPart, ...]) -> UploadSession:
         touched_at=row.touched_at,
         parts=parts,
         lock=VersionLock.from_json(row.object_lock),
+        content_headers=known_content_headers(row.content_headers),
     )

@@ -100,6 +100,7 @@ def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
         now=now,
         parts=new.parts,
         lock=new.lock,
+        content_headers=new.content_headers,
     )
     if condition is None:
         _advance_head(conn, bid, new.key, seq)
@@ -182,6 +183,7 @@ def restore_version(
         tag_map={key: value for key, value in old_tags},
         created_by=created_by,
         now=utcnow(),
+        content_headers=src.content_headers,
     )
     if condition is None:
         _advance_head(conn, src.bucket_id, src.key, seq)
@@ -352,6 +354,7 @@ def _insert_version(
     now: datetime,
     parts: PartLayout | None = None,
     lock: VersionLock | None = None,
+    content_headers: Mapping[str, str] | None = None,
 ) -> int:
     stmt = insert(versions).values(
         file_id=uuid4().hex,
@@ -368,6 +371,7 @@ def _insert_version(
         created_by=created_by,
         parts_etag=None if parts is None else parts.etag,
         part_sizes=None if parts is None else list(parts.sizes),
+        content_headers=dict(content_headers) if content_headers else None,
     )
     seq = int(conn.execute(stmt.returning(versions.c.id)).scalar_one())
     _insert_tags(conn, seq, tag_map)

@@ -11,6 +11,7 @@ import re
 from starlette.responses import Response
 
 from tfstorage.domain.conditions import parse_condition
+from tfstorage.domain.content_headers import stored_content_headers
 from tfstorage.domain.ranges import ByteRange
 from tfstorage.domain.uploads import MAX_PARTS, UploadSession, select_parts
 from tfstorage.errors import (
@@ -74,6 +75,7 @@ async def create_multipart_upload(req: S3Request) -> Response:
         created_by=req.caller.name,
         max_size=req.caller.max_upload,
         lock=await requested_lock(req),
+        content_headers=stored_content_headers(req.header),
     )
     return xml_response(
         "InitiateMultipartUploadResult",

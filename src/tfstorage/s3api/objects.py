@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, unquote
 from starlette.responses import Response, StreamingResponse
 
 from tfstorage.domain.conditions import parse_condition
+from tfstorage.domain.content_headers import stored_content_headers
 from tfstorage.domain.metadata import parse_tags, validate_metadata
 from tfstorage.domain.preconditions import etag_matches, modified_after, not_modified_after
 from tfstorage.domain.ranges import ByteRange, parse_range
@@ -22,6 +23,7 @@ from tfstorage.domain.records import ObjectVersion
 from tfstorage.domain.version_listing import delete_marker_id, marked_head
 from tfstorage.errors import InvalidArgument, InvalidRequest, NoSuchKey, PreconditionFailed
 from tfstorage.s3api import acl
+from tfstorage.s3api.checksums import algorithm_of
 from tfstorage.s3api.errors import InvalidPartNumber, MethodNotAllowed
 from tfstorage.s3api.object_lock import governance_bypass, lock_headers, requested_lock
 from tfstorage.s3api.request import S3Request
@@ -75,6 +77,7 @@ def _header_value(value: object) -> str:
 
 def object_headers(version: ObjectVersion) -> dict[str, str]:
     headers = {
+        **version.content_headers,
         "ETag": object_etag(version),
         "Last-Modified": http_date(version.created_at),
         "Accept-Ranges": "bytes",
@@ -115,13 +118,28 @@ async def put_object(req: S3Request) -> Response:
         max_size=caller.max_upload,
         condition=condition,
         lock=lock,
+        content_headers=stored_content_headers(req.header),
     )
     version = result.version
     await req.audit("upload", bucket=req.bucket, key=req.key, file_id=version.file_id)
-    headers = {"ETag": quoted_etag(version.etag)}
+    headers = {"ETag": quoted_etag(version.etag), **_sent_checksums(req, version)}
     if (await storage.buckets.get(req.bucket)).versioning:
         headers["x-amz-version-id"] = version.file_id  # S3 names no version unversioned
     return Response(status_code=200, headers=headers)
+
+
+def _sent_checksums(req: S3Request, version: ObjectVersion) -> dict[str, str]:
+    """The checksum a PutObject was sent with, verified as the body streamed, told back
+    as S3 does; SHA-256 always from the stored digest (it may have come in a trailer)."""
+    named = (req.header("x-amz-sdk-checksum-algorithm") or "").lower()
+    if named == "sha256" or req.header("x-amz-trailer") == "x-amz-checksum-sha256":
+        sha256 = base64.b64encode(bytes.fromhex(version.sha256)).decode()
+        return {"x-amz-checksum-sha256": sha256}
+    return {
+        name: value
+        for name, value in req.lower_headers.items()
+        if algorithm_of(name) is not None and name != "x-amz-checksum-type"
+    }
 
 
 def check_read_conditions(req: S3Request, version: ObjectVersion, *, prefix: str = "") -> bool:
@@ -281,6 +299,8 @@ async def copy_object(req: S3Request) -> Response:
         content_type=req.header("content-type") if replace else None,
         tags=parse_tagging(req.header("x-amz-tagging")) if tag_directive == "REPLACE" else None,
         lock=lock,
+        # REPLACE: what this request gives, none of the source's (as S3).
+        content_headers=stored_content_headers(req.header) if replace else None,
     )
     await req.audit(
         "copy",

@@ -8,6 +8,7 @@ from starlette.responses import Response
 
 from tfstorage.s3api import (
     acl,
+    attributes,
     buckets,
     listing,
     multi_delete,
@@ -27,7 +28,7 @@ Operation = Callable[[S3Request], Awaitable[Response]]
 # GET ?acl must not be taken for a listing or a download).
 _UNSERVED = frozenset(
     {
-        "accelerate", "analytics", "attributes", "encryption",
+        "accelerate", "analytics", "encryption",
         "intelligent-tiering", "inventory", "lifecycle", "logging",
         "metrics", "notification", "ownershipControls", "policy",
         "policyStatus", "publicAccessBlock", "replication", "requestPayment", "restore",
@@ -53,8 +54,10 @@ def route(req: S3Request) -> Operation:
         return _bucket_operation(req)
     if "uploads" in query or "uploadId" in query:
         return _multipart_operation(req)
-    if "acl" in query:
-        by_method: dict[str, Operation] = {"GET": acl.get_object_acl, "PUT": acl.put_object_acl}
+    if "attributes" in query:
+        by_method: dict[str, Operation] = {"GET": attributes.get_object_attributes}
+    elif "acl" in query:
+        by_method = {"GET": acl.get_object_acl, "PUT": acl.put_object_acl}
     elif "tagging" in query:
         by_method = {
             "GET": tagging.get_object_tagging,

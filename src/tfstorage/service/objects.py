@@ -190,6 +190,7 @@ class ObjectCatalog:
         tags: dict[str, str] | None = None,
         content_type: str | None = None,
         lock: VersionLock | None = None,
+        content_headers: dict[str, str] | None = None,
     ) -> ObjectVersion:
         """A new version of `bucket/key` sharing the source's blob: no bytes move. The
         destination's allowed types, quota and versioning apply as to an upload."""
@@ -201,7 +202,16 @@ class ObjectCatalog:
             content_type = validate_content_type(content_type) or None
         check_allowed_type(await self._ctx.db(self._ctx.index.get_bucket, bucket), key)
         item = CopyItem(
-            source, bucket, key, True, created_by, metadata, tags, content_type, lock=lock
+            source,
+            bucket,
+            key,
+            True,
+            created_by,
+            metadata,
+            tags,
+            content_type,
+            lock=lock,
+            content_headers=content_headers,
         )
         batch = BatchIndex(self._ctx.index.engine)
         with self._ctx.metrics.time("copy_object"):

@@ -13,6 +13,7 @@ from tfstorage.domain.blocks import BlockMismatch, RangeVerifier
 from tfstorage.domain.names import validate_bucket_name, validate_key
 from tfstorage.domain.ranges import ByteRange
 from tfstorage.domain.records import ObjectVersion
+from tfstorage.domain.uploads import PartLayout
 from tfstorage.errors import NoSuchKey, ObjectCorrupted
 from tfstorage.index.integrity import Damage
 from tfstorage.service.context import StorageContext
@@ -49,6 +50,10 @@ class ObjectReader:
             return ByteRange(0, version.size) if part_number == 1 else None
         found = layout.locate(part_number)
         return None if found is None else ByteRange(found[0], found[0] + found[1])
+
+    async def part_layout(self, version: ObjectVersion) -> PartLayout | None:
+        """How a version assembled from parts was cut; None for one written whole."""
+        return await self._ctx.db(self._ctx.index.part_layout, version)
 
     async def by_id(self, file_id: str) -> ObjectVersion:
         return await self._ctx.db(self._ctx.index.get_version, file_id)

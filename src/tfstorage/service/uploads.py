@@ -88,6 +88,7 @@ class UploadService:
         max_size: int | None = None,
         part_size: int | None = None,
         lock: VersionLock | None = None,
+        content_headers: dict[str, str] | None = None,
     ) -> UploadSession:
         """Validate as a single upload would, then open a session (no bytes yet).
         `part_size`: the client's promise that every part but the last has that size,
@@ -119,6 +120,7 @@ class UploadService:
             created_at=now,
             touched_at=now,
             lock=lock,
+            content_headers=dict(content_headers or {}),
         )
         try:
             await self._ctx.db(self._index.create_session, session)
@@ -377,6 +379,7 @@ class UploadService:
                     condition,
                     lock=session.lock,
                     parts=assembled_layout(chosen),
+                    content_headers=session.content_headers,
                 )
                 # On a failure commit_all removes the assembled blob itself.
                 [result] = await self._writer.commit_all(

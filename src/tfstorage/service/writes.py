@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -67,6 +67,7 @@ class Target:
     condition: WriteCondition | None = None  # If-Match / If-None-Match
     parts: PartLayout | None = None  # assembled from parts: how it was cut
     lock: VersionLock | None = None  # retention / legal hold asked for with the version
+    content_headers: dict[str, str] = field(default_factory=dict)  # Cache-Control...
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,13 +170,23 @@ class ObjectWriter:
         created_by: str,
         condition: WriteCondition | None = None,
         lock: VersionLock | None = None,
+        content_headers: dict[str, str] | None = None,
     ) -> WriteResult:
         """Verify client checksums, then make the version visible in one transaction.
 
         On any failure the staged blob is removed and nothing is recorded.
         """
         target = Target(
-            staged, bucket, key, content_type, metadata, tags, checksums, condition, lock=lock
+            staged,
+            bucket,
+            key,
+            content_type,
+            metadata,
+            tags,
+            checksums,
+            condition,
+            lock=lock,
+            content_headers=dict(content_headers or {}),
         )
         return (await self.commit_all([target], created_by=created_by))[0]
 
@@ -300,6 +311,7 @@ class ObjectWriter:
             blocks=staged.blocks,
             parts=t.parts,
             lock=t.lock,
+            content_headers=t.content_headers,
         )
 
     async def put_object(
@@ -317,6 +329,7 @@ class ObjectWriter:
         max_size: int | None = None,
         condition: WriteCondition | None = None,
         lock: VersionLock | None = None,
+        content_headers: dict[str, str] | None = None,
     ) -> WriteResult:
         """The whole write path for a body whose target is known up front."""
         self.check_declared_size(declared_size, max_size)
@@ -336,4 +349,5 @@ class ObjectWriter:
                 created_by=created_by,
                 condition=condition,
                 lock=lock,
+                content_headers=content_headers,
             )
