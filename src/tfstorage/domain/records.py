@@ -23,6 +23,8 @@ class Bucket:
     quota_objects: int | None = None
     description: str = ""
     public_read: bool = False  # GET, HEAD and listings need no token
+    # Versioning was configured at least once; S3 shows no status for one where it never was.
+    versioning_set: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,8 @@ class ObjectVersion:
     retain_until: datetime | None = None
     retention_mode: str | None = None
     legal_hold: bool = False
+    # Written while its bucket's versioning was off: S3's "null" version of the key.
+    unversioned: bool = False
 
     @property
     def visible(self) -> bool:

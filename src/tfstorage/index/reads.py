@@ -96,6 +96,7 @@ def to_bucket(row: Row[Any]) -> Bucket:
         quota_objects=row.quota_objects,
         description=row.description,
         public_read=bool(row.public_read),
+        versioning_set=bool(row.versioning_set),
     )
 
 
@@ -120,6 +121,7 @@ def _version_select() -> Select[Any]:
         versions.c.retain_until,
         versions.c.retention_mode,
         versions.c.legal_hold,
+        versions.c.unversioned,
     ).select_from(
         versions.join(buckets, buckets.c.id == versions.c.bucket_id)
         .join(blobs, blobs.c.blob_id == versions.c.blob_id)
@@ -187,6 +189,7 @@ def _build(conn: Connection, rows: Sequence[Row[Any]]) -> list[ObjectVersion]:
             retain_until=row.retain_until,
             retention_mode=row.retention_mode,
             legal_hold=bool(row.legal_hold),
+            unversioned=bool(row.unversioned),
         )
         for row in rows
     ]

@@ -85,6 +85,7 @@ def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
     head = None if condition is None else check_head(conn, bid, new.key, condition)
     if limited and settings is not None:  # after the precondition: a 412 comes first
         _check_quota(conn, bid, new.bucket, new.key, new.size, settings)
+    unversioned = settings is not None and not settings.versioning
     seq = _insert_version(
         conn,
         bucket_id=bid,
@@ -100,18 +101,25 @@ def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
         now=now,
         parts=new.parts,
         lock=new.lock,
+        unversioned=unversioned,
     )
     if condition is None:
         _advance_head(conn, bid, new.key, seq)
     else:
         place_head(conn, bid, new.key, seq, condition, head)
-    if settings is not None and not settings.versioning:
-        # An unversioned bucket keeps only the newest version of each key.
-        older = (versions.c.bucket_id == bid) & (versions.c.key == new.key) & (versions.c.id < seq)
+    if unversioned:
+        # S3's "null" version: an unversioned write replaces the key's previous one, and
+        # only it; versions written while versioning was on stay.
+        older = null_versions(bid, new.key) & (versions.c.id < seq)
         refuse_locked(conn, older, "overwrite")  # rolls the new version back too
         remove_versions(conn, older, heads=false())  # the head is the new version: kept
     duplicate = None if stored == new.blob_id else new.blob_id
     return CommitResult(version=_by_seq(conn, seq), duplicate_blob_id=duplicate)
+
+
+def null_versions(bid: int, key: str) -> ColumnElement[bool]:
+    """The key's version written unversioned (S3's "null" version); at most one stays."""
+    return (versions.c.bucket_id == bid) & (versions.c.key == key) & versions.c.unversioned
 
 
 def _check_quota(conn: Connection, bid: int, bucket: str, key: str, size: int, limits: Any) -> None:
@@ -271,6 +279,23 @@ def set_deleted(
     return int(head)
 
 
+def delete_null_and_hide(conn: Connection, bucket: str, key: str) -> ObjectVersion:
+    """S3's DELETE in a bucket with versioning suspended: the key's "null" version goes
+    for good (S3's null delete marker replaces it) and the key goes to the trash, its
+    versions written while versioning was on kept. Returns the version hidden, else the
+    one removed; NoSuchKey when the key had neither."""
+    bid = bucket_id(conn, bucket)
+    null = conn.execute(select(versions.c.file_id).where(null_versions(bid, key)))
+    file_id = null.scalar_one_or_none()
+    removed = None if file_id is None else delete_version(conn, file_id)
+    try:
+        return _by_seq(conn, set_deleted(conn, bucket, key, utcnow()))
+    except NoSuchKey:
+        if removed is None:
+            raise
+        return removed
+
+
 def remove_versions(
     conn: Connection, where: ColumnElement[bool], heads: ColumnElement[bool]
 ) -> int:
@@ -352,6 +377,7 @@ def _insert_version(
     now: datetime,
     parts: PartLayout | None = None,
     lock: VersionLock | None = None,
+    unversioned: bool = False,
 ) -> int:
     stmt = insert(versions).values(
         file_id=uuid4().hex,
@@ -368,6 +394,7 @@ def _insert_version(
         created_by=created_by,
         parts_etag=None if parts is None else parts.etag,
         part_sizes=None if parts is None else list(parts.sizes),
+        unversioned=unversioned,
     )
     seq = int(conn.execute(stmt.returning(versions.c.id)).scalar_one())
     _insert_tags(conn, seq, tag_map)

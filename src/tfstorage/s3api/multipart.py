@@ -13,6 +13,7 @@ from starlette.responses import Response
 from tfstorage.domain.conditions import parse_condition
 from tfstorage.domain.ranges import ByteRange
 from tfstorage.domain.uploads import MAX_PARTS, UploadSession, select_parts
+from tfstorage.domain.version_listing import s3_version_id
 from tfstorage.errors import (
     InternalError,
     InvalidArgument,
@@ -28,6 +29,7 @@ from tfstorage.s3api.object_lock import requested_lock
 from tfstorage.s3api.objects import check_read_conditions, copy_source, parse_tagging, user_metadata
 from tfstorage.s3api.request import S3Request
 from tfstorage.s3api.responses import Node, iso_time, object_etag, quoted_etag, xml_response
+from tfstorage.s3api.version_ids import written_version_headers
 from tfstorage.service.authorization import authorize
 from tfstorage.service.writes import WriteResult
 
@@ -120,7 +122,7 @@ async def upload_part_copy(req: S3Request) -> Response:
     return xml_response(
         "CopyPartResult",
         [("LastModified", iso_time(part.stored_at)), ("ETag", quoted_etag(part.md5))],
-        headers={"x-amz-copy-source-version-id": source.file_id},
+        headers={"x-amz-copy-source-version-id": s3_version_id(source)},
     )
 
 
@@ -155,7 +157,7 @@ async def complete_multipart_upload(req: S3Request) -> Response:
         earlier = await storage.uploads.completed(upload_id, requested)
         if (earlier.version.bucket, earlier.version.key) != (req.bucket, req.key):
             raise NoSuchUpload(upload_id) from None
-        return _completed(req, earlier)
+        return await _completed(req, earlier)
     select_parts(session.parts, requested)  # InvalidPart, InvalidPartOrder, EntityTooSmall
     condition = parse_condition(req.header("if-match"), req.header("if-none-match"))
     await storage.writer.precheck(req.bucket, req.key, condition)
@@ -165,7 +167,7 @@ async def complete_multipart_upload(req: S3Request) -> Response:
             upload_id, requested, sha256=None, created_by=req.caller.name, condition=condition
         )
         await req.audit("upload", bucket=req.bucket, key=req.key, file_id=result.version.file_id)
-        return _completed(req, result)
+        return await _completed(req, result)
 
     return PatientResponse(
         work,
@@ -174,8 +176,9 @@ async def complete_multipart_upload(req: S3Request) -> Response:
     )
 
 
-def _completed(req: S3Request, result: WriteResult) -> Response:
+async def _completed(req: S3Request, result: WriteResult) -> Response:
     version = result.version
+    bucket = await req.storage.buckets.get(req.bucket)
     return xml_response(
         "CompleteMultipartUploadResult",
         [
@@ -184,7 +187,7 @@ def _completed(req: S3Request, result: WriteResult) -> Response:
             ("Key", req.key),
             ("ETag", object_etag(version)),  # S3's "<md5 of the parts' md5s>-<parts>"
         ],
-        headers={"x-amz-version-id": version.file_id},
+        headers=written_version_headers(bucket, version, name_null=False),
     )
 
 

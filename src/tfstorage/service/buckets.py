@@ -30,7 +30,9 @@ class BucketService:
         quota_objects: int | None = None,
         description: str = "",
         public_read: bool = False,
+        versioning_set: bool = True,
     ) -> Bucket:
+        """`versioning_set=False`: versioning was never configured (S3's new bucket)."""
         validate_bucket_name(name)
         _check_quota(quota_bytes, quota_objects)
         return await self._ctx.db(
@@ -42,6 +44,7 @@ class BucketService:
             quota_objects=quota_objects,
             description=description,
             public_read=public_read,
+            versioning_set=versioning_set,
         )
 
     async def get(self, name: str) -> Bucket:
