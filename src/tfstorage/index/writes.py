@@ -282,12 +282,19 @@ def set_deleted(
 def delete_null_and_hide(conn: Connection, bucket: str, key: str) -> ObjectVersion:
     """S3's DELETE in a bucket with versioning suspended: the key's "null" version goes
     for good (S3's null delete marker replaces it) and the key goes to the trash, its
-    versions written while versioning was on kept. Returns the version hidden, else the
-    one removed; NoSuchKey when the key had neither."""
+    versions written while versioning was on kept (a key in the trash already stays
+    there). Returns the key's head, else the version removed; NoSuchKey when the key had
+    neither."""
     bid = bucket_id(conn, bucket)
     null = conn.execute(select(versions.c.file_id).where(null_versions(bid, key)))
     file_id = null.scalar_one_or_none()
     removed = None if file_id is None else delete_version(conn, file_id)
+    head = select(object_keys.c.current_id).where(
+        object_keys.c.bucket_id == bid, object_keys.c.key == key
+    )
+    trashed = conn.execute(head.where(object_keys.c.deleted_at.is_not(None))).scalar()
+    if trashed is not None:
+        return _by_seq(conn, trashed)
     try:
         return _by_seq(conn, set_deleted(conn, bucket, key, utcnow()))
     except NoSuchKey:

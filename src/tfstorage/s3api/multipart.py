@@ -157,7 +157,7 @@ async def complete_multipart_upload(req: S3Request) -> Response:
         earlier = await storage.uploads.completed(upload_id, requested)
         if (earlier.version.bucket, earlier.version.key) != (req.bucket, req.key):
             raise NoSuchUpload(upload_id) from None
-        return await _completed(req, earlier)
+        return _completed(req, earlier)
     select_parts(session.parts, requested)  # InvalidPart, InvalidPartOrder, EntityTooSmall
     condition = parse_condition(req.header("if-match"), req.header("if-none-match"))
     await storage.writer.precheck(req.bucket, req.key, condition)
@@ -167,7 +167,7 @@ async def complete_multipart_upload(req: S3Request) -> Response:
             upload_id, requested, sha256=None, created_by=req.caller.name, condition=condition
         )
         await req.audit("upload", bucket=req.bucket, key=req.key, file_id=result.version.file_id)
-        return await _completed(req, result)
+        return _completed(req, result)
 
     return PatientResponse(
         work,
@@ -176,9 +176,8 @@ async def complete_multipart_upload(req: S3Request) -> Response:
     )
 
 
-async def _completed(req: S3Request, result: WriteResult) -> Response:
+def _completed(req: S3Request, result: WriteResult) -> Response:
     version = result.version
-    bucket = await req.storage.buckets.get(req.bucket)
     return xml_response(
         "CompleteMultipartUploadResult",
         [
@@ -187,7 +186,7 @@ async def _completed(req: S3Request, result: WriteResult) -> Response:
             ("Key", req.key),
             ("ETag", object_etag(version)),  # S3's "<md5 of the parts' md5s>-<parts>"
         ],
-        headers=written_version_headers(bucket, version, name_null=False),
+        headers=written_version_headers(version),
     )
 
 

@@ -120,7 +120,7 @@ async def put_object(req: S3Request) -> Response:
     version = result.version
     await req.audit("upload", bucket=req.bucket, key=req.key, file_id=version.file_id)
     headers = {"ETag": quoted_etag(version.etag)}
-    headers.update(written_version_headers(await storage.buckets.get(req.bucket), version))
+    headers.update(written_version_headers(version))
     return Response(status_code=200, headers=headers)
 
 
@@ -308,7 +308,7 @@ async def copy_object(req: S3Request) -> Response:
         file_id=version.file_id,
         source=f"{src_bucket}/{src_key}",
     )
-    headers = written_version_headers(await storage.buckets.get(req.bucket), version)
+    headers = written_version_headers(version)
     headers["x-amz-copy-source-version-id"] = s3_version_id(source)
     return xml_response(
         "CopyObjectResult",

@@ -8,20 +8,15 @@ names each version by its file id. DeleteObject and DeleteObjects share `delete_
 from __future__ import annotations
 
 from tfstorage.domain.conditions import WriteCondition
-from tfstorage.domain.records import Bucket, ObjectVersion
-from tfstorage.domain.version_listing import NULL_VERSION_ID, delete_marker_id, s3_version_id
+from tfstorage.domain.records import ObjectVersion
+from tfstorage.domain.version_listing import NULL_VERSION_ID, delete_marker_id
 from tfstorage.service.storage import Storage
 
 
-def written_version_headers(
-    bucket: Bucket, version: ObjectVersion, *, name_null: bool = True
-) -> dict[str, str]:
-    """The x-amz-version-id a PUT, copy or completed upload answers. `name_null=False`:
-    a "null" version goes unnamed even with versioning suspended (CompleteMultipartUpload,
-    as ceph/s3-tests expects of it)."""
-    if version.unversioned and not (bucket.versioning_set and name_null):
-        return {}  # S3 names no version in a bucket that never had versioning
-    return {"x-amz-version-id": s3_version_id(version)}
+def written_version_headers(version: ObjectVersion) -> dict[str, str]:
+    """The x-amz-version-id a PUT, copy or completed upload answers: none for a "null"
+    version, suspended or never configured alike (what ceph/s3-tests expects of both)."""
+    return {} if version.unversioned else {"x-amz-version-id": version.file_id}
 
 
 async def delete_latest(
