@@ -164,3 +164,21 @@ def test_copy_and_multipart_into_suspended_bucket_write_null_versions(s3: BaseCl
     assert "VersionId" not in done
     assert listed(s3, "null-copy") == (["null", "null", enabled], [])
     assert body(s3, "null-copy", "src", "null") == b"parts"
+
+
+def test_deleting_a_version_twice_succeeds_both_times(s3: BaseClient) -> None:
+    # S3's deletes are idempotent: concurrent DeleteObjects naming one version all succeed.
+    s3.create_bucket(Bucket="null-twice")
+    set_versioning(s3, "null-twice", "Enabled")
+    first = s3.put_object(Bucket="null-twice", Key="k", Body=b"1")["VersionId"]
+    second = s3.put_object(Bucket="null-twice", Key="k", Body=b"2")["VersionId"]
+    for _ in range(2):
+        s3.delete_object(Bucket="null-twice", Key="k", VersionId=first)
+    objects = {"Objects": [{"Key": "k", "VersionId": second}]}
+    for _ in range(2):
+        result = s3.delete_objects(Bucket="null-twice", Delete=objects)
+        assert "Errors" not in result and result["Deleted"][0]["VersionId"] == second
+    assert listed(s3, "null-twice") == ([], [])
+    with pytest.raises(ClientError) as missing:
+        s3.delete_object(Bucket="null-no-bucket", Key="k", VersionId=first)
+    assert error_code(missing) == "NoSuchBucket"

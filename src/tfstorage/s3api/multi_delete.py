@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from tfstorage.errors import AccessDenied, InvalidRequest, NoSuchKey, StorageError
+from tfstorage.errors import AccessDenied, InvalidRequest, NoSuchKey, NoSuchVersion, StorageError
 from tfstorage.s3api import checksums, xml
 from tfstorage.s3api.errors import s3_code
 from tfstorage.s3api.object_lock import governance_bypass
@@ -41,8 +41,8 @@ async def delete_objects(req: S3Request) -> Response:
             else:
                 gone, marker = await delete_latest(storage, req.bucket, item.key)
             await req.audit("delete", bucket=req.bucket, key=item.key, file_id=gone.file_id)
-        except NoSuchKey:
-            pass  # S3 reports a key that was not there as deleted
+        except (NoSuchKey, NoSuchVersion):
+            pass  # S3 reports a key (or version) that was not there as deleted
         except StorageError as exc:
             errors.append(
                 (

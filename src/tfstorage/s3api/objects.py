@@ -20,7 +20,13 @@ from tfstorage.domain.preconditions import etag_matches, modified_after, not_mod
 from tfstorage.domain.ranges import ByteRange, parse_range
 from tfstorage.domain.records import ObjectVersion
 from tfstorage.domain.version_listing import marked_head, s3_version_id
-from tfstorage.errors import InvalidArgument, InvalidRequest, NoSuchKey, PreconditionFailed
+from tfstorage.errors import (
+    InvalidArgument,
+    InvalidRequest,
+    NoSuchKey,
+    NoSuchVersion,
+    PreconditionFailed,
+)
 from tfstorage.s3api import acl
 from tfstorage.s3api.errors import InvalidPartNumber, MethodNotAllowed
 from tfstorage.s3api.object_lock import governance_bypass, lock_headers, requested_lock
@@ -236,8 +242,10 @@ async def delete_object(req: S3Request) -> Response:
         else:
             condition = parse_condition(req.header("if-match"), None)
             gone, marker = await delete_latest(storage, req.bucket, req.key, condition)
-    except NoSuchKey:
-        await storage.buckets.get(req.bucket)  # a missing bucket is still an error
+    except (NoSuchKey, NoSuchVersion):
+        # A version deleted already (or by a concurrent request) included: S3's deletes
+        # are idempotent. A missing bucket is still an error.
+        await storage.buckets.get(req.bucket)
         return Response(status_code=204)  # S3: deleting what is not there succeeds
     action = "delete_version" if version_id is not None else "delete"
     await req.audit(action, bucket=req.bucket, key=req.key, file_id=gone.file_id)
