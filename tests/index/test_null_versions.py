@@ -129,3 +129,14 @@ def _version_before_0018(engine: Engine, bucket: str, versioning: bool) -> None:
         conn.exec_driver_sql(
             f"INSERT INTO object_keys (bucket_id, key, current_id) VALUES ({bid}, 'k', {seq})"
         )
+
+
+def test_restore_in_an_unversioned_bucket_is_replaced_by_the_next_write(
+    index: ObjectIndex,
+) -> None:
+    index.create_bucket("u", versioning=False)  # a REST bucket without versioning
+    first = index.commit_version(new_version("u", "k", b"1")).version
+    restored = index.restore_version(first.file_id, "restorer").version
+    assert restored.unversioned
+    index.commit_version(new_version("u", "k", b"22"))
+    assert bodies(index, "u", "k") == [(2, True)]  # one version per key, as before

@@ -163,11 +163,11 @@ def restore_version(
     src = conn.execute(select(versions).where(versions.c.file_id == file_id)).first()
     if src is None:
         raise NoSuchVersion(file_id)
-    conn.execute(
-        select(buckets.c.id)
+    versioning = conn.execute(
+        select(buckets.c.versioning)
         .where(buckets.c.id == src.bucket_id)
         .with_for_update(read=True, key_share=True)
-    )
+    ).scalar_one()
     # KEY SHARE: a concurrent delete_version of the source waits until we hold our own
     # reference on its blob; re-read in case it was deleted before we got the lock.
     locked = select(versions.c.id).where(versions.c.id == src.id)
@@ -190,6 +190,8 @@ def restore_version(
         tag_map={key: value for key, value in old_tags},
         created_by=created_by,
         now=utcnow(),
+        # Unversioned, the next write replaces it as it would have before revision 0018.
+        unversioned=not versioning,
     )
     if condition is None:
         _advance_head(conn, src.bucket_id, src.key, seq)
