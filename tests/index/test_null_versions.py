@@ -140,3 +140,12 @@ def test_restore_in_an_unversioned_bucket_is_replaced_by_the_next_write(
     assert restored.unversioned
     index.commit_version(new_version("u", "k", b"22"))
     assert bodies(index, "u", "k") == [(2, True)]  # one version per key, as before
+
+
+def test_in_trash(index: ObjectIndex) -> None:
+    index.create_bucket("b")
+    assert not index.in_trash("b", "k")  # no such key
+    index.commit_version(new_version("b", "k", b"1"))
+    assert not index.in_trash("b", "k")
+    index.delete_key("b", "k")
+    assert index.in_trash("b", "k")

@@ -127,6 +127,9 @@ def test_delete_in_a_never_versioned_bucket_leaves_no_marker(s3: BaseClient) -> 
     assert hidden.value.response["ResponseMetadata"]["HTTPHeaders"]["x-amz-delete-marker"] == (
         "false"
     )
+    with pytest.raises(ClientError) as absent:  # never written: no marker to speak of
+        s3.head_object(Bucket="null-never", Key="missing")
+    assert "x-amz-delete-marker" not in absent.value.response["ResponseMetadata"]["HTTPHeaders"]
 
 
 def test_enabled_delete_answers_a_marker_of_its_own(s3: BaseClient) -> None:

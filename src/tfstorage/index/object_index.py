@@ -172,6 +172,19 @@ class ObjectIndex(IndexStore):
 
         return self._read(run)
 
+    def in_trash(self, bucket: str, key: str) -> bool:
+        """Is the key deleted, its versions kept restorable (S3: under a delete marker)?"""
+
+        def run(conn: Connection) -> bool:
+            found = conn.execute(
+                select(object_keys.c.deleted_at).where(
+                    object_keys.c.bucket_id == bucket_id(conn, bucket), object_keys.c.key == key
+                )
+            ).first()
+            return found is not None and found.deleted_at is not None
+
+        return self._read(run)
+
     def list_versions(self, bucket: str, key: str) -> list[ObjectVersion]:
         def run(conn: Connection) -> list[ObjectVersion]:
             bid = bucket_id(conn, bucket)

@@ -208,12 +208,7 @@ async def get_object(req: S3Request) -> Response:
 async def _delete_marker_headers(req: S3Request) -> dict[str, str]:
     """A GET or HEAD of a key in the trash: S3 says a delete marker is what it found
     ("false" in a bucket that never had versioning, whose deletes leave no marker)."""
-    trashed = [
-        version
-        for version in await req.storage.objects.versions(req.bucket, req.key)
-        if version.is_latest and version.deleted_at is not None
-    ]
-    if not trashed:
+    if not await req.storage.objects.in_trash(req.bucket, req.key):
         return {}
     versioned = (await req.storage.buckets.get(req.bucket)).versioning_set
     return {"x-amz-delete-marker": "true" if versioned else "false"}

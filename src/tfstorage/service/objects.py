@@ -88,6 +88,12 @@ class ObjectCatalog:
             validate_prefix(query.prefix)
         return await self._ctx.db(self._ctx.index.search_files, query)
 
+    async def in_trash(self, bucket: str, key: str) -> bool:
+        """Is the key deleted and restorable (what S3 clients see as a delete marker)?"""
+        validate_bucket_name(bucket)
+        validate_key(key)
+        return await self._ctx.db(self._ctx.index.in_trash, bucket, key)
+
     async def versions(self, bucket: str, key: str) -> list[ObjectVersion]:
         validate_bucket_name(bucket)
         validate_key(key)
