@@ -119,6 +119,15 @@ class CounterMachine(RuleBasedStateMachine):
     def soft_delete(self, b: int, key: str) -> None:
         self._quietly(self.index.delete_key, self.bucket(b), key)
 
+    @rule(b=st.integers(1, 2), on=st.booleans())
+    def set_versioning(self, b: int, on: bool) -> None:
+        # Versions written while on stay when it is off: "null" versions beside them.
+        self.index.update_bucket(self.bucket(b), versioning=on)
+
+    @rule(b=st.integers(0, 2), key=st.sampled_from(KEYS))
+    def delete_null_and_hide(self, b: int, key: str) -> None:
+        self._quietly(self.index.delete_null_and_hide, self.bucket(b), key)
+
     @rule(b=st.integers(0, 2), key=st.sampled_from(KEYS))
     def restore_key(self, b: int, key: str) -> None:
         self._quietly(self.index.restore_key, self.bucket(b), key)

@@ -23,6 +23,8 @@ class Bucket:
     quota_objects: int | None = None
     description: str = ""
     public_read: bool = False  # GET, HEAD and listings need no token
+    # Versioning was configured at least once; S3 shows no status for one where it never was.
+    versioning_set: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,8 @@ class ObjectVersion:
     legal_hold: bool = False
     # Cache-Control, Content-Disposition... as uploaded (domain/content_headers.py).
     content_headers: dict[str, str] = field(default_factory=dict)
+    # Written while its bucket's versioning was off: S3's "null" version of the key.
+    unversioned: bool = False
 
     @property
     def visible(self) -> bool:

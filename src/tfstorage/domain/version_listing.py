@@ -14,6 +14,13 @@ from datetime import datetime
 from tfstorage.domain.records import ObjectVersion
 
 _MARKER_PREFIX = "deleted."
+# S3's id of the version written while versioning was off (ObjectVersion.unversioned).
+NULL_VERSION_ID = "null"
+
+
+def s3_version_id(version: ObjectVersion) -> str:
+    """The id S3 clients know the version by: "null" for one written unversioned."""
+    return NULL_VERSION_ID if version.unversioned else version.file_id
 
 
 def delete_marker_id(head_file_id: str) -> str:
@@ -50,7 +57,7 @@ class VersionEntry:
     @property
     def version_id(self) -> str:
         if self.version is not None:
-            return self.version.file_id
+            return s3_version_id(self.version)
         assert self.marker is not None
         return self.marker.version_id
 

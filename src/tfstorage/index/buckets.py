@@ -39,6 +39,7 @@ def insert_bucket(
     description: str,
     exist_ok: bool,
     public_read: bool = False,
+    versioning_set: bool = True,
 ) -> Bucket:
     # ON CONFLICT DO NOTHING rather than catching IntegrityError: a failed statement
     # would abort the whole PostgreSQL transaction, and racing creators must both succeed.
@@ -53,6 +54,7 @@ def insert_bucket(
             quota_objects=quota_objects,
             description=description,
             public_read=public_read,
+            versioning_set=versioning_set,
         )
         .on_conflict_do_nothing(index_elements=[buckets.c.name])
         .returning(buckets.c.id)
@@ -79,6 +81,8 @@ def update_bucket(conn: Connection, name: str, fields: dict[str, Any]) -> Bucket
         raise TypeError(f"cannot update bucket field(s): {', '.join(sorted(unknown))}")
     if "allowed_types" in fields:
         fields = {**fields, "allowed_types": _types(fields["allowed_types"])}
+    if "versioning" in fields:
+        fields = {**fields, "versioning_set": True}  # configured now, whichever way
     if fields.get("versioning") is False:
         lock = conn.execute(select(buckets.c.object_lock).where(buckets.c.name == name))
         if (lock.scalar_one_or_none() or {}).get("enabled"):

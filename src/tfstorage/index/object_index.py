@@ -20,7 +20,7 @@ from tfstorage.domain.records import (
     ObjectVersion,
 )
 from tfstorage.domain.uploads import PartLayout
-from tfstorage.domain.version_listing import VersionListing
+from tfstorage.domain.version_listing import NULL_VERSION_ID, VersionListing
 from tfstorage.errors import (
     InternalError,
     InvalidArgument,
@@ -67,6 +67,7 @@ class ObjectIndex(IndexStore):
         quota_objects: int | None = None,
         description: str = "",
         public_read: bool = False,
+        versioning_set: bool = True,
     ) -> Bucket:
         return self._write(
             lambda conn: bucket_rows.insert_bucket(
@@ -78,6 +79,7 @@ class ObjectIndex(IndexStore):
                 quota_objects=quota_objects,
                 description=description,
                 public_read=public_read,
+                versioning_set=versioning_set,
                 exist_ok=False,
             )
         )
@@ -165,6 +167,19 @@ class ObjectIndex(IndexStore):
     def resolve_latest(self, bucket: str, key: str) -> ObjectVersion:
         return self._read_statement(lambda conn: read_latest(conn, bucket, key))
 
+    def in_trash(self, bucket: str, key: str) -> bool:
+        """Is the key deleted, its versions kept restorable (S3: under a delete marker)?"""
+
+        def run(conn: Connection) -> bool:
+            found = conn.execute(
+                select(object_keys.c.deleted_at).where(
+                    object_keys.c.bucket_id == bucket_id(conn, bucket), object_keys.c.key == key
+                )
+            ).first()
+            return found is not None and found.deleted_at is not None
+
+        return self._read(run)
+
     def list_versions(self, bucket: str, key: str) -> list[ObjectVersion]:
         def run(conn: Connection) -> list[ObjectVersion]:
             bid = bucket_id(conn, bucket)
@@ -248,6 +263,20 @@ class ObjectIndex(IndexStore):
         return self._write(
             lambda conn: writes.restore_version(conn, file_id, created_by, condition)
         )
+
+    def null_version(self, bucket: str, key: str) -> ObjectVersion:
+        """The key's version written unversioned (S3's "null" version)."""
+
+        def run(conn: Connection) -> ObjectVersion:
+            found = fetch_version(conn, writes.null_versions(bucket_id(conn, bucket), key))
+            if found is None:
+                raise NoSuchVersion(NULL_VERSION_ID)
+            return found
+
+        return self._read(run)
+
+    def delete_null_and_hide(self, bucket: str, key: str) -> ObjectVersion:
+        return self._write(lambda conn: writes.delete_null_and_hide(conn, bucket, key))
 
     def delete_version(self, file_id: str, *, bypass_governance: bool = False) -> ObjectVersion:
         return self._write(

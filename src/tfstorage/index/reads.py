@@ -97,6 +97,7 @@ def to_bucket(row: Row[Any]) -> Bucket:
         quota_objects=row.quota_objects,
         description=row.description,
         public_read=bool(row.public_read),
+        versioning_set=bool(row.versioning_set),
     )
 
 
@@ -124,6 +125,7 @@ def version_columns() -> tuple[ColumnElement[Any], ...]:
         versions.c.retention_mode,
         versions.c.legal_hold,
         versions.c.content_headers,
+        versions.c.unversioned,
     )
 
 
@@ -200,4 +202,5 @@ def version_of(row: Row[Any], tag_map: dict[str, str]) -> ObjectVersion:
         retention_mode=row.retention_mode,
         legal_hold=bool(row.legal_hold),
         content_headers=known_content_headers(row.content_headers),
+        unversioned=bool(row.unversioned),
     )

@@ -23,6 +23,7 @@ from sqlalchemy import (
     TypeDecorator,
     false,
     text,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -477,3 +478,9 @@ completed_uploads = Table(
 # upload gave them, sent back on downloads; NULL when none was given.
 versions.append_column(Column("content_headers", json_type(), nullable=True))
 upload_sessions.append_column(Column("content_headers", json_type(), nullable=True))
+# S3's "null" version (revision 0018) ---------------------------------------------------
+# Written while its bucket's versioning was off: S3's "null" version of its key, which the
+# next unversioned write of the key replaces (versions written while on are kept).
+versions.append_column(Column("unversioned", Boolean, nullable=False, server_default=false()))
+# Versioning was configured at least once (S3: a bucket that never had it shows no Status).
+buckets.append_column(Column("versioning_set", Boolean, nullable=False, server_default=true()))

@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, Connection, and_, or_, select
 
 from tfstorage.domain.version_listing import (
+    NULL_VERSION_ID,
     DeleteMarker,
     VersionEntry,
     VersionListing,
@@ -59,11 +60,14 @@ def _start(
     if marked_head(version_marker) is not None:
         # After a key's delete marker come all of its versions.
         return _Cursor(key_marker, 2**63 - 1)
+    named = (
+        versions.c.unversioned
+        if version_marker == NULL_VERSION_ID
+        else versions.c.file_id == version_marker
+    )
     seq = conn.execute(
         select(versions.c.id).where(
-            versions.c.bucket_id == bid,
-            versions.c.key == key_marker,
-            versions.c.file_id == version_marker,
+            versions.c.bucket_id == bid, versions.c.key == key_marker, named
         )
     ).scalar_one_or_none()
     if seq is None:

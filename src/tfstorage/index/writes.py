@@ -85,6 +85,7 @@ def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
     head = None if condition is None else check_head(conn, bid, new.key, condition)
     if limited and settings is not None:  # after the precondition: a 412 comes first
         _check_quota(conn, bid, new.bucket, new.key, new.size, settings)
+    unversioned = settings is not None and not settings.versioning
     seq = _insert_version(
         conn,
         bucket_id=bid,
@@ -101,18 +102,25 @@ def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
         parts=new.parts,
         lock=new.lock,
         content_headers=new.content_headers,
+        unversioned=unversioned,
     )
     if condition is None:
         _advance_head(conn, bid, new.key, seq)
     else:
         place_head(conn, bid, new.key, seq, condition, head)
-    if settings is not None and not settings.versioning:
-        # An unversioned bucket keeps only the newest version of each key.
-        older = (versions.c.bucket_id == bid) & (versions.c.key == new.key) & (versions.c.id < seq)
+    if unversioned:
+        # S3's "null" version: an unversioned write replaces the key's previous one, and
+        # only it; versions written while versioning was on stay.
+        older = null_versions(bid, new.key) & (versions.c.id < seq)
         refuse_locked(conn, older, "overwrite")  # rolls the new version back too
         remove_versions(conn, older, heads=false())  # the head is the new version: kept
     duplicate = None if stored == new.blob_id else new.blob_id
     return CommitResult(version=_by_seq(conn, seq), duplicate_blob_id=duplicate)
+
+
+def null_versions(bid: int, key: str) -> ColumnElement[bool]:
+    """The key's version written unversioned (S3's "null" version); at most one stays."""
+    return (versions.c.bucket_id == bid) & (versions.c.key == key) & versions.c.unversioned
 
 
 def _check_quota(conn: Connection, bid: int, bucket: str, key: str, size: int, limits: Any) -> None:
@@ -156,11 +164,11 @@ def restore_version(
     src = conn.execute(select(versions).where(versions.c.file_id == file_id)).first()
     if src is None:
         raise NoSuchVersion(file_id)
-    conn.execute(
-        select(buckets.c.id)
+    versioning = conn.execute(
+        select(buckets.c.versioning)
         .where(buckets.c.id == src.bucket_id)
         .with_for_update(read=True, key_share=True)
-    )
+    ).scalar_one()
     # KEY SHARE: a concurrent delete_version of the source waits until we hold our own
     # reference on its blob; re-read in case it was deleted before we got the lock.
     locked = select(versions.c.id).where(versions.c.id == src.id)
@@ -184,6 +192,8 @@ def restore_version(
         created_by=created_by,
         now=utcnow(),
         content_headers=src.content_headers,
+        # Unversioned, the next write replaces it as it would have before revision 0018.
+        unversioned=not versioning,
     )
     if condition is None:
         _advance_head(conn, src.bucket_id, src.key, seq)
@@ -273,6 +283,30 @@ def set_deleted(
     return int(head)
 
 
+def delete_null_and_hide(conn: Connection, bucket: str, key: str) -> ObjectVersion:
+    """S3's DELETE in a bucket with versioning suspended: the key's "null" version goes
+    for good (S3's null delete marker replaces it) and the key goes to the trash, its
+    versions written while versioning was on kept (a key in the trash already stays
+    there). Returns the key's head, else the version removed; NoSuchKey when the key had
+    neither."""
+    bid = bucket_id(conn, bucket)
+    null = conn.execute(select(versions.c.file_id).where(null_versions(bid, key)))
+    file_id = null.scalar_one_or_none()
+    removed = None if file_id is None else delete_version(conn, file_id)
+    head = select(object_keys.c.current_id).where(
+        object_keys.c.bucket_id == bid, object_keys.c.key == key
+    )
+    trashed = conn.execute(head.where(object_keys.c.deleted_at.is_not(None))).scalar()
+    if trashed is not None:
+        return _by_seq(conn, trashed)
+    try:
+        return _by_seq(conn, set_deleted(conn, bucket, key, utcnow()))
+    except NoSuchKey:
+        if removed is None:
+            raise
+        return removed
+
+
 def remove_versions(
     conn: Connection, where: ColumnElement[bool], heads: ColumnElement[bool]
 ) -> int:
@@ -355,6 +389,7 @@ def _insert_version(
     parts: PartLayout | None = None,
     lock: VersionLock | None = None,
     content_headers: Mapping[str, str] | None = None,
+    unversioned: bool = False,
 ) -> int:
     stmt = insert(versions).values(
         file_id=uuid4().hex,
@@ -372,6 +407,7 @@ def _insert_version(
         parts_etag=None if parts is None else parts.etag,
         part_sizes=None if parts is None else list(parts.sizes),
         content_headers=dict(content_headers) if content_headers else None,
+        unversioned=unversioned,
     )
     seq = int(conn.execute(stmt.returning(versions.c.id)).scalar_one())
     _insert_tags(conn, seq, tag_map)

@@ -45,11 +45,11 @@ async def create_bucket(req: S3Request) -> Response:
     if body.strip():
         xml.parse(body, root="CreateBucketConfiguration")
     public_read = acl.bucket_public_read(req)
-    # S3 buckets start unversioned: this project's versioning=False (an overwrite
-    # replaces the object), until PutBucketVersioning turns it on.
+    # S3 buckets start unversioned, never configured: this project's versioning=False
+    # (an overwrite replaces the "null" version), until PutBucketVersioning turns it on.
     try:
         await req.storage.buckets.create(
-            req.bucket, versioning=False, public_read=bool(public_read)
+            req.bucket, versioning=False, public_read=bool(public_read), versioning_set=False
         )
     except BucketAlreadyExists:
         # Re-creating a bucket one may administer, as it is, answers 200 (us-east-1, and
@@ -92,9 +92,8 @@ async def get_bucket_location(req: S3Request) -> Response:
 async def get_bucket_versioning(req: S3Request) -> Response:
     await authorize(req.storage, req.caller, "read", req.bucket, req.caller.prefix or None)
     bucket = await req.storage.buckets.get(req.bucket)
-    return xml_response(
-        "VersioningConfiguration", [("Status", "Enabled" if bucket.versioning else "Suspended")]
-    )
+    status = "Enabled" if bucket.versioning else "Suspended" if bucket.versioning_set else None
+    return xml_response("VersioningConfiguration", [("Status", status)])
 
 
 async def put_bucket_versioning(req: S3Request) -> Response:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from tfstorage.errors import AccessDenied, InvalidRequest, NoSuchKey, StorageError
+from tfstorage.errors import AccessDenied, InvalidRequest, NoSuchKey, NoSuchVersion, StorageError
 from tfstorage.s3api import checksums, xml
 from tfstorage.s3api.errors import s3_code
 from tfstorage.s3api.object_lock import governance_bypass
 from tfstorage.s3api.request import S3Request
 from tfstorage.s3api.responses import Node, xml_response
+from tfstorage.s3api.version_ids import delete_latest
 from tfstorage.service.authorization import authorize
 
 
@@ -29,6 +30,7 @@ async def delete_objects(req: S3Request) -> Response:
     deleted: list[Node] = []
     errors: list[Node] = []
     for item in request.objects:
+        marker: str | None = None
         try:
             if not caller.allows("delete", req.bucket, item.key):
                 raise AccessDenied(f"this key may not delete {req.bucket}/{item.key}")
@@ -37,10 +39,10 @@ async def delete_objects(req: S3Request) -> Response:
                     req.bucket, item.key, item.version_id, bypass_governance=bypass
                 )
             else:
-                gone = await storage.objects.delete_key(req.bucket, item.key)
+                gone, marker = await delete_latest(storage, req.bucket, item.key)
             await req.audit("delete", bucket=req.bucket, key=item.key, file_id=gone.file_id)
-        except NoSuchKey:
-            pass  # S3 reports a key that was not there as deleted
+        except (NoSuchKey, NoSuchVersion):
+            pass  # S3 reports a key (or version) that was not there as deleted
         except StorageError as exc:
             errors.append(
                 (
@@ -55,5 +57,8 @@ async def delete_objects(req: S3Request) -> Response:
             )
             continue
         if not request.quiet:
-            deleted.append(("Deleted", [("Key", item.key), ("VersionId", item.version_id)]))
+            shown: list[Node] = [("Key", item.key), ("VersionId", item.version_id)]
+            if marker is not None:
+                shown += [("DeleteMarker", True), ("DeleteMarkerVersionId", marker)]
+            deleted.append(("Deleted", shown))
     return xml_response("DeleteResult", [*deleted, *errors])

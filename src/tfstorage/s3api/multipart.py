@@ -14,6 +14,7 @@ from tfstorage.domain.conditions import parse_condition
 from tfstorage.domain.content_headers import stored_content_headers
 from tfstorage.domain.ranges import ByteRange
 from tfstorage.domain.uploads import MAX_PARTS, UploadSession, select_parts
+from tfstorage.domain.version_listing import s3_version_id
 from tfstorage.errors import (
     InternalError,
     InvalidArgument,
@@ -29,6 +30,7 @@ from tfstorage.s3api.object_lock import requested_lock
 from tfstorage.s3api.objects import check_read_conditions, copy_source, parse_tagging, user_metadata
 from tfstorage.s3api.request import S3Request
 from tfstorage.s3api.responses import Node, iso_time, object_etag, quoted_etag, xml_response
+from tfstorage.s3api.version_ids import written_version_headers
 from tfstorage.service.authorization import authorize
 from tfstorage.service.writes import WriteResult
 
@@ -122,7 +124,7 @@ async def upload_part_copy(req: S3Request) -> Response:
     return xml_response(
         "CopyPartResult",
         [("LastModified", iso_time(part.stored_at)), ("ETag", quoted_etag(part.md5))],
-        headers={"x-amz-copy-source-version-id": source.file_id},
+        headers={"x-amz-copy-source-version-id": s3_version_id(source)},
     )
 
 
@@ -186,7 +188,7 @@ def _completed(req: S3Request, result: WriteResult) -> Response:
             ("Key", req.key),
             ("ETag", object_etag(version)),  # S3's "<md5 of the parts' md5s>-<parts>"
         ],
-        headers={"x-amz-version-id": version.file_id},
+        headers=written_version_headers(version),
     )
 
 

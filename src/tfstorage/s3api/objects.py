@@ -20,8 +20,14 @@ from tfstorage.domain.metadata import parse_tags, validate_metadata
 from tfstorage.domain.preconditions import etag_matches, modified_after, not_modified_after
 from tfstorage.domain.ranges import ByteRange, parse_range
 from tfstorage.domain.records import ObjectVersion
-from tfstorage.domain.version_listing import delete_marker_id, marked_head
-from tfstorage.errors import InvalidArgument, InvalidRequest, NoSuchKey, PreconditionFailed
+from tfstorage.domain.version_listing import marked_head, s3_version_id
+from tfstorage.errors import (
+    InvalidArgument,
+    InvalidRequest,
+    NoSuchKey,
+    NoSuchVersion,
+    PreconditionFailed,
+)
 from tfstorage.s3api import acl
 from tfstorage.s3api.checksums import algorithm_of
 from tfstorage.s3api.errors import InvalidPartNumber, MethodNotAllowed
@@ -35,6 +41,7 @@ from tfstorage.s3api.responses import (
     quoted_etag,
     xml_response,
 )
+from tfstorage.s3api.version_ids import delete_latest, written_version_headers
 from tfstorage.service.authorization import authorize
 from tfstorage.service.writes import Checksums
 
@@ -82,7 +89,7 @@ def object_headers(version: ObjectVersion) -> dict[str, str]:
         "Last-Modified": http_date(version.created_at),
         "Accept-Ranges": "bytes",
         "Content-Type": version.content_type,
-        "x-amz-version-id": version.file_id,
+        "x-amz-version-id": s3_version_id(version),
         "X-Content-Type-Options": "nosniff",
         # This project's own integrity: the whole object's SHA-256, as the REST API sends.
         "X-Checksum-SHA256": version.sha256,
@@ -123,8 +130,7 @@ async def put_object(req: S3Request) -> Response:
     version = result.version
     await req.audit("upload", bucket=req.bucket, key=req.key, file_id=version.file_id)
     headers = {"ETag": quoted_etag(version.etag), **_sent_checksums(req, version)}
-    if (await storage.buckets.get(req.bucket)).versioning:
-        headers["x-amz-version-id"] = version.file_id  # S3 names no version unversioned
+    headers.update(written_version_headers(version))
     return Response(status_code=200, headers=headers)
 
 
@@ -171,7 +177,12 @@ async def get_object(req: S3Request) -> Response:
         raise MethodNotAllowed(
             headers={"x-amz-delete-marker": "true", "x-amz-version-id": version_id}
         )
-    version = await storage.reader.resolve(req.bucket, req.key, version_id)
+    try:
+        version = await storage.reader.resolve(req.bucket, req.key, version_id)
+    except NoSuchKey as exc:
+        if version_id is None:
+            exc.headers.update(await _delete_marker_headers(req))
+        raise
     headers = object_headers(version)
     if not check_read_conditions(req, version):
         keep = ("ETag", "Last-Modified", "x-amz-version-id")
@@ -212,6 +223,15 @@ async def get_object(req: S3Request) -> Response:
     return StreamingResponse(stream, status_code=status, headers=headers)
 
 
+async def _delete_marker_headers(req: S3Request) -> dict[str, str]:
+    """A GET or HEAD of a key in the trash: S3 says a delete marker is what it found
+    ("false" in a bucket that never had versioning, whose deletes leave no marker)."""
+    if not await req.storage.objects.in_trash(req.bucket, req.key):
+        return {}
+    versioned = (await req.storage.buckets.get(req.bucket)).versioning_set
+    return {"x-amz-delete-marker": "true" if versioned else "false"}
+
+
 async def _part_range(req: S3Request, version: ObjectVersion, part: str) -> ByteRange | None:
     """The bytes ?partNumber= names; None for the whole of an object written whole."""
     if not part.isascii() or not part.isdigit() or not 1 <= int(part[:6]) <= 10_000:
@@ -234,9 +254,11 @@ async def delete_object(req: S3Request) -> Response:
             )
         else:
             condition = parse_condition(req.header("if-match"), None)
-            gone = await storage.objects.delete_key(req.bucket, req.key, condition=condition)
-    except NoSuchKey:
-        await storage.buckets.get(req.bucket)  # a missing bucket is still an error
+            gone, marker = await delete_latest(storage, req.bucket, req.key, condition)
+    except (NoSuchKey, NoSuchVersion):
+        # A version deleted already (or by a concurrent request) included: S3's deletes
+        # are idempotent. A missing bucket is still an error.
+        await storage.buckets.get(req.bucket)
         return Response(status_code=204)  # S3: deleting what is not there succeeds
     action = "delete_version" if version_id is not None else "delete"
     await req.audit(action, bucket=req.bucket, key=req.key, file_id=gone.file_id)
@@ -245,10 +267,10 @@ async def delete_object(req: S3Request) -> Response:
         headers["x-amz-version-id"] = version_id
         if marked_head(version_id) is not None:
             headers["x-amz-delete-marker"] = "true"
-    elif (await storage.buckets.get(req.bucket)).versioning:
+    elif marker is not None:
         # The key went to the trash, which S3 clients see as a new delete marker.
         headers["x-amz-delete-marker"] = "true"
-        headers["x-amz-version-id"] = delete_marker_id(gone.file_id)
+        headers["x-amz-version-id"] = marker
     return Response(status_code=204, headers=headers)
 
 
@@ -309,11 +331,10 @@ async def copy_object(req: S3Request) -> Response:
         file_id=version.file_id,
         source=f"{src_bucket}/{src_key}",
     )
+    headers = written_version_headers(version)
+    headers["x-amz-copy-source-version-id"] = s3_version_id(source)
     return xml_response(
         "CopyObjectResult",
         [("LastModified", iso_time(version.created_at)), ("ETag", quoted_etag(version.etag))],
-        headers={
-            "x-amz-version-id": version.file_id,
-            "x-amz-copy-source-version-id": source.file_id,
-        },
+        headers=headers,
     )

@@ -30,7 +30,7 @@ def _entry(entry: VersionEntry, encode: Encode) -> Node:
         "Version",
         [
             ("Key", encode(version.key)),
-            ("VersionId", version.file_id),
+            ("VersionId", entry.version_id),  # "null" for one written unversioned
             ("IsLatest", entry.is_latest),
             ("LastModified", iso_time(version.created_at)),
             ("ETag", quoted_etag(version.etag)),

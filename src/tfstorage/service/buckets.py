@@ -30,7 +30,9 @@ class BucketService:
         quota_objects: int | None = None,
         description: str = "",
         public_read: bool = False,
+        versioning_set: bool = True,
     ) -> Bucket:
+        """`versioning_set=False`: versioning was never configured (S3's new bucket)."""
         validate_bucket_name(name)
         _check_quota(quota_bytes, quota_objects)
         self._ctx.bucket_cache.forget(name)  # a deleted namesake's record, if any
@@ -43,6 +45,7 @@ class BucketService:
             quota_objects=quota_objects,
             description=description,
             public_read=public_read,
+            versioning_set=versioning_set,
         )
 
     async def get(self, name: str) -> Bucket:

@@ -10,8 +10,8 @@ from tfstorage.domain.metadata import validate_metadata
 from tfstorage.domain.names import validate_bucket_name, validate_key, validate_prefix
 from tfstorage.domain.object_lock import VersionLock
 from tfstorage.domain.records import FileQuery, FileSearchPage, Listing, ObjectVersion
-from tfstorage.domain.version_listing import VersionListing, marked_head
-from tfstorage.errors import InvalidArgument, NoSuchKey, StorageError
+from tfstorage.domain.version_listing import NULL_VERSION_ID, VersionListing, marked_head
+from tfstorage.errors import InvalidArgument, NoSuchKey, NoSuchVersion, StorageError
 from tfstorage.index.batch import BatchIndex, CopyItem
 from tfstorage.service.context import StorageContext
 from tfstorage.service.writes import check_allowed_type
@@ -88,6 +88,12 @@ class ObjectCatalog:
             validate_prefix(query.prefix)
         return await self._ctx.db(self._ctx.index.search_files, query)
 
+    async def in_trash(self, bucket: str, key: str) -> bool:
+        """Is the key deleted and restorable (what S3 clients see as a delete marker)?"""
+        validate_bucket_name(bucket)
+        validate_key(key)
+        return await self._ctx.db(self._ctx.index.in_trash, bucket, key)
+
     async def versions(self, bucket: str, key: str) -> list[ObjectVersion]:
         validate_bucket_name(bucket)
         validate_key(key)
@@ -125,6 +131,15 @@ class ObjectCatalog:
             await self._ctx.db(self._ctx.index.get_bucket, bucket)
             return await self._ctx.db(self._ctx.index.delete_key, bucket, key, condition)
 
+    async def delete_null_and_hide(self, bucket: str, key: str) -> ObjectVersion:
+        """S3's DELETE with versioning suspended: the key's "null" version goes for good,
+        the key goes to the trash (versions written while versioning was on are kept)."""
+        validate_bucket_name(bucket)
+        validate_key(key)
+        with self._ctx.metrics.time("delete_key"):
+            await self._ctx.db(self._ctx.index.get_bucket, bucket)
+            return await self._ctx.db(self._ctx.index.delete_null_and_hide, bucket, key)
+
     async def delete_version(
         self, file_id: str, *, bypass_governance: bool = False
     ) -> ObjectVersion:
@@ -149,6 +164,12 @@ class ObjectCatalog:
             if head.deleted_at is None:
                 raise NoSuchKey(bucket, key)  # the marker is gone already
             return await self._ctx.db(self._ctx.index.restore_key, bucket, key, None)
+        if file_id == NULL_VERSION_ID:
+            try:
+                null = await self._ctx.db(self._ctx.index.null_version, bucket, key)
+            except NoSuchVersion:
+                raise NoSuchKey(bucket, key) from None  # S3: removing what is not there
+            file_id = null.file_id
         version = await self._ctx.db(self._ctx.index.get_version, file_id)
         if version.bucket != bucket or version.key != key:
             raise NoSuchKey(bucket, key)

@@ -14,6 +14,7 @@ from tfstorage.domain.names import validate_bucket_name, validate_key
 from tfstorage.domain.ranges import ByteRange
 from tfstorage.domain.records import ObjectVersion
 from tfstorage.domain.uploads import PartLayout
+from tfstorage.domain.version_listing import NULL_VERSION_ID
 from tfstorage.errors import NoSuchKey, ObjectCorrupted
 from tfstorage.index.integrity import Damage
 from tfstorage.service.context import StorageContext
@@ -37,6 +38,8 @@ class ObjectReader:
         validate_key(key)
         if version_id is None:
             return await self._ctx.db(self._ctx.index.resolve_latest, bucket, key)
+        if version_id == NULL_VERSION_ID:
+            return await self._ctx.db(self._ctx.index.null_version, bucket, key)
         version = await self._ctx.db(self._ctx.index.get_version, version_id)
         if version.bucket != bucket or version.key != key:
             raise NoSuchKey(bucket, key)  # a file id of another object names nothing here
