@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,26 +35,6 @@ HEADERS = {
     "ContentLanguage": "en-GB",
     "Expires": "Wed, 21 Oct 2037 07:28:00 GMT",
 }
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    root = tmp_path_factory.mktemp("s3-attributes")
-    proc = ServerProcess(root / "data", {"S3_PORT": "auto"}, log_dir=root)
-    proc.start()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
-def rest(server: ServerProcess) -> Iterator[httpx.Client]:
-    with server.client() as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def s3(server: ServerProcess) -> BaseClient:
-    return s3_client(server, *admin_keys(server))
 
 
 @pytest.fixture(scope="module")

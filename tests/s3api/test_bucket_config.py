@@ -6,7 +6,6 @@ lock headers, the governance bypass). Bad input: S3's status and code, nothing s
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,32 +14,12 @@ import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
-from tests.s3api.test_endpoint_server import admin_keys, error_code, new_keys, s3_client
+from tests.s3api.test_endpoint_server import error_code, new_keys, s3_client
 from tests.server.conftest import ServerProcess
 
 pytestmark = pytest.mark.timeout(120)
 
 FAR = datetime(2031, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    root = tmp_path_factory.mktemp("s3-bucket-config")
-    proc = ServerProcess(root / "data", {"S3_PORT": "auto"}, log_dir=root)
-    proc.start()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
-def rest(server: ServerProcess) -> Iterator[httpx.Client]:
-    with server.client() as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def s3(server: ServerProcess) -> BaseClient:
-    return s3_client(server, *admin_keys(server))
 
 
 def new_bucket(s3: BaseClient, **kwargs: Any) -> str:

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -25,26 +24,6 @@ from tests.server.conftest import ServerProcess
 pytestmark = pytest.mark.timeout(120)
 
 BUCKET = "datasets"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    root = tmp_path_factory.mktemp("s3-post")
-    proc = ServerProcess(root / "data", {"S3_PORT": "auto"}, log_dir=root)
-    proc.start()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
-def rest(server: ServerProcess) -> Iterator[httpx.Client]:
-    with server.client() as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def s3(server: ServerProcess) -> BaseClient:
-    return s3_client(server, *admin_keys(server))
 
 
 def presigned(
