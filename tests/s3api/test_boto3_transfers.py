@@ -36,15 +36,6 @@ _BUNDLES: dict[int, str] = {}  # client -> the CA bundle it verifies the TLS ter
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    root = tmp_path_factory.mktemp("boto3-transfers")
-    proc = ServerProcess(root / "data", {"S3_PORT": "auto"}, log_dir=root)
-    proc.start()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
 def rest(server: ServerProcess) -> Iterator[httpx.Client]:
     with server.client(timeout=120) as client:
         yield client

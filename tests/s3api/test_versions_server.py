@@ -3,31 +3,15 @@ boto3: what the ceph/s3-tests conformance suite checks of them, kept in this rep
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
-from tests.s3api.test_endpoint_server import admin_keys, error_code, s3_client
+from tests.s3api.test_endpoint_server import error_code
 from tests.server.conftest import ServerProcess
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    root = tmp_path_factory.mktemp("s3-versions")
-    proc = ServerProcess(root / "data", {"S3_PORT": "auto"}, log_dir=root)
-    proc.start()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
-def s3(server: ServerProcess) -> BaseClient:
-    return s3_client(server, *admin_keys(server))
 
 
 def versioned_bucket(s3: BaseClient, name: str) -> str:
