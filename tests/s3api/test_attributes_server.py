@@ -161,6 +161,24 @@ def test_rest_upload_and_download(s3: BaseClient, rest: httpx.Client, web: str) 
     assert s3_put.headers["content-encoding"] == "gzip"
 
 
+def test_a_header_too_long_to_keep_is_refused_on_both_doors(
+    s3: BaseClient, rest: httpx.Client, web: str
+) -> None:
+    too_long = "max-age=" + "9" * 1100
+    put = rest.put(
+        "/api/v1/objects/attrs-web/refused/rest.html",
+        content=b"x",
+        headers={"Cache-Control": too_long},
+    )
+    assert put.status_code == 400 and put.json()["code"] == "InvalidArgument", put.text
+    assert "Cache-Control" in put.json()["error"]
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=web, Key="refused/s3.html", Body=b"x", CacheControl=too_long)
+    assert error_code(exc) == "InvalidArgument"
+    for key in ("refused/rest.html", "refused/s3.html"):
+        assert rest.get(f"/api/v1/download/attrs-web/{key}").status_code == 404
+
+
 # GetObjectAttributes -------------------------------------------------------------------
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from tfstorage.errors import InvalidArgument
+
 STORED_HEADERS = (
     "Cache-Control",
     "Content-Disposition",
@@ -21,7 +23,9 @@ _MAX_VALUE = 1024
 
 
 def stored_content_headers(header: Callable[[str], str | None]) -> dict[str, str]:
-    """The headers to keep, read with `header(lowercase name)`; empty ones are left out."""
+    """The headers to keep, read with `header(lowercase name)`; empty ones are left out,
+    one that cannot be sent back as it came (a control character, over 1024 characters)
+    is refused rather than silently dropped."""
     found: dict[str, str] = {}
     for name in STORED_HEADERS:
         value = header(name.lower())
@@ -31,8 +35,13 @@ def stored_content_headers(header: Callable[[str], str | None]) -> dict[str, str
             codings = [c.strip() for c in value.split(",")]
             value = ", ".join(c for c in codings if c and c.lower() not in _TRANSPORT_ENCODINGS)
         value = value.strip()
-        if value and value.isprintable() and len(value) <= _MAX_VALUE:
-            found[name] = value
+        if not value:
+            continue
+        if not value.isprintable() or len(value) > _MAX_VALUE:
+            raise InvalidArgument(
+                f"{name} must be printable and at most {_MAX_VALUE} characters to be stored"
+            )
+        found[name] = value
     return found
 
 
