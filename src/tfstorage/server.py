@@ -17,6 +17,7 @@ from tfstorage.api.body_deadline import BodyDeadlineMiddleware
 from tfstorage.api.forwarded import ForwardedHeadersMiddleware
 from tfstorage.api.middleware import RequestIdMiddleware
 from tfstorage.config import Settings
+from tfstorage.malloc import keep_big_buffers_out_of_the_heap
 from tfstorage.s3api.app import S3App
 from tfstorage.service.storage import Storage
 
@@ -54,6 +55,7 @@ class FrontDoors:
 
 
 def create_server_app(settings: Settings) -> FrontDoors:
+    keep_big_buffers_out_of_the_heap()  # in every worker process, before any transfer
     rest = create_app(settings)
 
     def storage() -> Storage:

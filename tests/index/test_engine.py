@@ -35,6 +35,34 @@ def test_migrate_is_idempotent(index: ObjectIndex) -> None:
     assert index.get_bucket("models").name == "models"
 
 
+def test_head_revision_is_alembics_head() -> None:
+    # migrate() skips Alembic when the database is at head_revision(): it must be the head
+    # Alembic itself would upgrade to, or a start would skip a pending migration.
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from tfstorage.index.engine import head_revision
+
+    config = Config()
+    config.set_main_option(
+        "script_location", str(Path(tfstorage.index.__file__).parent / "migrations")
+    )
+    assert head_revision() == ScriptDirectory.from_config(config).get_current_head()
+
+
+def test_start_on_a_current_schema_does_not_import_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'index.db'}"
+    code = (
+        "import sys; from tfstorage.index import create_index_engine, migrate; "
+        f"migrate(create_index_engine({url!r})); print('alembic' in sys.modules)"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True) for _ in "12"
+    ]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr + runs[1].stderr
+    assert [r.stdout.strip() for r in runs] == ["True", "False"]
+
+
 def test_migrate_fresh_database_from_racing_processes(empty_url: str) -> None:
     # Instances starting together: separate processes, as in a deployment.
     code = "import sys; from tfstorage.index import create_index_engine, migrate; "

@@ -27,7 +27,7 @@ from tfstorage.errors import BadDigest, InvalidPart, NoSuchUpload
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 
 if TYPE_CHECKING:
-    from tfstorage.blobs.s3 import S3Config
+    from tfstorage.blobs.s3_config import S3Config
 
 
 class S3ControlClient:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from tfstorage.errors import ConfigError
 from tfstorage.index import json_codec
@@ -51,6 +50,10 @@ def create_index_engine(url: str) -> Engine:
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Upgrade the schema to the newest revision (or to `revision`: tests of a migration
     start from the one before it); safe to call on every start."""
+    if revision == "head" and _current_revision(engine) == head_revision():
+        # The usual start: nothing to do, and Alembic (with Mako and Pygments, some 10 MiB
+        # of modules in every worker process) is not even imported.
+        return
     with _PROCESS_LOCK, engine.connect() as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
@@ -82,7 +85,28 @@ def _file_lock(engine: Engine) -> Iterator[None]:
         yield
 
 
+def head_revision() -> str:
+    """The newest revision: the highest-numbered file's (revisions form one chain, each
+    file named after its number)."""
+    newest = max(_MIGRATIONS.glob("versions/[0-9][0-9][0-9][0-9]_*.py"))
+    found = re.search(r'^revision: str = "([^"]+)"', newest.read_text(), re.MULTILINE)
+    if found is None:
+        raise RuntimeError(f"no revision in {newest.name}")
+    return found.group(1)
+
+
+def _current_revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except DBAPIError:  # a fresh database: no alembic_version table yet
+        return None
+
+
 def _upgrade(conn: Connection, revision: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     # Config values go through configparser interpolation, hence the escaped '%'.
     config.set_main_option("script_location", str(_MIGRATIONS).replace("%", "%%"))

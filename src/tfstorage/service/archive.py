@@ -12,14 +12,15 @@ import re
 import stat
 import tarfile
 from collections.abc import AsyncIterator
-from typing import Literal
-
-from stream_zip import ZIP_AUTO, AsyncMemberFile, async_stream_zip
+from typing import TYPE_CHECKING, Literal
 
 from tfstorage.domain.names import validate_bucket_name, validate_prefix
 from tfstorage.domain.records import ObjectVersion
 from tfstorage.service.context import StorageContext
 from tfstorage.service.reads import ObjectReader
+
+if TYPE_CHECKING:
+    from stream_zip import AsyncMemberFile
 
 ArchiveFormat = Literal["zip", "tar"]
 _LIST_PAGE = 1000
@@ -109,6 +110,10 @@ class ArchiveService:
             await stream.aclose()
 
     async def _zip(self, bucket: str, prefix: str) -> AsyncIterator[bytes]:
+        # Imported here: stream_zip brings pycryptodome (for encrypted zips, unused), a few
+        # MiB in every worker process for a route few deployments call.
+        from stream_zip import ZIP_AUTO, async_stream_zip
+
         async def members() -> AsyncIterator[AsyncMemberFile]:
             async for name, version in self._entries(bucket, prefix):
                 method = ZIP_AUTO(version.size, level=_ZIP_LEVEL)  # ZIP64 when needed

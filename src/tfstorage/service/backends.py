@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from tfstorage.blobs.base import BlobStore
 from tfstorage.blobs.local import LocalBlobStore
-from tfstorage.blobs.s3 import S3BlobStore, S3Config, normalize_prefix
+from tfstorage.blobs.s3_config import S3Config, normalize_prefix
 from tfstorage.config import Settings
 from tfstorage.errors import ConfigError
+
+
+def _s3_store(config: S3Config) -> BlobStore:
+    # Imported here: obstore (and httpx, for what obstore lacks) weigh some 10 MiB in each
+    # worker process, and a deployment on local disk never uses them.
+    from tfstorage.blobs.s3 import S3BlobStore
+
+    return S3BlobStore(config)
 
 
 def build_blob_store(settings: Settings) -> BlobStore:
@@ -18,7 +26,7 @@ def build_blob_store(settings: Settings) -> BlobStore:
     if settings.storage_type == "local":
         primary: BlobStore = LocalBlobStore(settings.blob_dir, block_size=settings.block_size)
     elif settings.storage_type in ("s3", "minio"):
-        primary = S3BlobStore(s3_config(settings))
+        primary = _s3_store(s3_config(settings))
     else:
         raise ConfigError(
             f"invalid STORAGE_TYPE: {settings.storage_type!r} (use 'local', 's3' or 'minio')"
@@ -90,7 +98,7 @@ def _build_replica(settings: Settings) -> BlobStore:
         if settings.storage_type == "local" and root.resolve() == settings.blob_dir.resolve():
             raise ConfigError("invalid REPLICA_DATA_DIR: it is the primary's blob directory")
         return LocalBlobStore(root)
-    return S3BlobStore(replica_s3_config(settings))
+    return _s3_store(replica_s3_config(settings))
 
 
 def _build_archive(settings: Settings) -> BlobStore:
@@ -118,7 +126,7 @@ def _build_archive(settings: Settings) -> BlobStore:
     overlaps = mine.startswith(theirs) or theirs.startswith(mine)
     if settings.storage_type in ("s3", "minio") and config.bucket == primary.bucket and overlaps:
         raise ConfigError("invalid ARCHIVE_S3_PREFIX: the archive overlaps the primary's prefix")
-    return S3BlobStore(config)
+    return _s3_store(config)
 
 
 def _config(
