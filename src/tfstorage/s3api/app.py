@@ -83,7 +83,10 @@ class S3App:
             http.scope["route"] = OperationRoute("cors_preflight")
             return await cors.preflight(storage, bucket, http)
         signed = SignedRequest.from_asgi(http.scope)
-        auth, caller = await anyio.to_thread.run_sync(self._authenticate, storage, signed)
+        if storage.ctx.reads_inline:  # a cached or one-statement key lookup: no thread hop
+            auth, caller = self._authenticate(storage, signed)
+        else:
+            auth, caller = await anyio.to_thread.run_sync(self._authenticate, storage, signed)
         query: dict[str, str] = {}
         for name, value in parse_query(http.scope.get("query_string", b"").decode("latin-1")):
             query.setdefault(name, value)
@@ -107,7 +110,8 @@ class S3App:
     def _authenticate(
         self, storage: Storage, signed: SignedRequest
     ) -> tuple[sigv4.Authenticated | None, Caller]:
-        """Blocking (key lookups hit the index): runs in a worker thread."""
+        """Blocking (key lookups hit the index): runs in a worker thread but on SQLite,
+        whose lookup costs less than the hop (StorageContext.read_now)."""
         tokens: dict[str, Token] = {}
 
         def lookup(access_key: str) -> str | None:

@@ -37,7 +37,7 @@ class ObjectReader:
         validate_bucket_name(bucket)
         validate_key(key)
         if version_id is None:
-            return await self._ctx.db(self._ctx.index.resolve_latest, bucket, key)
+            return await self._ctx.read_now(self._ctx.index.resolve_latest, bucket, key)
         if version_id == NULL_VERSION_ID:
             return await self._ctx.db(self._ctx.index.null_version, bucket, key)
         version = await self._ctx.db(self._ctx.index.get_version, version_id)
