@@ -43,17 +43,16 @@ def open_store(root: str) -> PackedBlobStore:
 async def write(root: str, seed: int, count: int) -> None:
     store = open_store(root)
     rng = random.Random(seed)
-    ids = [rng.randbytes(16).hex() for _ in range(count)]
-    limiter = anyio.Semaphore(8)
+    ids = iter([rng.randbytes(16).hex() for _ in range(count)])
 
-    async def put(blob_id: str) -> None:
-        async with limiter:
+    async def put_next() -> None:
+        for blob_id in ids:  # shared: each writer takes the next id
             await store.put(blob_id, one_chunk(content(blob_id)))
             print(f"ACK {blob_id}", flush=True)
 
     async with anyio.create_task_group() as tg:
-        for blob_id in ids:
-            tg.start_soon(put, blob_id)
+        for _ in range(8):
+            tg.start_soon(put_next)
     await store.close()
     print("DONE", flush=True)
 
