@@ -51,6 +51,7 @@ from tfstorage.blobs.pack_maintenance import (
     recover,
     sweep_temp_packs,
 )
+from tfstorage.config import MAX_PACK_THRESHOLD
 from tfstorage.domain.blocks import DEFAULT_BLOCK_SIZE
 from tfstorage.errors import InsufficientStorage
 
@@ -59,7 +60,6 @@ MiB: Final = 1024 * KiB
 PACKS_DIR: Final = ".packs"
 INDEX_FILE: Final = "index.sqlite"
 DEFAULT_PACK_THRESHOLD: Final = 64 * KiB
-MAX_PACK_THRESHOLD: Final = 8 * MiB  # a packed blob is read into memory whole
 DEFAULT_PACK_SIZE: Final = 64 * MiB
 DEFAULT_DEAD_SHARE: Final = 0.5
 _LIST_BATCH: Final = 1000
