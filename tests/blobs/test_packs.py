@@ -20,10 +20,15 @@ import pytest
 from tests.blobs.contract import BlobStoreContract, MultipartContract, chunked, read_all
 from tests.blobs.pack_worker import content
 from tfstorage.blobs import BlobNotFound, BlobStore, BlobStoreUnavailable, new_blob_id
+from tfstorage.blobs.local import LocalBlobStore
 from tfstorage.blobs.pack_format import HEADER_SIZE, encode_record
 from tfstorage.blobs.pack_index import Location
 from tfstorage.blobs.pack_maintenance import CompactionReport, compact
 from tfstorage.blobs.packs import PackedBlobStore
+from tfstorage.blobs.tiered import TieredBlobStore
+from tfstorage.config import load_settings
+from tfstorage.errors import ConfigError
+from tfstorage.service.backends import build_blob_store
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -346,4 +351,32 @@ async def test_two_processes_write_one_root_and_read_each_other(root: Path) -> N
     store = PackedBlobStore(root)
     await assert_intact(store, {i: content(i) for i in ids[0] + ids[1]})
     assert len(pack_files(root)) >= 2  # one pack per writer at least
+    await store.close()
+
+
+def test_pack_threshold_setting_picks_the_store(tmp_path: Path) -> None:
+    packed = build_blob_store(load_settings(data_dir=tmp_path, pack_threshold="64KB"))
+    assert isinstance(packed, PackedBlobStore) and packed.root == tmp_path / "blobs"
+    assert type(build_blob_store(load_settings(data_dir=tmp_path))) is LocalBlobStore
+    archived = build_blob_store(
+        load_settings(data_dir=tmp_path, pack_threshold="4KB", archive_storage_type="local")
+    )
+    assert isinstance(archived, TieredBlobStore)
+    assert isinstance(archived.primary, PackedBlobStore)
+    assert type(archived.archive) is LocalBlobStore  # only the primary packs
+    for wrong in ("9MB", "-1"):
+        with pytest.raises(ConfigError, match="PACK_THRESHOLD"):
+            load_settings(data_dir=tmp_path, pack_threshold=wrong)
+
+
+@pytest.mark.anyio
+async def test_archive_tier_moves_packed_blobs(tmp_path: Path) -> None:
+    primary = PackedBlobStore(tmp_path / "blobs")
+    store = TieredBlobStore(primary, LocalBlobStore(tmp_path / "archive"))
+    blob_id = new_blob_id()
+    await store.put(blob_id, chunked(b"cold bytes"))
+    await store.archive.put(blob_id, await primary.open(blob_id))  # lifecycle's move
+    await primary.delete(blob_id)
+    assert await read_all(store, blob_id) == b"cold bytes"
+    assert (await store.stat(blob_id)).size == 10
     await store.close()
