@@ -1,7 +1,7 @@
 """Small durable puts per second: files (LocalBlobStore) against packs (PackedBlobStore).
 
     .venv/bin/python bench/packs.py [--dir DIR] [--size 4096] [--puts 2000]
-        [--concurrency 1,16,64] [--rounds 3]
+        [--concurrency 1,16,64] [--rounds 3] [--threshold 65536]
 
 In a scratch directory on the disk under test (`--dir`, default: the system's temporary
 directory), `--concurrency` tasks put `--puts` blobs of `--size` random bytes in all, each
@@ -19,6 +19,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -77,10 +78,11 @@ def main() -> None:
     parser.add_argument("--puts", type=int, default=2000)
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threshold", type=int, default=64 * 1024, help="PACK_THRESHOLD")
     args = parser.parse_args()
     stores: dict[str, Callable[[Path], BlobStore]] = {
         "files": LocalBlobStore,
-        "packs": PackedBlobStore,
+        "packs": partial(PackedBlobStore, threshold=args.threshold),
     }
     print(f"{args.puts} puts of {args.size} B per round, {args.rounds} rounds, in {args.dir}")
     for concurrency in (int(c) for c in args.concurrency.split(",")):

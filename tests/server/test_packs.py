@@ -1,5 +1,6 @@
 """A server with PACK_THRESHOLD packs small objects; deleting most of them and letting
-garbage collection run (at start-up) gives the space back, and the rest reads back."""
+garbage collection run (at start-up) gives the space back, and the rest reads back. Two
+worker processes share the data directory (and its packs)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,12 @@ from tests.server.helpers import blob_files
 pytestmark = pytest.mark.server
 
 BUCKET = "artifacts"
-ENV = {"PACK_THRESHOLD": "64KB", "GC_INTERVAL_SECONDS": "0", "ORPHAN_GRACE_SECONDS": "3600"}
+ENV = {
+    "PACK_THRESHOLD": "64KB",
+    "WORKERS": "2",
+    "GC_INTERVAL_SECONDS": "0",
+    "ORPHAN_GRACE_SECONDS": "3600",
+}
 
 
 def packs_size(data_dir: Path) -> int:
