@@ -380,3 +380,25 @@ async def test_archive_tier_moves_packed_blobs(tmp_path: Path) -> None:
     assert await read_all(store, blob_id) == b"cold bytes"
     assert (await store.stat(blob_id)).size == 10
     await store.close()
+
+
+@pytest.mark.anyio
+async def test_compaction_seals_its_own_active_pack_when_worth_it(root: Path) -> None:
+    store = PackedBlobStore(root)
+    blobs = small_blobs(20, seed=4)
+    await put_all(store, blobs)
+    for blob_id in list(blobs)[:5]:
+        await store.delete(blob_id)
+        del blobs[blob_id]
+    assert await store.compact() == CompactionReport()  # a quarter dead: left as it is
+    [active] = pack_files(root)
+    for blob_id in list(blobs)[:10]:
+        await store.delete(blob_id)
+        del blobs[blob_id]
+    report = await store.compact()  # three quarters dead: sealed, then rewritten
+    assert report.packs_rewritten == 1 and not active.exists()
+    more = small_blobs(5, seed=5)
+    await put_all(store, more)  # into a new pack
+    await assert_intact(store, blobs | more)
+    assert len(pack_files(root)) == 2
+    await store.close()

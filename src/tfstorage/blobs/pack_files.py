@@ -176,7 +176,11 @@ class ActivePack:
                     self._state.notify_all()
 
     def close(self) -> None:
-        """Release the pack (and its lock: it is sealed from now on)."""
+        """Release the pack (and its lock: it is sealed from now on), once what was
+        appended to it is durable: a writer between its append and its wait still gets
+        its record synced and indexed."""
+        with suppress(BaseException):
+            self.wait_durable(self._appended)
         with self._state:
             while self._syncing:
                 self._state.wait()

@@ -280,9 +280,23 @@ class PackedBlobStore:
 
         def run() -> CompactionReport:
             with _errors("compacting packs"):
+                self._seal_if_dead(share)
                 return compact(self._dir, self._index, share)
 
         return await anyio.to_thread.run_sync(run)
+
+    def _seal_if_dead(self, share: float) -> None:
+        # Only sealed packs are compacted: the active one is sealed early (the next put
+        # starts another) when it is worth compacting, or it would wait for its rollover.
+        with self._append_lock:
+            pack = self._active
+            if pack is None or not pack.size:
+                return
+            dead = pack.size - self._index.live_bytes(pack.name)
+            if dead / pack.size <= share:
+                return
+            self._active = None
+        pack.close()
 
     async def capacity(self) -> Capacity:
         return await self._local.capacity()
