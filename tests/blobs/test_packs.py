@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -27,7 +28,7 @@ from tfstorage.blobs.pack_maintenance import CompactionReport, compact
 from tfstorage.blobs.packs import PackedBlobStore
 from tfstorage.blobs.tiered import TieredBlobStore
 from tfstorage.config import load_settings
-from tfstorage.errors import ConfigError
+from tfstorage.errors import ConfigError, InsufficientStorage
 from tfstorage.service.backends import build_blob_store
 
 KiB = 1024
@@ -401,4 +402,32 @@ async def test_compaction_seals_its_own_active_pack_when_worth_it(root: Path) ->
     await put_all(store, more)  # into a new pack
     await assert_intact(store, blobs | more)
     assert len(pack_files(root)) == 2
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_a_failed_append_ends_its_pack(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = PackedBlobStore(root)
+    first = new_blob_id()
+    await store.put(first, chunked(b"before"))
+    real = os.pwrite
+
+    def pwrite_half(fd: int, data: Any, offset: int) -> int:
+        real(fd, bytes(data)[: len(data) // 2], offset)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", pwrite_half)
+    failed = new_blob_id()
+    with pytest.raises(InsufficientStorage):
+        await store.put(failed, chunked(b"x" * 1000))
+    monkeypatch.undo()
+    after = new_blob_id()
+    await store.put(after, chunked(b"after"))
+    assert len(pack_files(root)) == 2  # the torn pack was left for a new one
+    await store.close()
+    for path in packs_dir(root).glob("index.sqlite*"):
+        path.unlink()
+    store = PackedBlobStore(root)  # rebuilt from the packs: the torn record is not one
+    assert {info.blob_id async for info in store.list_blobs()} == {first, after}
+    assert await read_all(store, first) == b"before"
     await store.close()

@@ -132,13 +132,10 @@ class ActivePack:
         fd = self._fd
         if fd is None or self.error is not None:
             raise OSError("pack closed")
-        try:
-            pwrite_all(fd, data, record.offset)
-        except BaseException as exc:
-            with self._state:
-                # A partial record may be there: nothing may follow it in this pack.
-                self.error = self.error or exc
-            raise
+        # If this raises, part of the record may be there: the caller closes the pack,
+        # which syncs the records before it (their writers still succeed), and nothing
+        # is appended after it.
+        pwrite_all(fd, data, record.offset)
         self.size = record.end
         with self._state:
             self._pending.append(record)
