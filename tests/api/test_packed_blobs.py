@@ -63,6 +63,14 @@ def location(settings: Settings, blob_id: str) -> tuple[Path, int] | None:
     return None if row is None else (packs / row[0], row[1] + 48)
 
 
+def flip(pack: Path, start: int, offset: int) -> None:
+    with pack.open("r+b") as f:
+        f.seek(start + offset)
+        byte = f.read(1)
+        f.seek(start + offset)
+        f.write(bytes([byte[0] ^ 1]))
+
+
 def blob_of(app: FastAPI, file_id: str) -> str:
     blob_id: str = app.state.storage.ctx.index.get_version(file_id).blob_id
     return blob_id
@@ -93,21 +101,21 @@ async def test_packed_blobs_work_as_file_blobs(
     assert r.status_code == 206 and r.content == DATA[5000:10000]
 
     # A flipped byte in the pack: verify finds it (its block) and repairs from the replica.
-    pack, start = found
-    with pack.open("r+b") as f:
-        f.seek(start + 12_345)
-        byte = f.read(1)
-        f.seek(start + 12_345)
-        f.write(bytes([byte[0] ^ 1]))
-    r = await client.get("/api/v1/download/models/a.bin", headers={"Range": "bytes=12288-16383"})
-    # The block fails its checksum and, with a replica, is read from there instead.
-    assert r.status_code == 206 and r.content == DATA[12288:16384]
+    flip(*found, 12_345)
     report = (await client.post(f"/api/v1/files/{file_id}/verify")).json()
     assert report["status"] == "corrupt" and report["repaired"] is True, report
     assert [b["block"] for b in report["damaged_blocks"]] == [3]
     assert (await client.post(f"/api/v1/files/{file_id}/verify")).json()["status"] == "ok"
     assert (await client.get("/api/v1/download/models/a.bin")).content == DATA
-    assert location(settings, blob_id) is not None  # rewritten into a pack
+    rewritten = location(settings, blob_id)
+    assert rewritten is not None and rewritten != found  # rewritten into a pack
+
+    # A ranged read checks its blocks: a damaged one is read from the replica instead.
+    flip(*rewritten, 12_345)
+    r = await client.get("/api/v1/download/models/a.bin", headers={"Range": "bytes=12288-16383"})
+    assert r.status_code == 206 and r.content == DATA[12288:16384]
+    await app.state.storage.integrity.settle()  # its background repair from the replica
+    assert (await client.get("/api/v1/download/models/a.bin")).content == DATA
 
     # Both keys deleted for good, and an orphan: garbage collection removes both blobs,
     # then compaction the pack records they leave.
