@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tfstorage.blobs.base import BlobStore
 from tfstorage.blobs.local import LocalBlobStore
+from tfstorage.blobs.packs import PackedBlobStore
 from tfstorage.blobs.s3_config import S3Config, normalize_prefix
 from tfstorage.config import Settings
 from tfstorage.errors import ConfigError
@@ -23,8 +24,12 @@ def build_blob_store(settings: Settings) -> BlobStore:
     Nothing is contacted here; `await store.check()` at start-up reaches the engine and
     creates the S3 bucket if it is missing.
     """
-    if settings.storage_type == "local":
-        primary: BlobStore = LocalBlobStore(settings.blob_dir, block_size=settings.block_size)
+    if settings.storage_type == "local" and settings.pack_threshold:
+        primary: BlobStore = PackedBlobStore(
+            settings.blob_dir, threshold=settings.pack_threshold, block_size=settings.block_size
+        )
+    elif settings.storage_type == "local":
+        primary = LocalBlobStore(settings.blob_dir, block_size=settings.block_size)
     elif settings.storage_type in ("s3", "minio"):
         primary = _s3_store(s3_config(settings))
     else:

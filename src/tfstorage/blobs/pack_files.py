@@ -1,0 +1,189 @@
+"""Pack files on disk: creating one (exclusively, locked while it is being appended to),
+the group commit of the appends, and the small file-system helpers of the pack store.
+
+A pack is appended to by one store only, its creator, which holds an exclusive `flock`
+on it for as long as it may append: any other store (another process, or another
+instance in this one) that can take the lock knows the pack is sealed for good, since
+pack names are never reused.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from typing import Final
+
+from tfstorage.blobs.pack_format import Record
+
+PACK_SUFFIX: Final = ".pack"
+TEMP_PREFIX: Final = "tmp-"
+FILE_MODE: Final = 0o640
+CRASH_POINT_VARIABLE: Final = "TFSTORAGE_TEST_CRASH_POINT"
+# Indexes a synced group: (pack name, its records, the offset they are valid through).
+Publish = Callable[[str, list[Record], int], None]
+
+
+def crash_point(name: str) -> None:
+    """Tests only: die here, as a power cut or an OOM kill would, when asked to."""
+    if os.environ.get(CRASH_POINT_VARIABLE) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def create_pack(directory: str) -> tuple[str, int]:
+    """A new, empty, locked pack: (name, descriptor). It gets its final name only once
+    locked, so no other store ever sees it unlocked (and takes it for a sealed one)."""
+    name = f"{time.time_ns():016x}-{os.getpid()}-{secrets.token_hex(4)}{PACK_SUFFIX}"
+    temp = os.path.join(directory, TEMP_PREFIX + name)
+    fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(temp, os.path.join(directory, name))
+        fsync_dir(directory)  # the pack must outlive a crash before any record in it does
+    except BaseException:
+        os.close(fd)
+        with suppress(OSError):
+            os.unlink(temp)
+        raise
+    return name, fd
+
+
+def lock_sealed(path: str) -> int | None:
+    """The pack at `path` open for reading and locked, or None if its writer still holds
+    it (or it is gone)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def pack_names(directory: str) -> list[str]:
+    return sorted(name for name in os.listdir(directory) if name.endswith(PACK_SUFFIX))
+
+
+def temp_entries(directory: str) -> Iterator[os.DirEntry[str]]:
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name.startswith(TEMP_PREFIX):
+                yield entry
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def pread_exact(fd: int, size: int, offset: int) -> bytes:
+    data = os.pread(fd, size, offset)
+    while len(data) < size:
+        more = os.pread(fd, size - len(data), offset + len(data))
+        if not more:
+            raise EOFError("a pack record is shorter than its index entry")
+        data += more
+    return data
+
+
+def pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        offset += written
+        view = view[written:]
+
+
+class ActivePack:
+    """The pack a store appends to, with its group commit: a writer whose record is not
+    yet durable either waits for the sync running now or leads the next one, which
+    covers everything appended so far. The leader also indexes the group (`publish`), so
+    a record is durable and findable when its writer is told so."""
+
+    def __init__(self, name: str, fd: int, publish: Publish) -> None:
+        self.name = name
+        self.size = 0  # appended through (guarded by the store's append lock)
+        self._fd: int | None = fd
+        self._publish = publish
+        self._state = threading.Condition()
+        self._pending: list[Record] = []
+        self._appended = 0
+        self._durable = 0
+        self._syncing = False
+        self.error: BaseException | None = None
+
+    def append(self, record: Record, data: bytes) -> None:
+        """Write `data` (the encoded record) at the end. The caller holds the append
+        lock, so records never interleave."""
+        fd = self._fd
+        if fd is None or self.error is not None:
+            raise OSError("pack closed")
+        # If this raises, part of the record may be there: the caller closes the pack,
+        # which syncs the records before it (their writers still succeed), and nothing
+        # is appended after it.
+        pwrite_all(fd, data, record.offset)
+        self.size = record.end
+        with self._state:
+            self._pending.append(record)
+            self._appended = record.end
+
+    def wait_durable(self, end: int) -> None:
+        """Return once every byte before `end` is synced and indexed, or raise."""
+        with self._state:
+            while self._durable < end:
+                if self.error is not None:
+                    raise self.error
+                if self._syncing:
+                    self._state.wait()
+                    continue
+                self._syncing = True
+                target, group = self._appended, self._pending
+                self._pending = []
+                fd = self._fd
+                self._state.release()
+                failure: BaseException | None = None
+                try:
+                    if fd is None:
+                        raise OSError("pack closed")
+                    os.fdatasync(fd)
+                    self._publish(self.name, group, target)
+                except BaseException as exc:
+                    failure = exc
+                finally:
+                    self._state.acquire()
+                    self._syncing = False
+                    if failure is None:
+                        self._durable = target
+                    else:
+                        self.error = self.error or failure
+                    self._state.notify_all()
+
+    def close(self) -> None:
+        """Release the pack (and its lock: it is sealed from now on), once what was
+        appended to it is durable: a writer between its append and its wait still gets
+        its record synced and indexed."""
+        with suppress(BaseException):
+            self.wait_durable(self._appended)
+        with self._state:
+            while self._syncing:
+                self._state.wait()
+            fd, self._fd = self._fd, None
+            if self.error is None:
+                self.error = OSError("pack closed")
+            self._state.notify_all()
+        if fd is not None:
+            os.close(fd)

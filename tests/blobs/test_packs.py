@@ -1,0 +1,433 @@
+"""The pack store: the blob contract with small (packed) and big (file) blobs, and what
+is particular to packs: group syncs, torn tails, the index rebuilt from the packs,
+compaction, several processes on one root."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.blobs.contract import BlobStoreContract, MultipartContract, chunked, read_all
+from tests.blobs.pack_worker import content
+from tfstorage.blobs import BlobNotFound, BlobStore, BlobStoreUnavailable, new_blob_id
+from tfstorage.blobs.local import LocalBlobStore
+from tfstorage.blobs.pack_format import HEADER_SIZE, encode_record
+from tfstorage.blobs.pack_index import Location
+from tfstorage.blobs.pack_maintenance import CompactionReport, compact
+from tfstorage.blobs.packs import PackedBlobStore
+from tfstorage.blobs.tiered import TieredBlobStore
+from tfstorage.config import load_settings
+from tfstorage.errors import ConfigError, InsufficientStorage
+from tfstorage.service.backends import build_blob_store
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+class TestPackedBlobStore(BlobStoreContract, MultipartContract):
+    """Blobs up to 4 MiB packed: nearly every blob of the contract goes into packs."""
+
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[BlobStore]:
+        store = PackedBlobStore(tmp_path / "blobs", threshold=4 * MiB, pack_size=8 * MiB)
+        yield store
+        await store.close()
+
+
+class TestPackedBlobStoreDefaultThreshold(BlobStoreContract):
+    """The default threshold (64 KiB): small blobs packed, big ones files."""
+
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[BlobStore]:
+        store = PackedBlobStore(tmp_path / "blobs")
+        yield store
+        await store.close()
+
+
+# What is particular to packs -------------------------------------------------------------
+REPO = Path(__file__).resolve().parents[2]
+
+
+def worker(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`tests/blobs/pack_worker.py` in a process of its own."""
+    environment = dict(os.environ, **(env or {}))
+    environment["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO)])
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.blobs.pack_worker", *args],
+        cwd=REPO,
+        env=environment,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def packs_dir(root: Path) -> Path:
+    return root / ".packs"
+
+
+def pack_files(root: Path) -> list[Path]:
+    return sorted(packs_dir(root).glob("*.pack"))
+
+
+def packs_size(root: Path) -> int:
+    return sum(path.stat().st_size for path in pack_files(root))
+
+
+async def packed_bytes(store: PackedBlobStore) -> int:
+    """What the packs must hold at least: every packed blob's record."""
+    total = 0
+    for path in pack_files(store.root):
+        conn = sqlite3.connect(packs_dir(store.root) / "index.sqlite")
+        try:
+            (count, length) = conn.execute(
+                "SELECT count(*), coalesce(sum(length), 0) FROM blobs WHERE pack = ?",
+                (path.name,),
+            ).fetchone()
+        finally:
+            conn.close()
+        total += count * HEADER_SIZE + length
+    return total
+
+
+async def put_all(store: BlobStore, blobs: dict[str, bytes]) -> None:
+    async with anyio.create_task_group() as tg:
+        for blob_id, data in blobs.items():
+            tg.start_soon(store.put, blob_id, chunked(data))
+
+
+async def assert_intact(store: BlobStore, blobs: dict[str, bytes]) -> None:
+    for blob_id, data in blobs.items():
+        assert await read_all(store, blob_id) == data, blob_id
+        assert (await store.stat(blob_id)).size == len(data)
+
+
+def small_blobs(count: int, seed: int = 0) -> dict[str, bytes]:
+    rng = random.Random(seed)
+    return {rng.randbytes(16).hex(): rng.randbytes(rng.randrange(0, 6000)) for _ in range(count)}
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "blobs"
+
+
+@pytest.mark.anyio
+async def test_concurrent_puts_share_syncs(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = PackedBlobStore(root)
+    syncs: list[int] = []
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        syncs.append(fd)
+        time.sleep(0.01)  # a disk's flush: the puts arriving meanwhile wait for the next
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    blobs = {new_blob_id(): os.urandom(4096) for _ in range(64)}
+    await put_all(store, blobs)
+    # One fdatasync per put would be 64; a group covers every put waiting for it.
+    assert 1 <= len(syncs) <= 16, len(syncs)
+    await assert_intact(store, blobs)
+    assert list(root.glob("[0-9a-f][0-9a-f]")) == []  # no file blob among them
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_a_put_returns_only_once_synced(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = PackedBlobStore(root)
+
+    def broken(fd: int) -> None:
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(os, "fdatasync", broken)
+    blob_id = new_blob_id()
+    with pytest.raises(BlobStoreUnavailable):
+        await store.put(blob_id, chunked(b"never acknowledged"))
+    with pytest.raises(BlobNotFound):
+        await store.stat(blob_id)
+    monkeypatch.undo()
+    await store.put(blob_id, chunked(b"then it works"))  # in a new pack
+    assert await read_all(store, blob_id) == b"then it works"
+    assert len(pack_files(root)) == 2
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_big_and_small_copies_of_an_id_replace_each_other(root: Path) -> None:
+    store = PackedBlobStore(root, threshold=1000)
+    blob_id = new_blob_id()
+    await store.put(blob_id, chunked(b"small"))
+    await store.put(blob_id, chunked(bytes(5000)))
+    assert await read_all(store, blob_id) == bytes(5000)
+    assert [info.size async for info in store.list_blobs()] == [5000]
+    await store.put(blob_id, chunked(b"small again"))
+    assert await read_all(store, blob_id) == b"small again"
+    assert [info.size async for info in store.list_blobs()] == [11]
+    assert list(root.glob("[0-9a-f][0-9a-f]/*/*")) == []  # the file copy is gone
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_torn_tail_is_ignored(root: Path) -> None:
+    store = PackedBlobStore(root)
+    blobs = small_blobs(20)
+    await put_all(store, blobs)
+    await store.close()
+    [pack] = pack_files(root)
+    torn_id = new_blob_id()
+    record = encode_record(torn_id, os.urandom(3000), time.time())
+    with pack.open("ab") as f:
+        f.write(record[:-1000])  # the crash came mid-append
+    # The index may have lost anything: rebuilt from the packs alone.
+    for path in packs_dir(root).glob("index.sqlite*"):
+        path.unlink()
+    store = PackedBlobStore(root)
+    await assert_intact(store, blobs)
+    with pytest.raises(BlobNotFound):
+        await store.stat(torn_id)
+    assert {info.blob_id async for info in store.list_blobs()} == set(blobs)
+    # The torn bytes are garbage: compaction reclaims them.
+    report = await store.compact(0.0)
+    assert report.packs_rewritten == 1
+    assert packs_size(root) == await packed_bytes(store)
+    await assert_intact(store, blobs)
+    await store.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("how", ["deleted", "behind"])
+async def test_index_is_rebuilt_from_the_packs(root: Path, how: str) -> None:
+    store = PackedBlobStore(root, pack_size=20_000)
+    blobs = small_blobs(40)
+    await put_all(store, blobs)
+    gone = list(blobs)[:5]
+    for blob_id in gone:
+        await store.delete(blob_id)
+    await store.close()
+    index = packs_dir(root) / "index.sqlite"
+    if how == "deleted":
+        for path in packs_dir(root).glob("index.sqlite*"):
+            path.unlink()
+        expected = blobs  # deletes leave no trace in packs: those come back, as orphans
+    else:
+        # The last updates were lost (a power cut before SQLite's WAL reached the disk):
+        # every pack indexed only through its first half, their later rows missing.
+        conn = sqlite3.connect(index)
+        with conn:
+            packs = conn.execute("SELECT name, indexed_through FROM packs").fetchall()
+            for name, through in packs:
+                (boundary,) = conn.execute(  # the first record past the middle
+                    "SELECT min(offset) FROM blobs WHERE pack = ? AND offset >= ?",
+                    (name, through // 2),
+                ).fetchone()
+                if boundary is None:
+                    continue
+                conn.execute("DELETE FROM blobs WHERE pack = ? AND offset >= ?", (name, boundary))
+                conn.execute(
+                    "UPDATE packs SET indexed_through = ? WHERE name = ?", (boundary, name)
+                )
+        conn.close()
+        expected = {k: v for k, v in blobs.items() if k not in gone}
+    store = PackedBlobStore(root, pack_size=20_000)
+    await assert_intact(store, expected)
+    assert {info.blob_id async for info in store.list_blobs()} >= set(expected)
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_compaction_reclaims_space_and_keeps_every_live_blob(root: Path) -> None:
+    store = PackedBlobStore(root, pack_size=64 * KiB)
+    blobs = small_blobs(300, seed=1)
+    await put_all(store, blobs)
+    ids = list(blobs)
+    for blob_id in ids[::3]:  # deleted
+        await store.delete(blob_id)
+        del blobs[blob_id]
+    for blob_id in ids[1::3]:  # replaced by new bytes
+        blobs[blob_id] = os.urandom(100)
+        await store.put(blob_id, chunked(blobs[blob_id]))
+    await store.close()  # seals the active pack
+    before = packs_size(root)
+    store = PackedBlobStore(root, pack_size=64 * KiB)
+    report = await store.compact()  # the default share: only mostly dead packs
+    assert report.packs_rewritten + report.packs_removed > 0
+    assert packs_size(root) < before
+    await assert_intact(store, blobs)
+    await store.compact(0.0)
+    assert packs_size(root) == await packed_bytes(store)
+    assert await store.compact(0.0) == CompactionReport()  # nothing left to do
+    await assert_intact(store, blobs)
+    assert {info.blob_id async for info in store.list_blobs()} == set(blobs)
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_gc_sweep_compacts(root: Path) -> None:
+    store = PackedBlobStore(root, pack_size=16 * KiB)
+    blobs = small_blobs(50, seed=2)
+    await put_all(store, blobs)
+    for blob_id in blobs:
+        await store.delete(blob_id)
+    await store.close()
+    store = PackedBlobStore(root, pack_size=16 * KiB)
+    assert await store.sweep_incomplete(time.time() - 3600) > 0
+    assert pack_files(root) == []
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_reader_racing_a_compaction_finds_the_moved_blob(root: Path) -> None:
+    store = PackedBlobStore(root)
+    blobs = small_blobs(10, seed=3)
+    await put_all(store, blobs)
+    for blob_id in list(blobs)[:8]:
+        await store.delete(blob_id)
+        del blobs[blob_id]
+    await store.close()
+    store = PackedBlobStore(root)
+    [old_pack] = pack_files(root)
+    target = next(iter(blobs))
+    index = store._index
+    real_locate = index.locate
+    compacted: list[CompactionReport] = []
+
+    def locate_then_compact(blob_id: str) -> Location | None:
+        found = real_locate(blob_id)
+        if not compacted:  # between the lookup and the read, the pack goes
+            compacted.append(compact(str(packs_dir(root)), index, 0.0))
+        return found
+
+    index.locate = locate_then_compact  # type: ignore[method-assign]
+    assert await read_all(store, target) == blobs[target]
+    assert compacted[0].packs_rewritten == 1 and not old_pack.exists()
+    await assert_intact(store, blobs)
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_an_active_pack_is_never_compacted(root: Path) -> None:
+    writer = PackedBlobStore(root)
+    other = PackedBlobStore(root)  # another process's store, say
+    blob_id = new_blob_id()
+    await writer.put(blob_id, chunked(b"x"))
+    await writer.delete(blob_id)
+    assert await other.compact(0.0) == CompactionReport()
+    assert len(pack_files(root)) == 1  # still the writer's, though empty of live blobs
+    later = new_blob_id()
+    await writer.put(later, chunked(b"appended to the same pack"))
+    assert await read_all(other, later) == b"appended to the same pack"
+    await writer.close()
+    assert (await other.compact(0.0)).packs_rewritten == 1
+    assert await read_all(other, later) == b"appended to the same pack"
+    await other.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(60)
+async def test_two_processes_write_one_root_and_read_each_other(root: Path) -> None:
+    PackedBlobStore(root)  # the directory exists before both start
+    writers = [worker("write", str(root), str(seed), "200") for seed in (1, 2)]
+    outputs = [w.communicate(timeout=50)[0] for w in writers]
+    assert [w.returncode for w in writers] == [0, 0]
+    ids = [
+        [line.split()[1] for line in out.splitlines() if line.startswith("ACK")] for out in outputs
+    ]
+    assert [len(i) for i in ids] == [200, 200]
+    # Each reads the other's blobs.
+    readers = [worker("read", str(root), *ids[1]), worker("read", str(root), *ids[0])]
+    for reader, expected in zip(readers, (ids[1], ids[0]), strict=True):
+        out = reader.communicate(timeout=50)[0]
+        assert [line.split()[1] for line in out.splitlines()] == expected
+    store = PackedBlobStore(root)
+    await assert_intact(store, {i: content(i) for i in ids[0] + ids[1]})
+    assert len(pack_files(root)) >= 2  # one pack per writer at least
+    await store.close()
+
+
+def test_pack_threshold_setting_picks_the_store(tmp_path: Path) -> None:
+    packed = build_blob_store(load_settings(data_dir=tmp_path, pack_threshold="64KB"))
+    assert isinstance(packed, PackedBlobStore) and packed.root == tmp_path / "blobs"
+    assert type(build_blob_store(load_settings(data_dir=tmp_path))) is LocalBlobStore
+    archived = build_blob_store(
+        load_settings(data_dir=tmp_path, pack_threshold="4KB", archive_storage_type="local")
+    )
+    assert isinstance(archived, TieredBlobStore)
+    assert isinstance(archived.primary, PackedBlobStore)
+    assert type(archived.archive) is LocalBlobStore  # only the primary packs
+    for wrong in ("9MB", "-1"):
+        with pytest.raises(ConfigError, match="PACK_THRESHOLD"):
+            load_settings(data_dir=tmp_path, pack_threshold=wrong)
+
+
+@pytest.mark.anyio
+async def test_archive_tier_moves_packed_blobs(tmp_path: Path) -> None:
+    primary = PackedBlobStore(tmp_path / "blobs")
+    store = TieredBlobStore(primary, LocalBlobStore(tmp_path / "archive"))
+    blob_id = new_blob_id()
+    await store.put(blob_id, chunked(b"cold bytes"))
+    await store.archive.put(blob_id, await primary.open(blob_id))  # lifecycle's move
+    await primary.delete(blob_id)
+    assert await read_all(store, blob_id) == b"cold bytes"
+    assert (await store.stat(blob_id)).size == 10
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_compaction_seals_its_own_active_pack_when_worth_it(root: Path) -> None:
+    store = PackedBlobStore(root)
+    blobs = small_blobs(20, seed=4)
+    await put_all(store, blobs)
+    for blob_id in list(blobs)[:5]:
+        await store.delete(blob_id)
+        del blobs[blob_id]
+    assert await store.compact() == CompactionReport()  # a quarter dead: left as it is
+    [active] = pack_files(root)
+    for blob_id in list(blobs)[:10]:
+        await store.delete(blob_id)
+        del blobs[blob_id]
+    report = await store.compact()  # three quarters dead: sealed, then rewritten
+    assert report.packs_rewritten == 1 and not active.exists()
+    more = small_blobs(5, seed=5)
+    await put_all(store, more)  # into a new pack
+    await assert_intact(store, blobs | more)
+    assert len(pack_files(root)) == 2
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_a_failed_append_ends_its_pack(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = PackedBlobStore(root)
+    first = new_blob_id()
+    await store.put(first, chunked(b"before"))
+    real = os.pwrite
+
+    def pwrite_half(fd: int, data: Any, offset: int) -> int:
+        real(fd, bytes(data)[: len(data) // 2], offset)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", pwrite_half)
+    failed = new_blob_id()
+    with pytest.raises(InsufficientStorage):
+        await store.put(failed, chunked(b"x" * 1000))
+    monkeypatch.undo()
+    after = new_blob_id()
+    await store.put(after, chunked(b"after"))
+    assert len(pack_files(root)) == 2  # the torn pack was left for a new one
+    await store.close()
+    for path in packs_dir(root).glob("index.sqlite*"):
+        path.unlink()
+    store = PackedBlobStore(root)  # rebuilt from the packs: the torn record is not one
+    assert {info.blob_id async for info in store.list_blobs()} == {first, after}
+    assert await read_all(store, first) == b"before"
+    await store.close()
