@@ -219,3 +219,18 @@ def test_a_database_that_is_not_a_plain_file_keeps_full(tmp_path: Path) -> None:
                 assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2, url
         finally:
             engine.dispose()
+
+
+def test_a_disposed_engine_leaves_no_wal_file_open(database: Path, fsyncs: Fsyncs) -> None:
+    engine = create_index_engine(f"sqlite:///{database}")
+    migrate(engine)
+    ObjectIndex(engine).create_bucket("b")
+    engine.dispose()
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            held.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except FileNotFoundError:  # the descriptor listdir itself used
+            continue
+    assert fsyncs.of_wal() >= 1
+    assert not [path for path in held if path.startswith(fsyncs.wal)], held

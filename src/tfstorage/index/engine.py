@@ -186,6 +186,10 @@ def _sync_writes_at_checkin(engine: Engine, syncer: WalSyncer) -> None:
     committer): a connection that changed rows is synced when it returns to the pool,
     which `with engine.connect()` does before the caller goes on to answer."""
 
+    @event.listens_for(engine, "close")
+    def _on_close(_dbapi_connection: Any, _record: Any) -> None:
+        syncer.forget()
+
     @event.listens_for(engine, "checkout")
     def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         record.info[_CHANGES_AT_CHECKOUT] = dbapi_connection.total_changes

@@ -51,6 +51,9 @@ class WalSyncer:
         self._failed: dict[int, OSError] = {}
         # The WAL file last synced, kept open: while it is, no other file can have its
         # inode number, so a different (st_dev, st_ino) at the path means a new WAL.
+        # Closed by forget() when the engine closes a connection (dispose, overflow),
+        # so that a process that opens many databases does not keep a file each.
+        self._fd_lock = threading.Lock()
         self._fd: int | None = None
         self._identity: tuple[int, int] | None = None
 
@@ -84,9 +87,17 @@ class WalSyncer:
             # later fsync can vouch for them, so this write is not acknowledged.
             raise InternalError("the metadata index could not be made durable") from error
 
+    def forget(self) -> None:
+        """Close the WAL file kept open; the next sync opens it (and its directory) again."""
+        with self._fd_lock:
+            if self._fd is not None:
+                os.close(self._fd)
+            self._fd = self._identity = None
+
     def _fsync(self) -> OSError | None:
         try:
-            self._fsync_wal()
+            with self._fd_lock:
+                self._fsync_wal()
         except OSError as exc:
             return exc
         return None
