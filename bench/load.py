@@ -183,7 +183,8 @@ class Connection:
         if at < 0:
             raise RuntimeError(f"{method} {path}: a response without Content-Length")
         length = int(raw[at + 17 : raw.index(b"\r\n", at + 2)])
-        await self._reader.readexactly(length)
+        if method != "HEAD":  # a HEAD answer announces the length but sends no body
+            await self._reader.readexactly(length)
         if b"\r\nconnection: close\r\n" in raw:
             await self.close()
         return status
@@ -280,6 +281,10 @@ def small_puts(prefix: str, size: int = 4096) -> Callable[[], Request]:
 
 def small_gets(paths: list[str]) -> Callable[[], Request]:
     return lambda: ("GET", random.choice(paths), None)
+
+
+def small_heads(paths: list[str]) -> Callable[[], Request]:
+    return lambda: ("HEAD", random.choice(paths), None)
 
 
 def small_deletes(paths: list[str]) -> Callable[[], Request | None]:

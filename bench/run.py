@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,12 +34,13 @@ import load
 import s3api
 import sdk
 import seaweed
+import workers
 from load import Target
 from service import RssSampler, Server, free_port, py_spy, recording, summarize
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
-PHASES = ("disk", "put", "form", "get", "small", "rss", "s3", "sdk", "tree", "s3api")
+PHASES = ("disk", "put", "form", "get", "small", "rss", "s3", "sdk", "tree", "s3api", "workers")
 PROFILE_PHASES = ("put", "form", "get", "small-put", "small-get", "s3-put", "s3-get")
 LOCAL = {"put", "form", "get", "small", "rss", "sdk", "tree"}  # on a local-disk server
 BUCKET = "artifacts"
@@ -232,7 +233,9 @@ def s3_round(
 # --- the client's own ceiling ---------------------------------------------------------------
 
 
-def client_ceiling(size: int, seconds: float, phases: set[str]) -> dict[str, float]:
+def client_ceiling(
+    size: int, seconds: float, phases: set[str], workers_list: Sequence[int] = ()
+) -> dict[str, float]:
     """The same client against `nullserver.py`, which does nothing, on the same cores."""
     port = free_port()
     script = Path(__file__).with_name("nullserver.py")
@@ -253,11 +256,15 @@ def client_ceiling(size: int, seconds: float, phases: set[str]) -> dict[str, flo
                 del out["put"]
             if "get" not in phases:
                 del out["get_cold"]
-        if "small" in phases:
+        if phases & {"small", "workers"}:
             s = min(seconds, 3.0)
             puts = load.hammer(target, CLIENTS, s, load.small_puts("/null"))
             gets = load.hammer(target, CLIENTS, s, load.small_gets(["/null"]))
             out["small_put"], out["small_get"] = puts.per_second, gets.per_second
+            for n in workers_list if "workers" in phases else ():  # the same client
+                for index in workers.INDEXES:
+                    out[workers.key(index, n, "put")] = puts.per_second
+                    out[workers.key(index, n, "get")] = gets.per_second
     finally:
         null.kill()
         null.wait()
@@ -400,6 +407,16 @@ def parse_size(text: str) -> int:
     return int(m[1]) * 1024 ** " KMGT".index(m[2].upper() or " ")
 
 
+def parse_workers(text: str) -> list[int]:
+    try:
+        counts = [int(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of worker counts: {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"not a list of worker counts: {text!r}")
+    return sorted(set(counts))
+
+
 def parse_phases(text: str) -> set[str]:
     phases = {p.strip() for p in text.split(",") if p.strip()}
     if unknown := phases - set(PHASES):
@@ -418,6 +435,14 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--data-dir", type=Path, help="parent of the scratch dir (default: repo)")
     ap.add_argument(
         "--only", type=parse_phases, default=set(PHASES), help=f"some of {','.join(PHASES)}"
+    )
+    ap.add_argument(
+        "--workers", type=parse_workers, default=[1, 2], help="WORKERS of `workers` (1,2)"
+    )
+    ap.add_argument(
+        "--postgres",
+        default=workers.DEFAULT_POSTGRES,
+        help="server of `workers`' PostgreSQL rows (scratch databases); '' for none",
     )
     ap.add_argument("--profile", choices=PROFILE_PHASES, help="then py-spy the server in one")
     args = ap.parse_args()
@@ -444,6 +469,14 @@ def main() -> None:
         f"  {info['cpus']} CPUs, load average {info['load_average_1m_at_start']:.1f} (others' work)"
     )
 
+    postgres = None
+    if "workers" in phases:
+        METRICS.update(workers.metrics(args.workers))
+        postgres = args.postgres or None
+        if postgres and (why := workers.postgres_reachable(postgres)):
+            say(f"  warning: {why}; the `workers` phase measures SQLite only")
+            postgres = None
+
     rounds: list[dict[str, float]] = []
     try:
         with log_path.open("ab") as log, contextlib.ExitStack() as engines:
@@ -455,7 +488,7 @@ def main() -> None:
             for n in range(1, args.rounds + 1):
                 r: dict[str, float] = {}
                 if phases - {"disk", "s3api"}:  # s3api compares two servers, same clients
-                    r |= client_ceiling(size, args.small_seconds, phases)
+                    r |= client_ceiling(size, args.small_seconds, phases, args.workers)
                 if "disk" in phases:
                     r |= disk.measure(root, size)
                     r |= disk.hashing(min(size, 256 * disk.MiB))
@@ -470,8 +503,15 @@ def main() -> None:
                     r |= s3_round(root, n, size, engine, log)
                 if s3api_phase is not None:
                     r |= s3api_phase.round(n, size, args.small_seconds)
+                if "workers" in phases:
+                    r |= workers.run_round(root, n, args.small_seconds, args.workers, postgres, log)
                 rounds.append(r)
-                shown = {k: v for k, v in r.items() if not k.startswith("s3api_small_")}
+                shown = {
+                    k: v
+                    for k, v in r.items()
+                    if not k.startswith(("s3api_small_", CEILING + "workers_"))
+                    and not (k.startswith("workers_") and k.endswith("_p99_ms"))
+                }
                 say(f"  round {n}: " + ", ".join(f"{k} {fmt(v)}" for k, v in shown.items()))
             if args.profile:
                 output = RESULTS / f"{stamp}-profile-{args.profile}.txt"

@@ -123,10 +123,10 @@ def test_sqlite_pragmas(tmp_path: Path) -> None:
             }
     finally:
         engine.dispose()
-    # synchronous 2 is FULL
+    # synchronous 1 is NORMAL: the WAL syncer fsyncs after COMMIT (tests/index/test_wal_sync.py)
     assert values == {
         "journal_mode": "wal",
-        "synchronous": 2,
+        "synchronous": 1,
         "foreign_keys": 1,
         "busy_timeout": 30000,
     }

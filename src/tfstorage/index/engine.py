@@ -16,6 +16,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from tfstorage.errors import ConfigError
 from tfstorage.index import json_codec
+from tfstorage.index.wal_sync import WalSyncer, wal_syncer
 
 # Execution option marking a connection whose transaction will write: on SQLite it
 # begins with BEGIN IMMEDIATE so writers queue on busy_timeout instead of failing with
@@ -24,6 +25,11 @@ WRITE_OPTION = "tfstorage_write"
 # Execution option of a SQLite connection that runs one statement and no BEGIN: the
 # statement is then its own read transaction (IndexStore._read_statement).
 SINGLE_STATEMENT_OPTION = "tfstorage_single_statement"
+# Key of a pooled SQLite connection's `info`: set by a writer that calls the WAL syncer
+# itself once the connection is back in the pool (the group committer, after it has
+# passed the lead on); any other connection that changed rows is synced at check-in.
+SYNCED_BY_CALLER = "tfstorage_synced_by_caller"
+_CHANGES_AT_CHECKOUT = "tfstorage_changes_at_checkout"
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # Arbitrary constant shared by every instance: serialises concurrent `migrate` calls.
@@ -72,6 +78,27 @@ def migrate(engine: Engine, revision: str = "head") -> None:
             # something to rely on for mutual exclusion.
             with _file_lock(engine):
                 _upgrade(conn.execution_options(**{WRITE_OPTION: True}), revision)
+                # DDL changes no rows, so the check-in hook would not see it: FULL's
+                # durability for the schema too.
+                if (syncer := sqlite_wal_syncer(engine)) is not None:
+                    syncer.sync()
+
+
+def sqlite_wal_syncer(engine: Engine) -> WalSyncer | None:
+    """The syncer that makes `engine`'s commits durable (index/wal_sync.py); None where
+    COMMIT does it itself (PostgreSQL, and SQLite databases that are not a plain file,
+    which keep synchronous=FULL)."""
+    if engine.dialect.name != "sqlite":
+        return None
+    database = _wal_database(engine.url)
+    return wal_syncer(database) if database is not None else None
+
+
+def _wal_database(url: URL) -> str | None:
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file:") or url.query.get("mode"):
+        return None
+    return database
 
 
 @contextlib.contextmanager
@@ -144,6 +171,12 @@ def _sqlite_engine(url: URL) -> Engine:
     # A memory database lives in one connection (SingletonThreadPool): no pool sizing.
     pooling: dict[str, Any] = {} if in_memory else {"pool_size": 10, "max_overflow": 20}
     engine = create_engine(url, json_deserializer=json_codec.loads, **pooling)
+    syncer = sqlite_wal_syncer(engine)
+    # NORMAL with the WAL syncer: COMMIT releases the write lock without an fsync and
+    # the writer fsyncs the WAL before it answers (index/wal_sync.py says why that is
+    # durable). FULL, where there is no plain file to sync: a committed transaction
+    # survives power loss, which a 2xx promises.
+    synchronous = "NORMAL" if syncer is not None else "FULL"
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -155,8 +188,7 @@ def _sqlite_engine(url: URL) -> Engine:
             if not in_memory:
                 cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=30000")
-            # FULL: a committed transaction survives power loss, which a 2xx promises.
-            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
             cursor.close()
@@ -168,4 +200,29 @@ def _sqlite_engine(url: URL) -> Engine:
             return
         conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get(WRITE_OPTION, False) else "BEGIN")
 
+    if syncer is not None:
+        _sync_writes_at_checkin(engine, syncer)
     return engine
+
+
+def _sync_writes_at_checkin(engine: Engine, syncer: WalSyncer) -> None:
+    """The net under every write path that does not sync itself (anything but the group
+    committer): a connection that changed rows is synced when it returns to the pool,
+    which `with engine.connect()` does before the caller goes on to answer."""
+
+    @event.listens_for(engine, "close")
+    def _on_close(_dbapi_connection: Any, _record: Any) -> None:
+        syncer.forget()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        record.info[_CHANGES_AT_CHECKOUT] = dbapi_connection.total_changes
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_connection: Any, record: Any) -> None:
+        before = record.info.pop(_CHANGES_AT_CHECKOUT, None)
+        if record.info.pop(SYNCED_BY_CALLER, False) or before is None:
+            return
+        # An invalidated connection (None) may have committed before it failed.
+        if dbapi_connection is None or dbapi_connection.total_changes != before:
+            syncer.sync()

@@ -5,6 +5,11 @@ small uploads would cost N fsyncs in a row. Writers of this process queue here i
 whoever finds no batch running becomes the leader and runs everything queued so far in
 one transaction, each work inside its own SAVEPOINT so that one failing (NoSuchBucket,
 say) is rolled back alone and the others still commit together.
+
+The COMMIT itself does not fsync (synchronous=NORMAL, index/wal_sync.py): once the lead
+has passed on, each writer waits for a WAL fsync that began after its COMMIT, so the
+next batch commits while this one's fsync runs, and one fsync serves many batches and
+the other worker processes' commits too.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine
 
-from tfstorage.index.engine import WRITE_OPTION
+from tfstorage.index.engine import SYNCED_BY_CALLER, WRITE_OPTION, sqlite_wal_syncer
 
 _T = TypeVar("_T")
 MAX_BATCH = 64
@@ -37,6 +42,7 @@ class GroupCommitter:
         self._cond = threading.Condition()
         self._queue: list[_Pending[Any]] = []
         self._leading = False
+        self._syncer = sqlite_wal_syncer(engine)
 
     def run(self, work: Callable[[Connection], _T]) -> _T:
         if getattr(_inside, "work", False):
@@ -58,6 +64,8 @@ class GroupCommitter:
                     self._cond.notify_all()
         if item.error is not None:
             raise item.error
+        if self._syncer is not None:
+            self._syncer.sync()  # durable before the caller can answer
         return item.result  # type: ignore[no-any-return]
 
     def _lead(self, mine: _Pending[Any]) -> None:
@@ -83,6 +91,7 @@ class GroupCommitter:
     def _commit(self, batch: list[_Pending[Any]]) -> None:
         with self._engine.connect() as conn:
             conn.execution_options(**{WRITE_OPTION: True})
+            conn.info[SYNCED_BY_CALLER] = True  # run() syncs, after the lead passes on
             if len(batch) == 1:
                 _commit_alone(conn, batch[0])
                 return
