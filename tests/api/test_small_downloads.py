@@ -1,5 +1,5 @@
 """Small whole objects are read, verified and answered as one response
-(api/download.py WHOLE_BODY_UP_TO): the same bytes and headers as a stream, and a
+(service/reads.py WHOLE_BODY_UP_TO): the same bytes and headers as a stream, and a
 checksum failure is a clean 500 before any byte instead of a cut 200."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from tests.api.blob_damage import StoredBlobs
 from tests.api.conftest import assert_error
-from tfstorage.api.download import WHOLE_BODY_UP_TO
+from tfstorage.service.reads import WHOLE_BODY_UP_TO
 from tfstorage.config import Settings
 from tfstorage.service.storage import Storage
 

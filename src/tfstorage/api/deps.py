@@ -130,7 +130,13 @@ async def _resolve_caller(request: Request) -> Caller:
         raise
 
 
-StorageDep = Annotated[Storage, Depends(get_storage)]
+async def _storage(request: Request) -> Storage:
+    # `async`: FastAPI runs a plain `def` dependency in a worker thread, a hop on every
+    # request for an attribute read.
+    return get_storage(request)
+
+
+StorageDep = Annotated[Storage, Depends(_storage)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 

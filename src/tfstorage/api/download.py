@@ -8,18 +8,12 @@ from urllib.parse import quote
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
-from tfstorage.blobs.base import ByteStream
 from tfstorage.domain.preconditions import etag_matches, modified_after, not_modified_after
 from tfstorage.domain.ranges import ByteRange, parse_range
 from tfstorage.domain.records import ObjectVersion
 from tfstorage.errors import PreconditionFailed
+from tfstorage.service.reads import WHOLE_BODY_UP_TO, read_whole
 from tfstorage.service.storage import Storage
-
-# Whole objects up to this size are read (checksum verified) and sent as one response: a
-# StreamingResponse costs a task, a chunk loop and more ASGI sends than a small body's
-# bytes, and a failed check then becomes a clean 500 instead of a cut connection. Ranges
-# keep streaming: their verified blocks go out before a bad one cuts the response.
-WHOLE_BODY_UP_TO = 64 * 1024
 
 
 def content_disposition(filename: str) -> str:
@@ -101,15 +95,8 @@ async def object_response(request: Request, storage: Storage, version: ObjectVer
         return Response(status_code=status, headers=headers)
     stream = await storage.reader.open(version, byte_range)
     if byte_range is None and length <= WHOLE_BODY_UP_TO:
-        return Response(await _read_whole(stream), status_code=status, headers=headers)
+        return Response(await read_whole(stream), status_code=status, headers=headers)
     return StreamingResponse(stream, status_code=status, headers=headers)
-
-
-async def _read_whole(stream: ByteStream) -> bytes:
-    try:
-        return b"".join([chunk async for chunk in stream])
-    finally:
-        await stream.aclose()
 
 
 def _if_range_holds(if_range: str | None, etag: str, version: ObjectVersion) -> bool:

@@ -43,6 +43,7 @@ from tfstorage.s3api.responses import (
 )
 from tfstorage.s3api.version_ids import delete_latest, written_version_headers
 from tfstorage.service.authorization import authorize
+from tfstorage.service.reads import WHOLE_BODY_UP_TO, read_whole
 from tfstorage.service.writes import Checksums
 
 META_PREFIX = "x-amz-meta-"
@@ -220,6 +221,8 @@ async def get_object(req: S3Request) -> Response:
     if req.method == "HEAD":
         return Response(status_code=status, headers=headers)
     stream = await storage.reader.open(version, byte_range)
+    if byte_range is None and length <= WHOLE_BODY_UP_TO:
+        return Response(await read_whole(stream), status_code=status, headers=headers)
     return StreamingResponse(stream, status_code=status, headers=headers)
 
 

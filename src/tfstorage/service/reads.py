@@ -23,6 +23,19 @@ from tfstorage.service.integrity import IntegrityChecker
 
 log = logging.getLogger(__name__)
 
+# Whole objects up to this size are read (checksum verified) and sent as one response: a
+# streamed response costs a task, a chunk loop and more ASGI sends than a small body's
+# bytes, and a failed check then becomes a clean 500 instead of a cut connection. Ranges
+# keep streaming: their verified blocks go out before a bad one cuts the response.
+WHOLE_BODY_UP_TO = 64 * 1024
+
+
+async def read_whole(stream: ByteStream) -> bytes:
+    try:
+        return b"".join([chunk async for chunk in stream])
+    finally:
+        await stream.aclose()
+
 
 class ObjectReader:
     def __init__(self, ctx: StorageContext, integrity: IntegrityChecker | None = None) -> None:
