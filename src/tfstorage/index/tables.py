@@ -350,6 +350,17 @@ Index("ix_object_keys_current_id_deleted_at", object_keys.c.current_id, object_k
 # The largest objects are found by walking this index from the top.
 Index("ix_versions_size", versions.c.size)
 
+# Listings (revision 0019): the live keys of a bucket in key order with their heads, read
+# from this index alone (index/listing.py), never the table's rows nor the trashed keys.
+Index(
+    "ix_object_keys_live",
+    object_keys.c.bucket_id,
+    object_keys.c.key,
+    object_keys.c.current_id,
+    sqlite_where=object_keys.c.deleted_at.is_(None),
+    postgresql_where=object_keys.c.deleted_at.is_(None),
+)
+
 # One row per day, written (upserted) by the maintenance loop: the whole index's
 # figures, and each bucket's. Buckets by name, so a deleted bucket keeps its history.
 usage_daily = Table(
