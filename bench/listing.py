@@ -7,9 +7,11 @@
 A fresh `tfstorage serve` (local disk, its S3 endpoint on a free port) gets `--keys`
 one-byte objects under one prefix (8 obstore clients, not timed), and so does SeaweedFS
 (`weed server -s3`, as bench/seaweed.py starts it). Then, `--rounds` times back to back,
-the side that goes first alternating: boto3's ListObjectsV2 paginator over the prefix,
-`--page` keys a page, to the end; and the service's REST `GET /api/v1/list/{bucket}`
-paged by `marker` with httpx. Medians in seconds, and service / SeaweedFS.
+the order reversed every other round: boto3's ListObjectsV2 paginator over the prefix,
+`--page` keys a page, to the end ("s3"); the same requests signed by botocore, sent by
+httpx and read with ElementTree ("raw": the server's share, without boto3 turning every
+entry into a dict); and the service's REST `GET /api/v1/list/{bucket}` paged by `marker`
+with httpx ("rest"). Medians in seconds, and service / SeaweedFS.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 from sqlalchemy import create_engine, text
@@ -45,6 +48,38 @@ def list_s3(endpoint: s3api.Endpoint, keys: int, page: int) -> float:
     elapsed = time.perf_counter() - start
     if found != keys:
         raise RuntimeError(f"ListObjectsV2 on {endpoint.side} found {found} keys, not {keys}")
+    return elapsed
+
+
+def list_raw(endpoint: s3api.Endpoint, client: httpx.Client, keys: int, page: int) -> float:
+    """ListObjectsV2 signed by botocore, sent by httpx, parsed by ElementTree: what the
+    server costs, without boto3's parsing of every entry into dicts."""
+    from xml.etree import ElementTree
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    signer = SigV4Auth(Credentials(endpoint.access_key, endpoint.secret_key), "s3", "us-east-1")
+    ns = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+    start = time.perf_counter()
+    found, token = 0, None
+    while True:
+        query = f"list-type=2&max-keys={page}&prefix={quote(PREFIX, safe='')}"
+        if token is not None:
+            query += f"&continuation-token={quote(token, safe='')}"
+        request = AWSRequest("GET", f"{endpoint.url}/{BUCKET}?{query}")
+        request.headers["x-amz-content-sha256"] = "UNSIGNED-PAYLOAD"
+        signer.add_auth(request)
+        answer = client.get(request.url, headers=dict(request.headers.items()))
+        root = ElementTree.fromstring(answer.raise_for_status().content)
+        found += int(root.findtext(f"{ns}KeyCount") or 0)
+        token = root.findtext(f"{ns}NextContinuationToken")
+        if root.findtext(f"{ns}IsTruncated") != "true":
+            break
+    elapsed = time.perf_counter() - start
+    if found != keys:
+        raise RuntimeError(f"ListObjectsV2 (raw) on {endpoint.side} found {found} keys, not {keys}")
     return elapsed
 
 
@@ -97,7 +132,7 @@ def main() -> None:
         help="the service's DATA_DIR, kept: a second run reuses its keys (SQLite only)",
     )
     parser.add_argument(
-        "--profile", choices=("s3", "rest"), help="py-spy the server during that listing"
+        "--profile", choices=("s3", "raw", "rest"), help="py-spy the server during that listing"
     )
     args = parser.parse_args()
 
@@ -133,8 +168,10 @@ def main() -> None:
         runs: dict[str, Callable[[], float]] = {
             "rest_svc": lambda: list_rest(rest, args.keys, args.page)
         }
+        raw = stack.enter_context(httpx.Client(timeout=60))
         for endpoint in sides:
             runs[f"s3_{endpoint.side}"] = lambda e=endpoint: list_s3(e, args.keys, args.page)  # type: ignore[misc]
+            runs[f"raw_{endpoint.side}"] = lambda e=endpoint: list_raw(e, raw, args.keys, args.page)  # type: ignore[misc]
         for run in runs.values():
             run()  # warm: connections, the database's pages, the service's caches
         times: dict[str, list[float]] = {name: [] for name in runs}
@@ -150,11 +187,14 @@ def main() -> None:
             spread = f"{min(times[name]):.3f}..{max(times[name]):.3f}"
             print(f"  {name:9} {median:7.3f} s  ({spread})")
         if "s3_weed" in medians:
-            print(f"  S3 service / SeaweedFS: {medians['s3_svc'] / medians['s3_weed']:.2f}")
+            print(f"  S3 service / SeaweedFS, boto3: {medians['s3_svc'] / medians['s3_weed']:.2f}")
+            print(
+                f"  S3 service / SeaweedFS, raw:   {medians['raw_svc'] / medians['raw_weed']:.2f}"
+            )
 
         if args.profile:
             out = root / "profile.txt"
-            profiled = runs["s3_svc" if args.profile == "s3" else "rest_svc"]
+            profiled = runs[f"{args.profile}_svc"]
             with recording(server.pid, out):
                 for _ in range(args.rounds):
                     profiled()
