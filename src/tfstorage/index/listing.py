@@ -67,7 +67,7 @@ def list_entries(
     heads = [seq for _, seq in entries if seq is not None]
     found: dict[int, ListEntry] = {}
     for batch in chunks(heads):
-        for row in conn.execute(_ENTRY_SELECT.where(versions.c.id.in_(batch))):
+        for row in conn.execute(ENTRY_SELECT.where(versions.c.id.in_(batch))):
             found[row[0]] = ListEntry(*tuple(row)[1:])
     return EntryListing(
         objects=[found[seq] for seq in heads if seq in found],
@@ -78,7 +78,7 @@ def list_entries(
 
 
 # ListEntry's fields, in order, after the id.
-_ENTRY_SELECT = select(
+ENTRY_SELECT = select(
     versions.c.id,
     versions.c.key,
     versions.c.file_id,

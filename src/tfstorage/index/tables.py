@@ -352,11 +352,14 @@ Index("ix_versions_size", versions.c.size)
 
 # Listings (revision 0019): the live keys of a bucket in key order with their heads, read
 # from this index alone (index/listing.py), never the table's rows nor the trashed keys.
+# deleted_at (always NULL here) is a column too: SQLite counts an index as covering only
+# when it holds every column the query names, its WHERE's included.
 Index(
     "ix_object_keys_live",
     object_keys.c.bucket_id,
     object_keys.c.key,
     object_keys.c.current_id,
+    object_keys.c.deleted_at,
     sqlite_where=object_keys.c.deleted_at.is_(None),
     postgresql_where=object_keys.c.deleted_at.is_(None),
 )

@@ -1,5 +1,8 @@
 """Live keys indexed by (bucket_id, key, current_id): a listing page reads this alone.
 
+(deleted_at, NULL in every entry, too: SQLite takes an index as covering only when it
+holds every column a query names.)
+
 The primary key gives the key order, but every entry then cost a read of the table's
 row (is the key trashed? which version is its head?), and trashed keys were walked past.
 
@@ -26,7 +29,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_object_keys_live",
         "object_keys",
-        ["bucket_id", "key", "current_id"],
+        ["bucket_id", "key", "current_id", "deleted_at"],
         sqlite_where=live,
         postgresql_where=live,
     )
