@@ -45,8 +45,10 @@ def refcounts(index: ObjectIndex) -> dict[str, int]:
     return {blob_id: count for blob_id, count in rows}
 
 
-def bulk_keys(conn: Connection, bucket: str, count: int, *, trash_every: int) -> None:
-    """`count` keys k00000... in `bucket` (which exists), one version each on one shared
+def bulk_keys(
+    conn: Connection, bucket: str, count: int, *, trash_every: int, start: int = 0
+) -> None:
+    """`count` keys k{start:05d}... in `bucket` (which exists), one version each on one shared
     blob, every `trash_every`-th one trashed (0: none); inserted in bulk, for plan tests
     that need more rows than committing them one by one would make quickly."""
     now = datetime.now(UTC)
@@ -73,11 +75,14 @@ def bulk_keys(conn: Connection, bucket: str, count: int, *, trash_every: int) ->
                 "created_at": now,
                 "created_by": "bulk",
             }
-            for i in range(count)
+            for i in range(start, start + count)
         ],
     )
     heads = conn.execute(
-        select(versions.c.key, versions.c.id).where(versions.c.bucket_id == bid)
+        select(versions.c.key, versions.c.id).where(
+            versions.c.bucket_id == bid,
+            versions.c.key.between(f"k{start:05d}", f"k{start + count - 1:05d}"),
+        )
     ).all()
     conn.execute(
         insert(object_keys),
