@@ -13,7 +13,6 @@ from tfstorage.domain.records import (
     EntryListing,
     FileQuery,
     FileSearchPage,
-    Listing,
     ObjectVersion,
 )
 from tfstorage.domain.version_listing import NULL_VERSION_ID, VersionListing, marked_head
@@ -34,30 +33,6 @@ class ObjectCatalog:
         if limit < 1:
             raise InvalidArgument("limit must be at least 1")
         return min(limit, cap)
-
-    async def list_objects(
-        self,
-        bucket: str,
-        *,
-        prefix: str = "",
-        delimiter: str = "",
-        marker: str = "",
-        limit: int | None = None,
-    ) -> Listing:
-        validate_bucket_name(bucket)
-        validate_prefix(prefix)
-        if len(delimiter) > 1:
-            raise InvalidArgument("the delimiter must be a single character")
-        with self._ctx.metrics.time("list_objects"):
-            await self._ctx.db(self._ctx.index.get_bucket, bucket)
-            return await self._ctx.db(
-                self._ctx.index.list_objects,
-                bucket,
-                prefix=prefix,
-                delimiter=delimiter,
-                marker=marker,
-                limit=self._limit(limit),
-            )
 
     async def list_entries(
         self,
