@@ -55,6 +55,11 @@ ENDPOINTS = (
     "/api/v1/files?tag=needle=yes&limit=100",
     "/api/v1/files?tag=needle=never&limit=100",
     "/api/v1/files?tag=shard=even&limit=100",
+    # Size and content type (indexed, revision 0020): a few dozen of the largest, a type
+    # every sixth key has, one bucket with no other filter.
+    "/api/v1/files?min_size=49950&limit=100",
+    "/api/v1/files?content_type=text/csv&limit=100",
+    "/api/v1/files?bucket=scale-a&limit=100",
 )
 NEEDLES = 10
 

@@ -5,13 +5,15 @@ import random
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy import Connection, Executable, select
 
-from tfstorage.domain.records import Listing
+from tfstorage.domain.records import ListEntry, Listing
 from tfstorage.errors import InvalidArgument, NoSuchBucket
 from tfstorage.index import ObjectIndex
-from tfstorage.index.listing import successor
+from tfstorage.index.listing import ENTRY_SELECT, scan_statement, successor
+from tfstorage.index.tables import buckets, versions
 
-from .builders import new_version
+from .builders import bulk_keys, new_version
 
 
 def _fill(index: ObjectIndex, keys: list[str], bucket: str = "b") -> None:
@@ -143,6 +145,12 @@ def test_listing_matches_a_model(index: ObjectIndex) -> None:
                     page = index.list_objects(
                         "b", prefix=prefix, delimiter=delimiter, marker=marker, limit=limit
                     )
+                    lean = index.list_entries(
+                        "b", prefix=prefix, delimiter=delimiter, marker=marker, limit=limit
+                    )
+                    assert [e.key for e in lean.objects] == [v.key for v in page.objects]
+                    assert lean.common_prefixes == page.common_prefixes
+                    assert (lean.truncated, lean.next_marker) == (page.truncated, page.next_marker)
                     entries = [(v.key, False) for v in page.objects]
                     entries += [(p, True) for p in page.common_prefixes]
                     assert len(entries) <= limit
@@ -169,3 +177,76 @@ def test_successor_edges() -> None:
     assert successor("a\ud7ff") == "a\ue000"
     assert successor("a\U0010ffff") == "b"
     assert successor("\U0010ffff") is None
+
+
+def test_entries_carry_the_heads_columns(index: ObjectIndex) -> None:
+    index.create_bucket("b")
+    index.commit_version(new_version("b", "k", b"old", created_by="ana"))
+    head = index.commit_version(
+        new_version("b", "k", b"new", content_type="text/csv", created_by="bo")
+    ).version
+    other = index.commit_version(new_version("b", "m", b"m" * 10, metadata={"x": 1})).version
+    index.commit_version(new_version("b", "trashed", b"t"))
+    index.delete_key("b", "trashed")
+    page = index.list_entries("b")
+    assert page.objects == [
+        ListEntry(
+            key=v.key,
+            file_id=v.file_id,
+            size=v.size,
+            etag=v.etag,
+            parts_etag=v.parts_etag,
+            sha256=v.sha256,
+            content_type=v.content_type,
+            created_at=v.created_at,
+            created_by=v.created_by,
+        )
+        for v in (head, other)
+    ]
+    assert page.objects[0].created_at.tzinfo is not None
+    with pytest.raises(NoSuchBucket):
+        index.list_entries("missing")
+
+
+def _plan(conn: Connection, stmt: Executable) -> str:
+    """The plan the database takes for `stmt`, as text."""
+    compiled = stmt.compile(conn.engine, compile_kwargs={"literal_binds": True})
+    if conn.dialect.name == "sqlite":
+        rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}").all()
+        return "\n".join(str(r[-1]) for r in rows)
+    return "\n".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN {compiled}"))
+
+
+def test_a_page_reads_the_live_key_index_in_order(index: ObjectIndex) -> None:
+    """Each scan of a page walks ix_object_keys_live from its lower bound in key order
+    (no sort, no read of the table's rows or trashed keys), and the page's columns come
+    by primary key. PostgreSQL plans on real statistics: enough rows (two buckets, half
+    the keys trashed) and ANALYZE, so that the plan is the one it takes at scale."""
+    for name in ("b", "other"):
+        index.create_bucket(name)
+    with index.engine.begin() as conn:
+        bulk_keys(conn, "b", 3000, trash_every=2)
+        bulk_keys(conn, "other", 3000, trash_every=0)
+    if index.engine.dialect.name == "postgresql":
+        with index.engine.begin() as conn:  # statistics are rolled back with the transaction
+            conn.exec_driver_sql("ANALYZE")
+    with index.engine.connect() as conn:
+        bid = conn.execute(select(buckets.c.id).where(buckets.c.name == "b")).scalar_one()
+        for prefix, lower, inclusive in [("", "", True), ("k0", "k01", False)]:
+            plan = _plan(conn, scan_statement(bid, prefix, lower, inclusive=inclusive, limit=1001))
+            if conn.dialect.name == "sqlite":
+                assert "USING COVERING INDEX ix_object_keys_live" in plan, plan
+                assert "TEMP B-TREE" not in plan, plan
+            else:
+                assert "Index Only Scan using ix_object_keys_live" in plan, plan
+                assert "Sort" not in plan and "Seq Scan" not in plan, plan
+        # A page asks for its heads 500 ids at a time (reads.BATCH).
+        ids = conn.execute(select(versions.c.id).order_by(versions.c.id).limit(500)).scalars()
+        plan = _plan(conn, ENTRY_SELECT.where(versions.c.id.in_(list(ids))))
+        if conn.dialect.name == "sqlite":
+            assert "SEARCH versions USING INTEGER PRIMARY KEY" in plan, plan
+        else:
+            assert "pk_versions" in plan and "Seq Scan on versions" not in plan, plan
+        page = index.list_entries("b", limit=1000)
+        assert len(page.objects) == 1000 and page.truncated
+        assert all(int(e.key[1:]) % 2 for e in page.objects)  # the trashed keys skipped

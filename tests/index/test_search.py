@@ -1,16 +1,20 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import Connection, Select, update
 
 from tfstorage.domain.records import FileQuery, FileSearchPage
 from tfstorage.errors import InvalidArgument, NoSuchBucket
 from tfstorage.index import ObjectIndex
+from tfstorage.index.search import search_statement
 from tfstorage.index.tables import versions
 
-from .builders import new_version
+from .builders import bulk_keys, new_version
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -170,3 +174,98 @@ def test_tag_search_is_driven_by_the_tag_index(catalog: ObjectIndex) -> None:
             plan = "\n".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN {compiled}"))
             assert "ix_tags_key_value_version_id" in plan, plan
             assert "Seq Scan on versions" not in plan, plan
+
+
+def _plan(conn: Connection, stmt: Select[Any]) -> str:
+    compiled = stmt.compile(conn.engine, compile_kwargs={"literal_binds": True})
+    if conn.dialect.name == "sqlite":
+        rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}").all()
+        return "\n".join(str(r[-1]) for r in rows)
+    return "\n".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN {compiled}"))
+
+
+KEYS = 6000  # per bucket; key i has size i, every 500th is text/csv, every 50th trashed
+
+
+@pytest.fixture
+def sized(index: ObjectIndex) -> ObjectIndex:
+    for name in ("b", "other"):
+        index.create_bucket(name)
+    for start in range(0, KEYS, 2000):  # PostgreSQL: a lock per key and transaction
+        with index.engine.begin() as conn:
+            for name, trash in (("b", 50), ("other", 0)):
+                bulk_keys(conn, name, 2000, trash_every=trash, start=start)
+    with index.engine.begin() as conn:
+        conn.execute(
+            update(versions).where(versions.c.size % 500 == 7).values(content_type="text/csv")
+        )
+    if index.engine.dialect.name == "postgresql":
+        with index.engine.begin() as conn:  # statistics are rolled back with the transaction
+            conn.exec_driver_sql("ANALYZE")
+    return index
+
+
+def _all_hits(index: ObjectIndex, q: FileQuery) -> list[tuple[str, int]]:
+    found: list[tuple[str, int]] = []
+    marker = None
+    while True:
+        page = index.search_files(replace(q, limit=1000, marker=marker))
+        found += [(v.bucket, v.size) for v in page.files]
+        if not page.truncated:
+            return found
+        marker = page.next_marker
+
+
+def _expected(bucket: str | None, keep: Callable[[int], bool]) -> set[tuple[str, int]]:
+    hits = {("other", i) for i in range(KEYS) if keep(i)}
+    hits |= {("b", i) for i in range(KEYS) if keep(i) and i % 50}
+    return hits if bucket is None else {h for h in hits if h[0] == bucket}
+
+
+# (query, the sizes it finds, whether few versions match)
+CASES: list[tuple[FileQuery, Callable[[int], bool], bool]] = [
+    (FileQuery(min_size=KEYS - 20), lambda i: i >= KEYS - 20, True),
+    (FileQuery(max_size=9), lambda i: i <= 9, True),
+    (FileQuery(bucket="b", min_size=100, max_size=130), lambda i: 100 <= i <= 130, True),
+    (FileQuery(min_size=1), lambda i: i >= 1, False),
+    (FileQuery(bucket="b", max_size=KEYS), lambda i: True, False),
+    (FileQuery(content_type="text/csv"), lambda i: i % 500 == 7, True),
+    (
+        FileQuery(content_type="application/octet-stream", bucket="b"),
+        lambda i: i % 500 != 7,
+        False,
+    ),
+    (FileQuery(bucket="other"), lambda i: True, False),
+]
+
+
+def test_size_type_and_bucket_searches_use_indexes(sized: ObjectIndex) -> None:
+    """A selective search reads its few hits from an index (ix_versions_size,
+    ix_versions_content_type_id) and sorts only those; an unselective one walks an index
+    in id order, the order it pages in, and stops at the page's end: never a scan of
+    every version nor a sort of them all. PostgreSQL plans on ANALYZEd rows."""
+    for query, keep, selective in CASES:
+        expected = _expected(query.bucket, keep)
+        hits = _all_hits(sized, query)
+        assert len(hits) == len(set(hits)) and set(hits) == expected, query
+        with sized.engine.connect() as conn:
+            plan = _plan(conn, search_statement(conn, query, 100))
+        if sized.engine.dialect.name == "sqlite":
+            assert "TEMP B-TREE" not in plan, plan  # hits come in id order; no sort at all
+            if query.content_type is not None:
+                # Either walk is in id order; for a type in one bucket SQLite takes the bucket's.
+                by_bucket = query.bucket is not None and "ix_versions_bucket_id_id" in plan
+                assert by_bucket or "ix_versions_content_type_id" in plan, plan
+            elif selective:  # the few hits, named by id after a probe of ix_versions_size
+                assert "SEARCH versions USING INTEGER PRIMARY KEY" in plan, plan
+            elif query.bucket is not None:
+                assert "ix_versions_bucket_id_id" in plan, plan
+            else:
+                assert "SCAN versions" in plan, plan  # in id order, up to the page's end
+        else:
+            assert "Seq Scan on versions" not in plan, plan
+            if selective:
+                index = "ix_versions_content_type_id" if query.content_type else "ix_versions_size"
+                assert index in plan, plan
+            else:
+                assert "Sort" not in plan, plan

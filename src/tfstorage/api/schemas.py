@@ -8,7 +8,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from tfstorage.domain.records import AuditEntry, Bucket, BucketUsage, ObjectVersion, Token
+from tfstorage.domain.records import (
+    AuditEntry,
+    Bucket,
+    BucketUsage,
+    ListEntry,
+    ObjectVersion,
+    Token,
+)
 from tfstorage.domain.sizes import format_size
 from tfstorage.domain.text import unstorable_reason
 
@@ -105,7 +112,7 @@ class ListedObject(BaseModel):
     sha256: str
 
     @classmethod
-    def of(cls, v: ObjectVersion) -> ListedObject:
+    def of(cls, v: ListEntry) -> ListedObject:
         return cls(
             key=v.key,
             size=v.size,

@@ -121,6 +121,32 @@ class Listing:
 
 
 @dataclass(frozen=True, slots=True)
+class ListEntry:
+    """What a listing page shows of a key's latest version: the columns it reads, no
+    metadata, tags or blob (index/listing.py, `list_entries`)."""
+
+    key: str
+    file_id: str
+    size: int
+    etag: str  # MD5 hex
+    parts_etag: str | None  # S3's multipart ETag, when assembled from parts
+    sha256: str
+    content_type: str
+    created_at: datetime
+    created_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class EntryListing:
+    """A listing page of `ListEntry` (what the REST and S3 listings answer with)."""
+
+    objects: list[ListEntry]
+    common_prefixes: list[str]
+    truncated: bool
+    next_marker: str  # "" when not truncated
+
+
+@dataclass(frozen=True, slots=True)
 class FileQuery:
     """Search of latest live versions by metadata (all filters combine with AND)."""
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, Connection, select
+from sqlalchemy import ColumnElement, Connection, Select, select
 
-from tfstorage.domain.records import Listing
-from tfstorage.index.reads import fetch_by_ids
-from tfstorage.index.tables import object_keys
+from tfstorage.domain.records import EntryListing, ListEntry, Listing
+from tfstorage.index.reads import chunks, fetch_by_ids
+from tfstorage.index.tables import object_keys, versions
 
 _MAX_SCAN = 1000  # head rows fetched per query
 _SURROGATES = range(0xD800, 0xE000)
@@ -44,18 +44,67 @@ def prefix_range(column: ColumnElement[str], prefix: str) -> list[ColumnElement[
 def list_objects(
     conn: Connection, bucket_id: int, *, prefix: str, delimiter: str, marker: str, limit: int
 ) -> Listing:
-    # entries: (key, head seq) for objects, (common prefix, None) for groups.
+    """A page of whole versions (what batch jobs and archives work on)."""
+    entries, truncated = _scan(conn, bucket_id, prefix, delimiter, marker, limit)
+    heads = [seq for _, seq in entries if seq is not None]
+    found = fetch_by_ids(conn, heads)
+    return Listing(
+        # A head deleted between the scan and the load (not possible inside one
+        # snapshot, kept defensive) is simply left out.
+        objects=[found[seq] for seq in heads if seq in found],
+        common_prefixes=[name for name, seq in entries if seq is None],
+        truncated=truncated,
+        next_marker=entries[-1][0] if truncated and entries else "",
+    )
+
+
+def list_entries(
+    conn: Connection, bucket_id: int, *, prefix: str, delimiter: str, marker: str, limit: int
+) -> EntryListing:
+    """A page as the REST and S3 listings show it: the few columns of `ListEntry`, read
+    by primary key, with no tags, metadata, blob or bucket rows."""
+    entries, truncated = _scan(conn, bucket_id, prefix, delimiter, marker, limit)
+    heads = [seq for _, seq in entries if seq is not None]
+    found: dict[int, ListEntry] = {}
+    for batch in chunks(heads):
+        for row in conn.execute(ENTRY_SELECT.where(versions.c.id.in_(batch))):
+            found[row[0]] = ListEntry(*tuple(row)[1:])
+    return EntryListing(
+        objects=[found[seq] for seq in heads if seq in found],
+        common_prefixes=[name for name, seq in entries if seq is None],
+        truncated=truncated,
+        next_marker=entries[-1][0] if truncated and entries else "",
+    )
+
+
+# ListEntry's fields, in order, after the id.
+ENTRY_SELECT = select(
+    versions.c.id,
+    versions.c.key,
+    versions.c.file_id,
+    versions.c.size,
+    versions.c.etag,
+    versions.c.parts_etag,
+    versions.c.sha256,
+    versions.c.content_type,
+    versions.c.created_at,
+    versions.c.created_by,
+)
+
+
+def _scan(
+    conn: Connection, bucket_id: int, prefix: str, delimiter: str, marker: str, limit: int
+) -> tuple[list[tuple[str, int | None]], bool]:
+    """One page's entries in key order, (key, head seq) for objects and (common prefix,
+    None) for groups, and whether more follow. Reads ix_object_keys_live alone: the live
+    keys of the bucket in key order with their heads, never the table's rows."""
     entries: list[tuple[str, int | None]] = []
     lower, inclusive = (marker, False) if marker >= prefix else (prefix, True)
     while len(entries) <= limit:  # one entry past the limit tells us we are truncated
         batch = min(limit + 1 - len(entries), _MAX_SCAN)
-        stmt = select(object_keys.c.key, object_keys.c.current_id).where(
-            object_keys.c.bucket_id == bucket_id,
-            object_keys.c.deleted_at.is_(None),
-            object_keys.c.key >= lower if inclusive else object_keys.c.key > lower,
-            *prefix_range(object_keys.c.key, prefix),
-        )
-        rows = conn.execute(stmt.order_by(object_keys.c.key).limit(batch)).all()
+        rows = conn.execute(
+            scan_statement(bucket_id, prefix, lower, inclusive=inclusive, limit=batch)
+        ).all()
         group: str | None = None
         for key, seq in rows:
             group = group_of(key, prefix, delimiter)
@@ -75,18 +124,24 @@ def list_objects(
             lower, inclusive = after, True
         else:
             lower, inclusive = rows[-1].key, False
-
     truncated = len(entries) > limit
-    entries = entries[:limit]
-    heads = [seq for _, seq in entries if seq is not None]
-    found = fetch_by_ids(conn, heads)
-    return Listing(
-        # A head deleted between the scan and the load (not possible inside one
-        # snapshot, kept defensive) is simply left out.
-        objects=[found[seq] for seq in heads if seq in found],
-        common_prefixes=[name for name, seq in entries if seq is None],
-        truncated=truncated,
-        next_marker=entries[-1][0] if truncated and entries else "",
+    return entries[:limit], truncated
+
+
+def scan_statement(
+    bucket_id: int, prefix: str, lower: str, *, inclusive: bool, limit: int
+) -> Select[str, int]:
+    """Live keys of a bucket from `lower` on, in key order, with their heads."""
+    return (
+        select(object_keys.c.key, object_keys.c.current_id)
+        .where(
+            object_keys.c.bucket_id == bucket_id,
+            object_keys.c.deleted_at.is_(None),
+            object_keys.c.key >= lower if inclusive else object_keys.c.key > lower,
+            *prefix_range(object_keys.c.key, prefix),
+        )
+        .order_by(object_keys.c.key)
+        .limit(limit)
     )
 
 

@@ -12,6 +12,7 @@ from tfstorage.domain.conditions import WriteCondition
 from tfstorage.domain.records import (
     Bucket,
     CommitResult,
+    EntryListing,
     FileQuery,
     FileSearchPage,
     IndexStats,
@@ -33,7 +34,7 @@ from tfstorage.index import writes
 from tfstorage.index.batch import commit_each
 from tfstorage.index.conditions import check_head
 from tfstorage.index.latest import read_latest
-from tfstorage.index.listing import list_objects
+from tfstorage.index.listing import list_entries, list_objects
 from tfstorage.index.reads import (
     bucket_id,
     chunks,
@@ -202,6 +203,27 @@ class ObjectIndex(IndexStore):
         page = _page_size(limit)
         return self._read(
             lambda conn: list_objects(
+                conn,
+                bucket_id(conn, bucket),
+                prefix=prefix,
+                delimiter=delimiter,
+                marker=marker,
+                limit=page,
+            )
+        )
+
+    def list_entries(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        delimiter: str = "",
+        marker: str = "",
+        limit: int = MAX_PAGE,
+    ) -> EntryListing:
+        page = _page_size(limit)
+        return self._read(
+            lambda conn: list_entries(
                 conn,
                 bucket_id(conn, bucket),
                 prefix=prefix,

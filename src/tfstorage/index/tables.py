@@ -350,6 +350,27 @@ Index("ix_object_keys_current_id_deleted_at", object_keys.c.current_id, object_k
 # The largest objects are found by walking this index from the top.
 Index("ix_versions_size", versions.c.size)
 
+# Searches by content type (revision 0020): a type's versions in id order, the order a
+# search pages in (index/search.py), whether few versions have the type or most do.
+Index("ix_versions_content_type_id", versions.c.content_type, versions.c.id)
+# And a bucket's versions in id order: a search in one bucket pages through them instead
+# of reading and sorting all of them.
+Index("ix_versions_bucket_id_id", versions.c.bucket_id, versions.c.id)
+
+# Listings (revision 0019): the live keys of a bucket in key order with their heads, read
+# from this index alone (index/listing.py), never the table's rows nor the trashed keys.
+# deleted_at (always NULL here) is a column too: SQLite counts an index as covering only
+# when it holds every column the query names, its WHERE's included.
+Index(
+    "ix_object_keys_live",
+    object_keys.c.bucket_id,
+    object_keys.c.key,
+    object_keys.c.current_id,
+    object_keys.c.deleted_at,
+    sqlite_where=object_keys.c.deleted_at.is_(None),
+    postgresql_where=object_keys.c.deleted_at.is_(None),
+)
+
 # One row per day, written (upserted) by the maintenance loop: the whole index's
 # figures, and each bucket's. Buckets by name, so a deleted bucket keeps its history.
 usage_daily = Table(

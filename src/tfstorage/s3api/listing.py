@@ -11,10 +11,11 @@ from urllib.parse import quote
 from starlette.responses import Response
 
 from tfstorage.domain.names import validate_prefix
-from tfstorage.domain.records import Listing, ObjectVersion
+from tfstorage.domain.records import EntryListing, ListEntry
 from tfstorage.errors import InvalidArgument, InvalidObjectName
+from tfstorage.s3api.errors import xml_text
 from tfstorage.s3api.request import S3Request
-from tfstorage.s3api.responses import Node, iso_time, object_etag, xml_response
+from tfstorage.s3api.responses import Node, RawXml, iso_time, xml_response
 from tfstorage.service.authorization import authorize
 
 MAX_KEYS = 1000
@@ -47,13 +48,13 @@ def can_start_a_key(prefix: str) -> bool:
     return True
 
 
-async def _list(req: S3Request, marker: str, limit: int) -> Listing:
+async def _list(req: S3Request, marker: str, limit: int) -> EntryListing:
     prefix = req.query.get("prefix", "")
     await authorize(req.storage, req.caller, "read", req.bucket, prefix)
     if limit == 0 or not can_start_a_key(prefix):
         await req.storage.buckets.get(req.bucket)
-        return Listing(objects=[], common_prefixes=[], truncated=False, next_marker="")
-    return await req.storage.objects.list_objects(
+        return EntryListing(objects=[], common_prefixes=[], truncated=False, next_marker="")
+    return await req.storage.objects.list_entries(
         req.bucket,
         prefix=prefix,
         delimiter=req.query.get("delimiter", ""),
@@ -62,21 +63,30 @@ async def _list(req: S3Request, marker: str, limit: int) -> Listing:
     )
 
 
-def _contents(version: ObjectVersion, encode: Encode, *, owner: bool) -> Node:
-    children: list[Node] = [
-        ("Key", encode(version.key)),
-        ("LastModified", iso_time(version.created_at)),
-        ("ETag", object_etag(version)),
-        ("Size", version.size),
-        ("StorageClass", "STANDARD"),
-    ]
-    if owner:
-        who = [("ID", version.created_by), ("DisplayName", version.created_by)]
-        children.append(("Owner", who))
-    return ("Contents", children)
+def contents(entries: list[ListEntry], encode: Encode, *, owner: bool) -> RawXml:
+    """Every <Contents> of a page in one pass: only the key and the owner can need
+    escaping (the ETag is hex, the rest numbers and dates), each escaped once."""
+    owners: dict[str, str] = {}
+    parts: list[str] = []
+    for e in entries:
+        who = ""
+        if owner:
+            who = owners.get(e.created_by, "")
+            if not who:
+                name = xml_text(e.created_by)
+                who = owners[e.created_by] = (
+                    f"<Owner><ID>{name}</ID><DisplayName>{name}</DisplayName></Owner>"
+                )
+        parts.append(
+            f"<Contents><Key>{xml_text(encode(e.key))}</Key>"
+            f"<LastModified>{iso_time(e.created_at)}</LastModified>"
+            f'<ETag>"{e.parts_etag or e.etag}"</ETag><Size>{e.size}</Size>'
+            f"<StorageClass>STANDARD</StorageClass>{who}</Contents>"
+        )
+    return RawXml("".join(parts))
 
 
-def common_prefixes(listing: Listing, encode: Encode) -> list[Node]:
+def common_prefixes(listing: EntryListing, encode: Encode) -> list[Node]:
     return prefix_nodes(listing.common_prefixes, encode)
 
 
@@ -107,7 +117,7 @@ async def list_objects_v2(req: S3Request) -> Response:
             ("ContinuationToken", token),
             ("NextContinuationToken", _encode_token(listing.next_marker) if truncated else None),
             ("StartAfter", encode(start_after) if "start-after" in req.query else None),
-            *[_contents(v, encode, owner=owner) for v in listing.objects],
+            contents(listing.objects, encode, owner=owner),
             *common_prefixes(listing, encode),
         ],
     )
@@ -133,7 +143,7 @@ async def list_objects_v1(req: S3Request) -> Response:
             ("Delimiter", encode(delimiter) if delimiter else None),
             ("IsTruncated", listing.truncated),
             ("EncodingType", encoding),
-            *[_contents(v, encode, owner=True) for v in listing.objects],
+            contents(listing.objects, encode, owner=True),
             *common_prefixes(listing, encode),
         ],
     )

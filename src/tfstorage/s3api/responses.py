@@ -13,11 +13,19 @@ from tfstorage.s3api.errors import xml_text
 
 S3_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
 
-Node = tuple[str, "str | int | bool | Sequence[Node] | None"]
+
+class RawXml(str):
+    """Elements already rendered, every text in them escaped: placed as they are among a
+    document's nodes (a listing renders its thousand entries in one pass)."""
+
+
+Node = tuple[str, "str | int | bool | Sequence[Node] | None"] | RawXml
 """(tag, text) or (tag, children); None leaves the element out."""
 
 
 def _render(node: Node) -> str:
+    if isinstance(node, RawXml):
+        return node
     tag, value = node
     if value is None:
         return ""
@@ -47,7 +55,9 @@ def xml_response(
 
 def iso_time(when: datetime) -> str:
     """S3's timestamps in XML: ISO 8601 in UTC with milliseconds."""
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    if when.tzinfo is not UTC:  # the index's times are UTC already
+        when = when.astimezone(UTC)
+    return when.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def http_date(when: datetime) -> str:

@@ -9,7 +9,12 @@ from tfstorage.domain.filetypes import validate_content_type
 from tfstorage.domain.metadata import validate_metadata
 from tfstorage.domain.names import validate_bucket_name, validate_key, validate_prefix
 from tfstorage.domain.object_lock import VersionLock
-from tfstorage.domain.records import FileQuery, FileSearchPage, Listing, ObjectVersion
+from tfstorage.domain.records import (
+    EntryListing,
+    FileQuery,
+    FileSearchPage,
+    ObjectVersion,
+)
 from tfstorage.domain.version_listing import NULL_VERSION_ID, VersionListing, marked_head
 from tfstorage.errors import InvalidArgument, NoSuchKey, NoSuchVersion, StorageError
 from tfstorage.index.batch import BatchIndex, CopyItem
@@ -29,7 +34,7 @@ class ObjectCatalog:
             raise InvalidArgument("limit must be at least 1")
         return min(limit, cap)
 
-    async def list_objects(
+    async def list_entries(
         self,
         bucket: str,
         *,
@@ -37,15 +42,16 @@ class ObjectCatalog:
         delimiter: str = "",
         marker: str = "",
         limit: int | None = None,
-    ) -> Listing:
+    ) -> EntryListing:
+        """A page of keys as listings show them (ListEntry: no metadata, tags or blob)."""
         validate_bucket_name(bucket)
         validate_prefix(prefix)
         if len(delimiter) > 1:
             raise InvalidArgument("the delimiter must be a single character")
         with self._ctx.metrics.time("list_objects"):
-            await self._ctx.db(self._ctx.index.get_bucket, bucket)
+            # One trip to the index: its bucket lookup says NoSuchBucket itself.
             return await self._ctx.db(
-                self._ctx.index.list_objects,
+                self._ctx.index.list_entries,
                 bucket,
                 prefix=prefix,
                 delimiter=delimiter,

@@ -93,7 +93,7 @@ async def list_objects(
 ) -> ListResponse:
     """Keys of a bucket in byte order, paged by `marker`; `delimiter` groups prefixes."""
     await authorize(storage, caller, "read", bucket, prefix)
-    listing = await storage.objects.list_objects(
+    listing = await storage.objects.list_entries(
         bucket, prefix=prefix, delimiter=delimiter, marker=marker, limit=limit
     )
     return ListResponse(
