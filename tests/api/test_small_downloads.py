@@ -13,8 +13,8 @@ from fastapi import FastAPI
 
 from tests.api.blob_damage import StoredBlobs
 from tests.api.conftest import assert_error
-from tfstorage.service.reads import WHOLE_BODY_UP_TO
 from tfstorage.config import Settings
+from tfstorage.service.reads import WHOLE_BODY_UP_TO
 from tfstorage.service.storage import Storage
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
