@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tfstorage.blobs import BlobInfo, BlobNotFound, BlobStore, Capacity, StoredPart, new_blob_id
-from tfstorage.blobs.base import DigestMismatch
+from tfstorage.blobs.base import MAX_READ_CHUNK, DigestMismatch
 from tfstorage.domain.blocks import block_checksums_of
 from tfstorage.errors import InvalidPart
 
@@ -73,7 +73,7 @@ class BlobStoreContract:
         assert before - 5 <= info.modified <= time.time() + 5  # clocks of remote servers
         chunks = await read_chunks(await store.open(blob_id))
         assert b"".join(chunks) == data
-        assert all(0 < len(chunk) <= MiB for chunk in chunks)
+        assert all(0 < len(chunk) <= MAX_READ_CHUNK for chunk in chunks)
 
     @pytest.mark.anyio
     async def test_put_accepts_empty_chunks(self, store: BlobStore) -> None:

@@ -55,6 +55,11 @@ class Capacity:
     free_bytes: int | None
 
 
+# The largest chunk a blob stream yields: big enough that a 1 GiB read is not paced by
+# per-chunk overhead (1 MiB chunks capped a warm GET at ~320 MiB/s, 4 MiB ones reach
+# ~450), small enough that a few readers stay within a worker's memory budget.
+MAX_READ_CHUNK = 4 * 1024 * 1024
+
 MISMATCH = "the SHA-256 of the assembled object does not match the one declared"
 
 
@@ -111,7 +116,7 @@ class BlobStore(Protocol):
         """Open the blob for reading bytes `[start, end)` (`end=None`: to the end).
 
         Raises `BlobNotFound` here, before any byte is produced, if it does not exist.
-        The returned iterator yields chunks of up to about 1 MiB; closing it early
+        The returned iterator yields chunks of at most 4 MiB; closing it early
         (`aclose`) releases the underlying file or connection.
         """
         ...

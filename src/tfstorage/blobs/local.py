@@ -36,6 +36,7 @@ import anyio
 import anyio.to_thread
 
 from tfstorage.blobs.base import (
+    MAX_READ_CHUNK,
     MISMATCH,
     AssembledBlob,
     BlobInfo,
@@ -85,7 +86,7 @@ class LocalBlobStore:
         root: Path,
         *,
         write_buffer_size: int = MiB,
-        read_chunk_size: int = MiB,
+        read_chunk_size: int = MAX_READ_CHUNK,
         list_batch_size: int = 1000,
         block_size: int = DEFAULT_BLOCK_SIZE,
     ) -> None:

@@ -32,6 +32,7 @@ import anyio
 import anyio.to_thread
 
 from tfstorage.blobs.base import (
+    MAX_READ_CHUNK,
     AssembledBlob,
     BlobInfo,
     BlobNotFound,
@@ -80,7 +81,7 @@ class PackedBlobStore:
         threshold: int = DEFAULT_PACK_THRESHOLD,
         pack_size: int = DEFAULT_PACK_SIZE,
         dead_share: float = DEFAULT_DEAD_SHARE,
-        read_chunk_size: int = MiB,
+        read_chunk_size: int = MAX_READ_CHUNK,
         block_size: int = DEFAULT_BLOCK_SIZE,
     ) -> None:
         if not 0 < threshold <= MAX_PACK_THRESHOLD:
