@@ -44,15 +44,20 @@ from tfstorage.index.reads import (
 from tfstorage.index.tables import blobs, buckets, object_keys, tags, versions
 from tfstorage.index.usage import bucket_live
 
+# "Not read yet" for a bucket column a caller may pass along (None is a stored value).
+_UNREAD: Any = object()
 # Keys per statement when purging: two bound parameters each.
 _PURGE_BATCH = 200
 
 
 def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
     settings = conn.execute(
-        select(buckets.c.quota_bytes, buckets.c.quota_objects, buckets.c.versioning).where(
-            buckets.c.name == new.bucket
-        )
+        select(
+            buckets.c.quota_bytes,
+            buckets.c.quota_objects,
+            buckets.c.versioning,
+            buckets.c.object_lock,
+        ).where(buckets.c.name == new.bucket)
     ).first()
     limited = settings is not None and (
         settings.quota_bytes is not None or settings.quota_objects is not None
@@ -103,6 +108,7 @@ def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
         lock=new.lock,
         content_headers=new.content_headers,
         unversioned=unversioned,
+        object_lock=_UNREAD if settings is None else settings.object_lock,
     )
     if condition is None:
         _advance_head(conn, bid, new.key, seq)
@@ -110,10 +116,19 @@ def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
         place_head(conn, bid, new.key, seq, condition, head)
     if unversioned:
         # S3's "null" version: an unversioned write replaces the key's previous one, and
-        # only it; versions written while versioning was on stay.
-        older = null_versions(bid, new.key) & (versions.c.id < seq)
-        refuse_locked(conn, older, "overwrite")  # rolls the new version back too
-        remove_versions(conn, older, heads=false())  # the head is the new version: kept
+        # only it; versions written while versioning was on stay. Looked up first: a new
+        # key (most writes) has none, and the lock check and removal are five statements.
+        older_ids = (
+            conn.execute(
+                select(versions.c.id).where(null_versions(bid, new.key) & (versions.c.id < seq))
+            )
+            .scalars()
+            .all()
+        )
+        if older_ids:
+            older = versions.c.id.in_(older_ids)
+            refuse_locked(conn, older, "overwrite")  # rolls the new version back too
+            remove_versions(conn, older, heads=false())  # the head is the new version: kept
     duplicate = None if stored == new.blob_id else new.blob_id
     return CommitResult(version=_by_seq(conn, seq), duplicate_blob_id=duplicate)
 
@@ -390,7 +405,10 @@ def _insert_version(
     lock: VersionLock | None = None,
     content_headers: Mapping[str, str] | None = None,
     unversioned: bool = False,
+    object_lock: Any = _UNREAD,
 ) -> int:
+    """Insert the version (and its tags and lock); `object_lock` is the bucket's stored
+    lock configuration when the caller already read it in this transaction."""
     stmt = insert(versions).values(
         file_id=uuid4().hex,
         bucket_id=bucket_id,
@@ -411,16 +429,22 @@ def _insert_version(
     )
     seq = int(conn.execute(stmt.returning(versions.c.id)).scalar_one())
     _insert_tags(conn, seq, tag_map)
-    _lock_new_version(conn, bucket_id, seq, lock, now)
+    _lock_new_version(conn, bucket_id, seq, lock, now, object_lock)
     return seq
 
 
 def _lock_new_version(
-    conn: Connection, bid: int, seq: int, lock: VersionLock | None, now: datetime
+    conn: Connection,
+    bid: int,
+    seq: int,
+    lock: VersionLock | None,
+    now: datetime,
+    stored: Any = _UNREAD,
 ) -> None:
     """The lock asked for, else the bucket's default retention: in the version's own
     transaction, so no new version of a locked bucket is ever visible unlocked."""
-    stored = conn.execute(select(buckets.c.object_lock).where(buckets.c.id == bid)).scalar()
+    if stored is _UNREAD:
+        stored = conn.execute(select(buckets.c.object_lock).where(buckets.c.id == bid)).scalar()
     config = ObjectLockConfig.from_json(stored)
     asked = lock is not None and not lock.empty
     if asked and config is None:
