@@ -4,11 +4,13 @@ counting stored blobs checks the default layout (PACK_THRESHOLD on) as well as f
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sqlite3
 from pathlib import Path
 
 from tfstorage.blobs.pack_files import PACK_SUFFIX, TEMP_PREFIX
+from tfstorage.blobs.pack_format import HEADER_SIZE
 from tfstorage.blobs.packs import INDEX_FILE, PACKS_DIR
 
 _BLOB_NAME = re.compile(r"[0-9a-f]{32,64}")
@@ -44,3 +46,35 @@ def pack_files(blob_dir: Path) -> list[Path]:
 def stored_blob_ids(blob_dir: Path) -> list[str]:
     """Every blob stored, packed or a file."""
     return sorted(packed_blob_ids(blob_dir) + [p.name for p in blob_file_paths(blob_dir)])
+
+
+def stored_blob_digests(blob_dir: Path) -> dict[str, str]:
+    """The sha256 of every stored blob's bytes, by blob id: packed ones read from their
+    pack where the index says they are, files whole."""
+    digests: dict[str, str] = {}
+    index = blob_dir / PACKS_DIR / INDEX_FILE
+    if index.exists():
+        conn = sqlite3.connect(index, timeout=60)
+        try:
+            rows = conn.execute("SELECT blob_id, pack, offset, length FROM blobs").fetchall()
+        finally:
+            conn.close()
+        for blob_id, pack, offset, length in rows:
+            with (blob_dir / PACKS_DIR / pack).open("rb") as f:
+                f.seek(offset + HEADER_SIZE)
+                data = f.read(length)
+            assert len(data) == length, f"packed blob {blob_id} runs past its pack's end"
+            digests[blob_id] = hashlib.sha256(data).hexdigest()
+    for path in blob_file_paths(blob_dir):
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            while block := f.read(1024 * 1024):
+                digest.update(block)
+        digests[path.name] = digest.hexdigest()
+    return digests
+
+
+def temp_pack_files(blob_dir: Path) -> list[str]:
+    """A compaction's unfinished packs (`.packs/tmp-*`)."""
+    packs = blob_dir / PACKS_DIR
+    return sorted(p.name for p in packs.glob(f"{TEMP_PREFIX}*")) if packs.is_dir() else []
