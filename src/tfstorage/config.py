@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import SecretStr, ValidationError, field_validator
+from pydantic import SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tfstorage.domain.blocks import DEFAULT_BLOCK_SIZE, check_block_size
@@ -17,6 +18,8 @@ from tfstorage.errors import ConfigError, InvalidBucketName
 
 # A packed blob is read into memory whole: PACK_THRESHOLD stays small.
 MAX_PACK_THRESHOLD = 8 * 1024 * 1024
+_ZERO_MEANS_OFF = frozenset({"pack_threshold", "scrub_bytes_per_second", "body_min_rate"})
+_ZERO = re.compile(r"\s*0+(\.0*)?\s*([KMGT]i?)?B?\s*", re.IGNORECASE)
 
 
 class Settings(BaseSettings):
@@ -218,8 +221,14 @@ class Settings(BaseSettings):
         mode="before",
     )
     @classmethod
-    def _parse_size(cls, value: object) -> object:
-        return parse_size(value) if isinstance(value, str) else value
+    def _parse_size(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        # 0 means off (packs) or no limit (rates), as the README says; it is no size, so
+        # parse_size refuses it, and the environment only ever gives strings.
+        if info.field_name in _ZERO_MEANS_OFF and _ZERO.fullmatch(value):
+            return 0
+        return parse_size(value)
 
     @field_validator("block_size")
     @classmethod
