@@ -40,7 +40,10 @@ def drop_page_cache(files: list[Path]) -> bool:
     per-file `POSIX_FADV_DONTNEED` alone suffices for clean, fsynced pages.
     """
     for path in files:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue  # a pack compacted away since it was listed: nothing to evict
         try:
             os.fsync(fd)  # dirty pages cannot be dropped
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)

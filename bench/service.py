@@ -104,7 +104,15 @@ class Server:
         raise KeyError(field)
 
     def blob_files(self) -> list[Path]:
-        return [p for p in (self.data_dir / "blobs").rglob("*") if p.is_file()]
+        """The files holding the server's blobs: one per big blob (`ab/cd/<id>`), and the
+        packs that hold the small ones (PACK_THRESHOLD, on by default) with their index,
+        which a cold read of a packed blob goes through too. Not unfinished writes."""
+        root = self.data_dir / "blobs"
+        files = [p for p in root.glob("[0-9a-f][0-9a-f]/[0-9a-f][0-9a-f]/*") if p.is_file()]
+        packs = root / ".packs"
+        files += [p for p in packs.glob("*.pack") if not p.name.startswith("tmp-")]
+        files += [p for p in packs.glob("index.sqlite*") if p.is_file()]
+        return files
 
 
 class RssSampler:

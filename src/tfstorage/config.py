@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import SecretStr, ValidationError, field_validator
+from pydantic import SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tfstorage.domain.blocks import DEFAULT_BLOCK_SIZE, check_block_size
@@ -17,6 +18,8 @@ from tfstorage.errors import ConfigError, InvalidBucketName
 
 # A packed blob is read into memory whole: PACK_THRESHOLD stays small.
 MAX_PACK_THRESHOLD = 8 * 1024 * 1024
+_ZERO_MEANS_OFF = frozenset({"pack_threshold", "scrub_bytes_per_second", "body_min_rate"})
+_ZERO = re.compile(r"\s*0+(\.0*)?\s*([KMGT]i?)?B?\s*", re.IGNORECASE)
 
 
 class Settings(BaseSettings):
@@ -156,9 +159,9 @@ class Settings(BaseSettings):
     block_size: int = DEFAULT_BLOCK_SIZE
     # Pack store (issue 11): with STORAGE_TYPE=local, blobs of at most this many bytes are
     # appended to shared pack files, one fdatasync per group of concurrent puts, instead
-    # of a file each (blobs/packs.py). 0: off, every blob a file. 64KB is the measured
-    # sweet spot (bench/packs.py).
-    pack_threshold: int = 0
+    # of a file each (blobs/packs.py). 0: off, every blob a file. The default, 64KB, is
+    # the measured sweet spot (bench/packs.py).
+    pack_threshold: int = 64 * 1024
     max_listing_limit: int = 1000
     # Lifecycle (issue 6): scheduled runs every interval (0: only runs asked for through
     # the API or CLI), a cap on what one run removes, and tags that protect a version.
@@ -218,8 +221,14 @@ class Settings(BaseSettings):
         mode="before",
     )
     @classmethod
-    def _parse_size(cls, value: object) -> object:
-        return parse_size(value) if isinstance(value, str) else value
+    def _parse_size(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        # 0 means off (packs) or no limit (rates), as the README says; it is no size, so
+        # parse_size refuses it, and the environment only ever gives strings.
+        if info.field_name in _ZERO_MEANS_OFF and _ZERO.fullmatch(value):
+            return 0
+        return parse_size(value)
 
     @field_validator("block_size")
     @classmethod

@@ -8,7 +8,10 @@ import pytest
 from fastapi import FastAPI
 
 from tests.s3.fixtures import SeaweedFS, multipart_uploads, object_keys, s3_settings_overrides
+from tests.stored_blobs import packed_blob_ids
 from tfstorage.api.app import create_app
+from tfstorage.blobs.pack_files import TEMP_PREFIX
+from tfstorage.blobs.packs import PACKS_DIR
 from tfstorage.config import Settings
 
 ADMIN_TOKEN = "tfs_test-admin-token"
@@ -39,9 +42,19 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 
 def stored_files(settings: Settings) -> list[str]:
     """Every blob and every unfinished write in the blob store, whatever its kind:
-    files (temp files included) on disk, objects and multipart uploads on S3."""
+    files (temp files included) and packed blobs on disk, objects and multipart uploads
+    on S3. A pack file is not listed, only the blobs its index points at (a record whose
+    write failed stays in its pack as dead bytes, as a deleted one does)."""
     if settings.storage_type == "local":
-        return sorted(str(p) for p in settings.blob_dir.rglob("*") if p.is_file())
+        root = settings.blob_dir
+        files = [
+            str(p)
+            for p in root.rglob("*")
+            if p.is_file() and p.relative_to(root).parts[0] != PACKS_DIR
+        ]
+        unfinished = [str(p) for p in (root / PACKS_DIR).glob(f"{TEMP_PREFIX}*")]
+        packed = [f"packed:{blob_id}" for blob_id in packed_blob_ids(root)]
+        return sorted(files + unfinished + packed)
     engine = SeaweedFS(
         endpoint_url=settings.s3_endpoint_url,
         access_key=settings.minio_access_key,

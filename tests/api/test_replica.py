@@ -12,9 +12,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from tests.api.blob_damage import StoredBlobs
 from tests.api.conftest import ADMIN, make_settings
 from tests.s3.fixtures import SeaweedFS, s3_settings_overrides
 from tests.s3.proxy import FaultProxy
+from tests.stored_blobs import blob_file_paths
 from tfstorage.api.app import create_app
 from tfstorage.config import Settings
 
@@ -49,7 +51,7 @@ async def read_until_cut(c: httpx.AsyncClient, url: str) -> bytes:
 
 
 def blob_file(root: Path) -> Path:
-    [path] = [p for p in root.rglob("*") if p.is_file() and ".tmp" not in p.parts]
+    [path] = blob_file_paths(root)
     return path
 
 
@@ -79,8 +81,10 @@ async def test_missing_primary_blob_is_read_from_the_replica(
 ) -> None:
     app, settings = replicated
     async with await client_for(app) as c:
-        await c.put("/api/v1/objects/models/m.bin", content=b"model bytes")
-        blob_file(settings.blob_dir).unlink()
+        r = await c.put("/api/v1/objects/models/m.bin", content=b"model bytes")  # packed
+        StoredBlobs(settings).delete(
+            app.state.storage.ctx.index.get_version(r.json()["file_id"]).blob_id
+        )
         r = await c.get("/api/v1/download/models/m.bin")
         assert r.status_code == 200 and r.content == b"model bytes"
         report = (await c.post("/api/v1/storage/replicate", params={"verify": "true"})).json()
@@ -204,16 +208,20 @@ async def test_truncated_primary_is_served_from_replica_and_verify_keeps_the_goo
         assert primary.read_bytes() == data
 
 
-async def test_a_new_upload_heals_a_missing_blob(tmp_path: Path) -> None:
-    app = create_app(make_settings(tmp_path))
+@pytest.mark.parametrize("size", [10, 100_000], ids=["packed", "file"])
+async def test_a_new_upload_heals_a_missing_blob(tmp_path: Path, size: int) -> None:
+    settings = make_settings(tmp_path)
+    data = os.urandom(size)
+    app = create_app(settings)
     async with app.router.lifespan_context(app), await client_for(app) as c:
-        await c.put("/api/v1/objects/models/a.bin", content=b"same bytes")
-        blob_file(tmp_path / "data" / "blobs").unlink()
+        r = await c.put("/api/v1/objects/models/a.bin", content=data)
+        blob_id = app.state.storage.ctx.index.get_version(r.json()["file_id"]).blob_id
+        StoredBlobs(settings).delete(blob_id)
         assert (await c.get("/api/v1/download/models/a.bin")).status_code == 500
-        r = await c.put("/api/v1/objects/models/b.bin", content=b"same bytes")
+        r = await c.put("/api/v1/objects/models/b.bin", content=data)
         assert r.status_code == 200 and r.json()["deduplicated"] is True
-        assert (await c.get("/api/v1/download/models/a.bin")).content == b"same bytes"
-        assert (await c.get("/api/v1/download/models/b.bin")).content == b"same bytes"
+        assert (await c.get("/api/v1/download/models/a.bin")).content == data
+        assert (await c.get("/api/v1/download/models/b.bin")).content == data
 
 
 async def test_a_missing_bucket_is_not_recreated_when_the_index_has_blobs(

@@ -355,10 +355,24 @@ async def test_two_processes_write_one_root_and_read_each_other(root: Path) -> N
     await store.close()
 
 
-def test_pack_threshold_setting_picks_the_store(tmp_path: Path) -> None:
-    packed = build_blob_store(load_settings(data_dir=tmp_path, pack_threshold="64KB"))
+def test_pack_threshold_setting_picks_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    packed = build_blob_store(load_settings(data_dir=tmp_path))  # the default: 64 KiB
     assert isinstance(packed, PackedBlobStore) and packed.root == tmp_path / "blobs"
-    assert type(build_blob_store(load_settings(data_dir=tmp_path))) is LocalBlobStore
+    assert load_settings(data_dir=tmp_path).pack_threshold == 64 * 1024
+    # Off from the environment (a string, which no size parser takes for 0).
+    for zero in ("0", "0KB"):
+        monkeypatch.setenv("PACK_THRESHOLD", zero)
+        monkeypatch.setenv("SCRUB_BYTES_PER_SECOND", zero)
+        off = load_settings(data_dir=tmp_path)
+        assert off.pack_threshold == 0 and off.scrub_bytes_per_second == 0
+        assert type(build_blob_store(off)) is LocalBlobStore
+    monkeypatch.delenv("PACK_THRESHOLD")
+    monkeypatch.setenv("MAX_FILE_SIZE", "0")
+    with pytest.raises(ConfigError, match="MAX_FILE_SIZE"):  # 0 is no size for the others
+        load_settings(data_dir=tmp_path)
+    monkeypatch.delenv("MAX_FILE_SIZE")
     archived = build_blob_store(
         load_settings(data_dir=tmp_path, pack_threshold="4KB", archive_storage_type="local")
     )

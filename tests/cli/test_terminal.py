@@ -21,6 +21,7 @@ import pytest
 from tests.cli.conftest import cli_env, tfs
 from tests.client.proxy import CountingProxy
 from tests.server.conftest import ServerFactory, ServerProcess
+from tests.stored_blobs import blob_file_paths
 
 pytestmark = pytest.mark.server
 MiB = 1024 * 1024
@@ -209,9 +210,7 @@ def test_verify_names_the_damaged_block(server: ServerProcess, tmp_path: Path) -
     src = tmp_path / "w.bin"
     src.write_bytes(data)
     assert tfs("cp", "-q", str(src), "tfs://artifacts/v/w.bin", env=env).returncode == 0
-    [blob] = [
-        p for p in (server.data_dir / "blobs").rglob("*") if p.is_file() and ".tmp" not in p.parts
-    ]
+    [blob] = blob_file_paths(server.data_dir / "blobs")  # too big to be packed
     with open(blob, "r+b") as f:
         f.seek(MiB + 7)
         f.write(bytes([data[MiB + 7] ^ 0x01]))

@@ -11,6 +11,7 @@ from tests.blobs.contract import chunked, read_all
 from tests.s3.fixtures import SeaweedFS, object_keys, s3_settings_overrides
 from tfstorage.blobs import new_blob_id
 from tfstorage.blobs.local import LocalBlobStore
+from tfstorage.blobs.packs import PackedBlobStore
 from tfstorage.blobs.replicated import ReplicatedBlobStore
 from tfstorage.blobs.s3 import S3BlobStore
 from tfstorage.config import Settings, load_settings
@@ -105,7 +106,8 @@ def test_bad_s3_configuration_is_refused_without_echoing_it(
 def test_replicas(tmp_path: Path) -> None:
     store = build_blob_store(settings(tmp_path, replica_storage_type="local"))
     assert isinstance(store, ReplicatedBlobStore)
-    assert isinstance(store.primary, LocalBlobStore) and isinstance(store.replica, LocalBlobStore)
+    # The primary packs small blobs (the default PACK_THRESHOLD); the replica never does.
+    assert isinstance(store.primary, PackedBlobStore) and type(store.replica) is LocalBlobStore
     assert store.replica.root == tmp_path / "replica"
 
     s3_replica = settings(

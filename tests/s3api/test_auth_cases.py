@@ -26,7 +26,7 @@ from botocore.credentials import Credentials
 
 from tests.s3api.test_endpoint_server import admin_keys, s3_client
 from tests.server.conftest import ServerProcess, fresh_postgres_database
-from tests.server.helpers import blob_files
+from tests.stored_blobs import stored_blob_ids
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -97,9 +97,9 @@ def _nothing_stored(server: ServerProcess, rest: httpx.Client, bucket: str, key:
 
 @pytest.fixture
 def blobs_unchanged(server: ServerProcess) -> Iterator[None]:
-    before = len(blob_files(server.data_dir))
+    before = len(stored_blob_ids(server.data_dir / "blobs"))
     yield
-    assert len(blob_files(server.data_dir)) == before  # no blob left behind either
+    assert len(stored_blob_ids(server.data_dir / "blobs")) == before  # no blob left behind either
 
 
 @pytest.mark.usefixtures("blobs_unchanged")

@@ -30,7 +30,8 @@ from botocore.exceptions import ClientError
 from tests.s3api.clients import ChunkEncoder
 from tests.server import conftest as server_fixtures
 from tests.server.conftest import ADMIN_TOKEN, ServerProcess
-from tests.server.helpers import blob_files, sha256, temp_files
+from tests.server.helpers import sha256, temp_files
+from tests.stored_blobs import stored_blob_ids
 
 pytestmark = pytest.mark.timeout(120)
 postgres_database = server_fixtures.postgres_database  # a fresh PostgreSQL database
@@ -261,7 +262,7 @@ def test_buckets_and_paginated_listing(s3: BaseClient, rest: httpx.Client) -> No
 def test_copy_shares_the_blob(server: ServerProcess, s3: BaseClient, rest: httpx.Client) -> None:
     data = os.urandom(200_000)
     s3.put_object(Bucket="models", Key="copy/src.pt", Body=data, Metadata={"a": "1"})
-    blobs_before = len(blob_files(server.data_dir))
+    blobs_before = len(stored_blob_ids(server.data_dir / "blobs"))
     s3.copy_object(Bucket="models", Key="copy/same.pt", CopySource="models/copy/src.pt")
     s3.copy_object(
         Bucket="checkpoints",
@@ -270,7 +271,7 @@ def test_copy_shares_the_blob(server: ServerProcess, s3: BaseClient, rest: httpx
         MetadataDirective="REPLACE",
         Metadata={"b": "2"},
     )
-    assert len(blob_files(server.data_dir)) == blobs_before  # no bytes moved
+    assert len(stored_blob_ids(server.data_dir / "blobs")) == blobs_before  # no bytes moved
     same = s3.get_object(Bucket="models", Key="copy/same.pt")
     assert sha256(same["Body"].read()) == sha256(data) and same["Metadata"] == {"a": "1"}
     replaced = rest_object(rest, "checkpoints", "copy/replaced.pt")

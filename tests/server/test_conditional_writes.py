@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from tests.server.conftest import ADMIN_TOKEN, ServerFactory
-from tests.server.helpers import blob_files, md5, multipart_body, temp_files
+from tests.server.helpers import md5, multipart_body, temp_files
+from tests.stored_blobs import stored_blob_ids
 from tfstorage.api.app import create_app
 from tfstorage.config import Settings
 from tfstorage.service.storage import Storage
@@ -120,7 +121,7 @@ async def test_racing_conditional_writers_one_winner_no_orphans(
     server.stop()
 
     # The first payload was stored twice (create/0 and cas.bin's start): one blob.
-    assert len(blob_files(server.data_dir)) == len(kept), server.log_tail()
+    assert len(stored_blob_ids(server.data_dir / "blobs")) == len(kept), server.log_tail()
     assert temp_files(server.data_dir) == []
     settings = Settings(
         data_dir=server.data_dir,
@@ -134,4 +135,4 @@ async def test_racing_conditional_writers_one_winner_no_orphans(
         storage: Storage = app.state.storage
         report = await storage.gc.run_once(now=time.time() + 7200)
     assert report.orphan_blobs == 0 and report.unreferenced_blobs == 0, report
-    assert len(blob_files(server.data_dir)) == len(kept)
+    assert len(stored_blob_ids(server.data_dir / "blobs")) == len(kept)

@@ -8,7 +8,8 @@ UploadPart, Complete), some streamed slowly so that the kill lands mid-body. Onc
 some uploads have been acknowledged the server gets SIGKILL at a random moment (while at
 least one slow body is being sent), is restarted on the same DATA_DIR with
 ORPHAN_GRACE_SECONDS=0, and the whole store is checked against what the clients sent;
-three times over. Set TFS_CRASH_SEED to replay a run.
+three times over. Set TFS_CRASH_SEED to replay a run. The server runs with the default
+PACK_THRESHOLD: the small objects are records in packs, the others files.
 
 And the client's crash: a body cut short by a vanished client never becomes an object.
 """
@@ -34,13 +35,17 @@ import pytest
 
 from tests.server.conftest import AUTH_HEADER, ServerFactory, ServerProcess
 from tests.server.helpers import (
-    blob_files,
     chunks,
-    file_sha256,
     list_all,
     multipart_body,
     sha256,
     temp_files,
+)
+from tests.stored_blobs import (
+    packed_blob_ids,
+    stored_blob_digests,
+    stored_blob_ids,
+    temp_pack_files,
 )
 
 pytestmark = pytest.mark.server
@@ -319,7 +324,7 @@ def _client_loop(
 class Kill:
     mid_body: int  # uploads whose body was being sent
     staged: int  # form uploads whose blob was stored but whose form was not complete
-    blob_files: int  # blob files on disk after the kill (committed or not)
+    blobs: int  # blobs on disk after the kill, files or packed (committed or not)
     temp_files: int
 
 
@@ -362,7 +367,7 @@ def _upload_and_kill(
     return Kill(
         mid_body=mid_body,
         staged=staged,
-        blob_files=len(blob_files(server.data_dir)),
+        blobs=len(stored_blob_ids(server.data_dir / "blobs")),
         temp_files=len(temp_files(server.data_dir)),
     )
 
@@ -460,21 +465,25 @@ def _abort_open_uploads(server: ServerProcess) -> None:
             assert gone.status_code in (200, 204), gone.text
 
 
-def _wait_for_collection(server: ServerProcess, stored: set[str], context: str) -> None:
-    """Start-up GC (ORPHAN_GRACE_SECONDS=0) leaves exactly one blob file per sha256."""
+def _wait_for_collection(server: ServerProcess, stored: set[str], context: str) -> int:
+    """Start-up GC (ORPHAN_GRACE_SECONDS=0) leaves exactly one blob, a file or a packed
+    record, per sha256; returns how many are packed."""
+    blob_dir = server.data_dir / "blobs"
     deadline = time.monotonic() + 15
     while True:
-        files, temps = blob_files(server.data_dir), temp_files(server.data_dir)
-        if len(files) == len(stored) and not temps:
+        blobs = stored_blob_digests(blob_dir)
+        temps = temp_files(server.data_dir) + temp_pack_files(blob_dir)
+        if len(blobs) == len(stored) and not temps:
             break
         if time.monotonic() > deadline:
             pytest.fail(
-                f"{context}: {len(files)} blob files and {len(temps)} temp files after GC, "
+                f"{context}: {len(blobs)} blobs and {len(temps)} temp files after GC, "
                 f"expected {len(stored)} and 0\n{server.log_tail()}"
             )
         time.sleep(0.1)
-    on_disk = sorted(file_sha256(p) for p in files)
-    assert on_disk == sorted(stored), f"{context}: blob files do not hold the stored versions"
+    on_disk = sorted(blobs.values())
+    assert on_disk == sorted(stored), f"{context}: stored blobs do not hold the stored versions"
+    return len(packed_blob_ids(blob_dir))
 
 
 def test_sigkill_mid_upload_loses_nothing_acknowledged_and_leaves_no_debris(
@@ -491,7 +500,8 @@ def test_sigkill_mid_upload_loses_nothing_acknowledged_and_leaves_no_debris(
     server = make_server(env, data_dir=tmp_path / "data")
     model = Model()
     kills: list[Kill] = []
-    orphans = 0  # blob files without an index row, left by the kills
+    orphans = 0  # blobs without an index row, left by the kills
+    packed = 0
     for cycle in range(CYCLES):
         context = f"cycle {cycle} (TFS_CRASH_SEED={seed})"
         kill = _upload_and_kill(server, model, seed, cycle, rng)
@@ -501,14 +511,15 @@ def test_sigkill_mid_upload_loses_nothing_acknowledged_and_leaves_no_debris(
         server.start()
         stored = _verify_store(server, model, context)
         _abort_open_uploads(server)  # multipart uploads the kill cut short, as a client would
-        orphans += kill.blob_files - len(stored)
-        _wait_for_collection(server, stored, context)
+        orphans += kill.blobs - len(stored)
+        packed += _wait_for_collection(server, stored, context)
 
     acked = sum(a.acked for a in model.attempts)
     assert acked >= CYCLES * 4
     assert sum(k.mid_body for k in kills) > 0, f"no kill landed mid-body: {kills}"
     assert sum(k.staged for k in kills) > 0, f"no kill left a stored, uncommitted blob: {kills}"
     assert orphans > 0, f"the kills left no orphan blob to collect: {kills}"
+    assert packed > 0, "no object was packed: the default PACK_THRESHOLD is not in play"
     assert {a.mode for a in model.attempts if a.acked} == set(MODES)
     cut = {a.mode for a in model.attempts if not a.acked}
     assert cut & {"s3put", "s3mpu"}, f"no kill landed in an S3 upload: {cut}"
@@ -570,9 +581,10 @@ def test_client_gone_mid_body_leaves_nothing_visible_or_stored(
         assert whole.status_code == 200 and whole.json()["sha256"] == sha256(payload)
 
     deadline = time.monotonic() + 10
-    while temp_files(server.data_dir) or len(blob_files(server.data_dir)) != 1:
+    blob_dir = server.data_dir / "blobs"
+    while temp_files(server.data_dir) or len(stored_blob_ids(blob_dir)) != 1:
         assert time.monotonic() < deadline, (
             f"left behind: {temp_files(server.data_dir)}, "
-            f"{len(blob_files(server.data_dir))} blob files (expected 1)\n{server.log_tail()}"
+            f"{len(stored_blob_ids(blob_dir))} blobs (expected 1)\n{server.log_tail()}"
         )
         time.sleep(0.05)

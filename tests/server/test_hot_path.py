@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.server.conftest import ServerFactory
+from tests.stored_blobs import stored_blob_ids
 from tfstorage.service.bucket_cache import BUCKET_CACHE_SECONDS
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(120)]
@@ -21,10 +22,6 @@ pytestmark = [pytest.mark.server, pytest.mark.timeout(120)]
 def audited_keys(db: Path) -> set[str]:
     with sqlite3.connect(db) as conn:
         return {key for (key,) in conn.execute("SELECT key FROM audit_log WHERE key IS NOT NULL")}
-
-
-def blob_files(data_dir: Path) -> list[Path]:
-    return [p for p in (data_dir / "blobs").rglob("*") if p.is_file()]
 
 
 def test_audit_rows_reach_the_index_unasked_and_on_sigterm(
@@ -59,10 +56,10 @@ def test_bucket_cache_with_two_instances(make_server: ServerFactory, tmp_path: P
         # Deleted through B while A holds its record: A's write is still refused (the
         # commit reads the bucket in its own transaction), and nothing is left behind.
         assert cb.delete("/api/v1/buckets/hot", params={"force": "true"}).status_code == 200
-        before = len(blob_files(data))
+        before = len(stored_blob_ids(data / "blobs"))
         refused = ca.put("/api/v1/objects/hot/two.bin", content=b"2")
         assert refused.status_code == 404 and refused.json()["code"] == "NoSuchBucket"
-        assert len(blob_files(data)) <= before
+        assert len(stored_blob_ids(data / "blobs")) <= before
         assert ca.get("/api/v1/download/hot/two.bin").status_code == 404
 
         # Recreated through B with a type restriction: A applies it within the cache's

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.server.conftest import ServerFactory
+from tests.stored_blobs import blob_file_paths
 
 pytestmark = pytest.mark.server
 
@@ -20,11 +21,7 @@ def test_a_flipped_byte_aborts_the_download(make_server: ServerFactory) -> None:
     with server.client() as client:
         r = client.put("/api/v1/objects/artifacts/model.bin", content=data)
         assert r.status_code == 200
-        [blob] = [
-            p
-            for p in (server.data_dir / "blobs").rglob("*")
-            if p.is_file() and ".tmp" not in p.parts
-        ]
+        [blob] = blob_file_paths(server.data_dir / "blobs")  # too big to be packed
         with open(blob, "r+b") as f:
             f.seek(len(data) // 2)
             byte = f.read(1)
@@ -67,11 +64,7 @@ def test_a_flipped_byte_aborts_a_ranged_download_before_its_block(
     data = random.Random(8).randbytes(3 * mib + 123)
     with server.client() as client:
         assert client.put("/api/v1/objects/artifacts/r.bin", content=data).status_code == 200
-        [blob] = [
-            p
-            for p in (server.data_dir / "blobs").rglob("*")
-            if p.is_file() and ".tmp" not in p.parts
-        ]
+        [blob] = blob_file_paths(server.data_dir / "blobs")  # too big to be packed
         with open(blob, "r+b") as f:
             f.seek(2 * mib + 500)  # block 2
             byte = f.read(1)
