@@ -7,6 +7,7 @@ this: BEGIN IMMEDIATE lets one writer in at a time.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -15,6 +16,8 @@ from uuid import uuid4
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Table,
+    bindparam,
     delete,
     false,
     func,
@@ -23,6 +26,8 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import ReturningInsert
 
 from tfstorage.domain.categories import key_category
 from tfstorage.domain.conditions import WriteCondition
@@ -38,7 +43,6 @@ from tfstorage.index.reads import (
     bucket_id,
     chunks,
     keep_block_columns,
-    upsert,
     utcnow,
 )
 from tfstorage.index.tables import blobs, buckets, object_keys, tags, versions
@@ -71,20 +75,15 @@ def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
     # the same sha256 (PostgreSQL waits for it, then updates), so it needs no retry; and
     # a concurrent `DELETE ... WHERE refcount = 0` either sees our increment and keeps
     # the row, or removes it first and we insert ours.
-    stmt = upsert(conn, blobs).values(
-        blob_id=new.blob_id,
-        sha256=new.sha256,
-        md5=new.md5,
-        size=new.size,
-        refcount=1,
-        created_at=now,
+    row = {
+        "blob_id": new.blob_id,
+        "sha256": new.sha256,
+        "md5": new.md5,
+        "size": new.size,
+        "created_at": now,
         **block_columns(new.blocks),
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[blobs.c.sha256],
-        set_={"refcount": blobs.c.refcount + 1, **keep_block_columns(stmt)},
-    )
-    stored = conn.execute(stmt.returning(blobs.c.blob_id)).scalar_one()
+    }
+    stored: str = conn.execute(_blob_upsert(conn.dialect.name), row).scalar_one()
     condition = new.condition
     # Judged before the version takes its seq, with the head locked (index/conditions.py).
     head = None if condition is None else check_head(conn, bid, new.key, condition)
@@ -409,25 +408,26 @@ def _insert_version(
 ) -> int:
     """Insert the version (and its tags and lock); `object_lock` is the bucket's stored
     lock configuration when the caller already read it in this transaction."""
-    stmt = insert(versions).values(
-        file_id=uuid4().hex,
-        bucket_id=bucket_id,
-        key=key,
-        blob_id=blob_id,
-        size=size,
-        etag=etag,
-        sha256=sha256,
-        content_type=content_type,
-        category=key_category(key, content_type),  # for the statistics (issue 6)
-        user_metadata=dict(metadata),
-        created_at=now,
-        created_by=created_by,
-        parts_etag=None if parts is None else parts.etag,
-        part_sizes=None if parts is None else list(parts.sizes),
-        content_headers=dict(content_headers) if content_headers else None,
-        unversioned=unversioned,
-    )
-    seq = int(conn.execute(stmt.returning(versions.c.id)).scalar_one())
+    row = {
+        "file_id": uuid4().hex,
+        "bucket_id": bucket_id,
+        "key": key,
+        "blob_id": blob_id,
+        "size": size,
+        "etag": etag,
+        "sha256": sha256,
+        "content_type": content_type,
+        "category": key_category(key, content_type),  # for the statistics (issue 6)
+        "user_metadata": dict(metadata),
+        "created_at": now,
+        "created_by": created_by,
+        "parts_etag": None if parts is None else parts.etag,
+        "part_sizes": None if parts is None else list(parts.sizes),
+        "content_headers": dict(content_headers) if content_headers else None,
+        "unversioned": unversioned,
+    }
+    # One statement object for every insert; the row goes as parameters (see _blob_upsert).
+    seq = int(conn.execute(_VERSION_INSERT, row).scalar_one())
     _insert_tags(conn, seq, tag_map)
     _lock_new_version(conn, bucket_id, seq, lock, now, object_lock)
     return seq
@@ -470,13 +470,44 @@ def _advance_head(conn: Connection, bid: int, key: str, seq: int) -> None:
     # Only a newer seq moves the head: when commits to one key overlap on PostgreSQL,
     # the one holding the larger seq wins whatever order they commit in (the WHERE is
     # re-checked on the locked row).
-    stmt = upsert(conn, object_keys).values(bucket_id=bid, key=key, current_id=seq, deleted_at=None)
+    conn.execute(_head_upsert(conn.dialect.name), {"bucket_id": bid, "key": key, "current_id": seq})
+
+
+_VERSION_INSERT = insert(versions).returning(versions.c.id)
+
+
+# The two upserts every write runs, built once per dialect with bound parameters: building
+# an INSERT ... ON CONFLICT anew costs more Python than executing it (the compiled SQL is
+# cached either way, but only after the statement and its cache key are built).
+@functools.cache
+def _blob_upsert(dialect: str) -> ReturningInsert[Any]:
+    columns = ("blob_id", "sha256", "md5", "size", "created_at", "block_size", "block_crc32c")
+    stmt = _insert_for(dialect, blobs).values(
+        {name: bindparam(name, type_=blobs.c[name].type) for name in columns} | {"refcount": 1}
+    )
     stmt = stmt.on_conflict_do_update(
+        index_elements=[blobs.c.sha256],
+        set_={"refcount": blobs.c.refcount + 1, **keep_block_columns(stmt)},
+    )
+    return stmt.returning(blobs.c.blob_id)
+
+
+@functools.cache
+def _head_upsert(dialect: str) -> postgresql.Insert | sqlite.Insert:
+    names = ("bucket_id", "key", "current_id")
+    stmt = _insert_for(dialect, object_keys).values(
+        {name: bindparam(name, type_=object_keys.c[name].type) for name in names}
+        | {"deleted_at": None}
+    )
+    return stmt.on_conflict_do_update(
         index_elements=[object_keys.c.bucket_id, object_keys.c.key],
         set_={"current_id": stmt.excluded.current_id, "deleted_at": None},
         where=object_keys.c.current_id < stmt.excluded.current_id,
     )
-    conn.execute(stmt)
+
+
+def _insert_for(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
 
 
 def _add_reference(conn: Connection, blob_id: str) -> None:
