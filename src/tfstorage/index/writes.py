@@ -34,7 +34,14 @@ from tfstorage.domain.conditions import WriteCondition
 from tfstorage.domain.object_lock import ObjectLockConfig, VersionLock
 from tfstorage.domain.records import CommitResult, NewVersion, ObjectVersion
 from tfstorage.domain.uploads import PartLayout
-from tfstorage.errors import InternalError, InvalidRequest, NoSuchKey, NoSuchVersion, QuotaExceeded
+from tfstorage.errors import (
+    InternalError,
+    InvalidRequest,
+    NoSuchBucket,
+    NoSuchKey,
+    NoSuchVersion,
+    QuotaExceeded,
+)
 from tfstorage.index.conditions import check_head, place_head
 from tfstorage.index.latest import read_version
 from tfstorage.index.locks import db_now, is_locked, refuse_locked
@@ -55,20 +62,17 @@ _PURGE_BATCH = 200
 
 
 def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
-    settings = conn.execute(
-        select(
-            buckets.c.quota_bytes,
-            buckets.c.quota_objects,
-            buckets.c.versioning,
-            buckets.c.object_lock,
-        ).where(buckets.c.name == new.bucket)
-    ).first()
-    limited = settings is not None and (
-        settings.quota_bytes is not None or settings.quota_objects is not None
-    )
-    # A quota is checked against what the bucket holds, so commits to a bucket with one
-    # take its row exclusively (PostgreSQL): two of them cannot both pass the check.
-    bid = bucket_id(conn, new.bucket, lock="update" if limited else "share")
+    settings = conn.execute(_BUCKET_SETTINGS, {"name": new.bucket}).first()
+    if settings is None:
+        raise NoSuchBucket(new.bucket)
+    limited = settings.quota_bytes is not None or settings.quota_objects is not None
+    if conn.dialect.name == "sqlite":
+        bid = int(settings.id)  # BEGIN IMMEDIATE already keeps every other writer out
+    else:
+        # A quota is checked against what the bucket holds, so commits to a bucket with
+        # one take its row exclusively: two of them cannot both pass the check. Others
+        # take it shared, so the bucket cannot be deleted under them.
+        bid = bucket_id(conn, new.bucket, lock="update" if limited else "share")
     now = utcnow()
     # Dedup in one statement: take a reference on the stored blob with this sha256, or
     # record ours. Unlike UPDATE-then-INSERT this never fails on a concurrent insert of
@@ -87,9 +91,9 @@ def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
     condition = new.condition
     # Judged before the version takes its seq, with the head locked (index/conditions.py).
     head = None if condition is None else check_head(conn, bid, new.key, condition)
-    if limited and settings is not None:  # after the precondition: a 412 comes first
+    if limited:  # after the precondition: a 412 comes first
         _check_quota(conn, bid, new.bucket, new.key, new.size, settings)
-    unversioned = settings is not None and not settings.versioning
+    unversioned = not settings.versioning
     seq = _insert_version(
         conn,
         bucket_id=bid,
@@ -107,7 +111,7 @@ def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
         lock=new.lock,
         content_headers=new.content_headers,
         unversioned=unversioned,
-        object_lock=_UNREAD if settings is None else settings.object_lock,
+        object_lock=settings.object_lock,
     )
     if condition is None:
         _advance_head(conn, bid, new.key, seq)
@@ -474,6 +478,14 @@ def _advance_head(conn: Connection, bid: int, key: str, seq: int) -> None:
 
 
 _VERSION_INSERT = insert(versions).returning(versions.c.id)
+# What a commit reads of its bucket, in one statement (SQLite needs nothing more).
+_BUCKET_SETTINGS = select(
+    buckets.c.id,
+    buckets.c.quota_bytes,
+    buckets.c.quota_objects,
+    buckets.c.versioning,
+    buckets.c.object_lock,
+).where(buckets.c.name == bindparam("name"))
 
 
 # The two upserts every write runs, built once per dialect with bound parameters: building
