@@ -72,11 +72,47 @@ def app_from_environment() -> FrontDoors:
     return create_server_app(load_settings())
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket as uvicorn binds one, inheritable by worker processes."""
+def bind(host: str, port: int, *, per_worker: bool = False) -> socket.socket:
+    """A listening socket as uvicorn binds one.
+
+    With `per_worker`, each worker process gets a listening socket of its own on the same
+    address (SO_REUSEPORT) instead of sharing this one: the kernel then spreads new
+    connections over the workers by their addresses. On one shared socket, whichever
+    worker wakes first accepts everything queued, so a client that opens its pool of
+    keep-alive connections at once (boto3, the SDK, a load balancer) lands it all on one
+    worker while the others idle (bench/workers.py: 8 connections, WORKERS=2, one process
+    at 100% CPU and the other at 0).
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    sock.bind((host, port))  # fails as before if anything else listens there
+    if per_worker:
+        # SO_REUSEPORT would let a second server on the same port share it silently: the
+        # plain bind above checked the port is free (and picked it, for port 0).
+        address = sock.getsockname()
+        sock.close()
+        sock = _WorkerSocket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        # Bound, never listening: it holds the port (only sockets of this user with the
+        # same option may join) but takes no connections; the workers' sockets do.
+        sock.bind(address)
     sock.set_inheritable(True)
+    return sock
+
+
+class _WorkerSocket(socket.socket):
+    """Handed to a worker process (uvicorn pickles the sockets it serves), it arrives
+    as a new socket bound to the same address with SO_REUSEPORT, that worker's own."""
+
+    def __reduce__(self) -> tuple[object, tuple[int, object]]:
+        return _bind_reuseport, (int(self.family), self.getsockname())
+
+
+def _bind_reuseport(family: int, address: tuple[str, int]) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
     return sock

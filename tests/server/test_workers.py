@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.server.conftest import ADMIN_TOKEN, ServerFactory
+from tests.server.conftest import _SERVICE_VARS, ADMIN_TOKEN, SERVE_ARGS, ServerFactory
 from tests.server.helpers import list_all
 
 pytestmark = pytest.mark.server
@@ -108,3 +112,101 @@ def test_two_workers_take_concurrent_puts_on_one_sqlite_index(
         assert set(listed) == set(acked)
         counters = client.get("/api/v1/storage/counters").json()
         assert counters["differences"] == [], counters
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    found = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            found.add(int(target[8:-1]))
+    return found
+
+
+def _tcp_sockets() -> dict[int, tuple[int, int, str]]:
+    """inode -> (local port, remote port, state) of every IPv4 TCP socket."""
+    table = {}
+    with open("/proc/net/tcp") as f:
+        for line in f.read().splitlines()[1:]:
+            fields = line.split()
+            local, remote, state, inode = fields[1], fields[2], fields[3], int(fields[9])
+            table[inode] = (int(local.split(":")[1], 16), int(remote.split(":")[1], 16), state)
+    return table
+
+
+LISTEN, ESTABLISHED = "0A", "01"
+
+
+def test_each_worker_listens_on_its_own_socket_and_takes_a_share_of_a_pool(
+    make_server: ServerFactory,
+) -> None:
+    """With one listening socket shared by the workers, a pool of keep-alive connections
+    opened at once went to whichever process woke first (the other idled); each worker
+    now listens on its own (SO_REUSEPORT) and the kernel spreads the connections."""
+    server = make_server({"WORKERS": "2"})
+    assert server.proc is not None
+    table = _tcp_sockets()
+    listening = {
+        pid: {i for i in _socket_inodes(pid) if table.get(i) == (server.port, 0, LISTEN)}
+        for pid in _children(server.proc.pid)
+    }
+    listening = {pid: inodes for pid, inodes in listening.items() if inodes}
+    assert len(listening) == 2, listening
+    first, second = listening.values()
+    assert len(first) == len(second) == 1 and not first & second, listening
+
+    # 16 connections at once, as a client's pool: the chance that the kernel's hash puts
+    # every one on the same worker is 2 in 65,536.
+    pool = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(16)]
+    try:
+        request = (
+            f"GET /health HTTP/1.1\r\nHost: t\r\nAuthorization: {AUTH['Authorization']}\r\n\r\n"
+        )
+        for conn in pool:
+            conn.sendall(request.encode())
+        for conn in pool:
+            assert conn.recv(64).startswith(b"HTTP/1.1 200")
+        ours = {conn.getsockname()[1] for conn in pool}
+        table = _tcp_sockets()
+        served = {
+            pid: sum(
+                1
+                for i in _socket_inodes(pid)
+                if (entry := table.get(i)) is not None
+                and entry[0] == server.port
+                and entry[1] in ours
+                and entry[2] == ESTABLISHED
+            )
+            for pid in listening
+        }
+    finally:
+        for conn in pool:
+            conn.close()
+    assert sum(served.values()) == 16, served
+    assert all(n > 0 for n in served.values()), served
+
+
+def test_a_second_server_on_a_workers_port_is_refused(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    """SO_REUSEPORT would let a second server join the port and take part of its
+    traffic without a word: it must fail to start, as on a port held any other way."""
+    server = make_server({"WORKERS": "2"})
+    env = {k: v for k, v in os.environ.items() if k.upper() not in _SERVICE_VARS} | {
+        "HOST": "127.0.0.1",
+        "PORT": str(server.port),
+        "S3_PORT": "0",
+        "WORKERS": "2",
+        "DATA_DIR": str(tmp_path / "second"),
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+    }
+    second = subprocess.run(
+        [sys.executable, *SERVE_ARGS], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert second.returncode == 1, second.stderr[-2000:]
+    assert "cannot listen" in second.stderr
+    with server.client() as client:  # the first one serves on
+        assert client.get("/health").status_code == 200

@@ -108,7 +108,8 @@ def serve(
     ports = [settings.port] + ([settings.s3_port] if settings.s3_port else [])
     try:
         # Both ports are bound here and served by every worker; the app tells them apart.
-        sockets = [bind(settings.host, p) for p in ports]
+        # Several workers each listen on their own socket (server.bind says why).
+        sockets = [bind(settings.host, p, per_worker=settings.workers > 1) for p in ports]
     except OSError as exc:
         typer.echo(f"tfstorage: cannot listen on {settings.host} ports {ports}: {exc}", err=True)
         raise typer.Exit(1) from None
