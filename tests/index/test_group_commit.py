@@ -4,6 +4,8 @@ nothing behind; writes that come together still fail one by one."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -82,3 +84,43 @@ def test_writes_that_come_together_fail_one_by_one(index: ObjectIndex) -> None:
         t.join()
     assert len(results) == 1 and len(errors) == 7  # a quota of one object
     assert len(refcounts(index)) == 1
+
+
+HOLD_THE_TURN = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("holding", flush=True)
+time.sleep(600)
+"""
+
+
+def test_processes_take_turns_and_a_dead_one_gives_its_turn_up(
+    index: ObjectIndex, tmp_path: Path
+) -> None:
+    """Worker processes' leaders take turns on a lock file beside the database (SQLite's
+    own busy handler polls with sleeps of up to 100 ms): a write waits while another
+    process holds the turn, and goes on as soon as that process dies, even by SIGKILL."""
+    other = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_TURN, f"{tmp_path / 'index.db'}-writers.lock"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert other.stdout is not None and other.stdout.readline() == "holding\n"
+        done = threading.Event()
+
+        def write() -> None:
+            index.commit_version(new_version("one", "a", b"a"))
+            done.set()
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        assert not done.wait(0.5), "the write did not wait for the other process's turn"
+        other.kill()
+        assert done.wait(10), "the write still waits after the holder died"
+        writer.join()
+    finally:
+        other.kill()
+        other.wait()
+    assert index.resolve_latest("one", "a").size == 1

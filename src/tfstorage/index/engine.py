@@ -94,6 +94,12 @@ def sqlite_wal_syncer(engine: Engine) -> WalSyncer | None:
     return wal_syncer(database) if database is not None else None
 
 
+def sqlite_database_file(engine: Engine) -> str | None:
+    """The path of `engine`'s SQLite file; None on PostgreSQL and for databases that
+    are not a plain file (in memory, URI)."""
+    return _wal_database(engine.url) if engine.dialect.name == "sqlite" else None
+
+
 def _wal_database(url: URL) -> str | None:
     database = url.database or ""
     if database in ("", ":memory:") or database.startswith("file:") or url.query.get("mode"):
