@@ -140,6 +140,16 @@ def _tcp_sockets() -> dict[int, tuple[int, int, str]]:
 LISTEN, ESTABLISHED = "0A", "01"
 
 
+def _listening(supervisor: int, port: int) -> dict[int, set[int]]:
+    """worker pid -> the inodes of its sockets listening on `port`."""
+    table = _tcp_sockets()
+    found = {
+        pid: {i for i in _socket_inodes(pid) if table.get(i) == (port, 0, LISTEN)}
+        for pid in _children(supervisor)
+    }
+    return {pid: inodes for pid, inodes in found.items() if inodes}
+
+
 def test_each_worker_listens_on_its_own_socket_and_takes_a_share_of_a_pool(
     make_server: ServerFactory,
 ) -> None:
@@ -148,12 +158,14 @@ def test_each_worker_listens_on_its_own_socket_and_takes_a_share_of_a_pool(
     now listens on its own (SO_REUSEPORT) and the kernel spreads the connections."""
     server = make_server({"WORKERS": "2"})
     assert server.proc is not None
-    table = _tcp_sockets()
-    listening = {
-        pid: {i for i in _socket_inodes(pid) if table.get(i) == (server.port, 0, LISTEN)}
-        for pid in _children(server.proc.pid)
-    }
-    listening = {pid: inodes for pid, inodes in listening.items() if inodes}
+    # /health answered once one worker listens; on a busy machine the other may still
+    # be starting.
+    deadline = time.monotonic() + 60
+    while True:
+        listening = _listening(server.proc.pid, server.port)
+        if len(listening) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert len(listening) == 2, listening
     first, second = listening.values()
     assert len(first) == len(second) == 1 and not first & second, listening
