@@ -518,18 +518,23 @@ class _PlacedPart:
 class _FileReader(AsyncIterator[bytes]):
     """Reads `[start, end)` of an open descriptor with `pread` (no shared file offset).
 
+    One chunk ahead: once a chunk is handed out, the next is read in a worker thread
+    while the caller sends this one, so the disk and the socket work at the same time
+    (a cold 1 GiB GET read and sent in turns ran at a quarter of the disk's pace).
+
     The descriptor outlives an unlink (POSIX), so a reader opened before a delete gets
     every byte. It is closed when the range is exhausted, on `aclose()`, after a read
-    error, or when the reader is garbage collected.
+    error, or when the reader is garbage collected; never under a read in flight.
     """
 
     def __init__(self, fd: int, start: int, end: int, chunk_size: int) -> None:
         self._fd = fd
-        self._offset = start
+        self._offset = start  # of the next chunk handed out
         self._end = end
         self._chunk_size = chunk_size
         self._reading = False
         self._closed = False
+        self._ahead: asyncio.Task[bytes] | None = None
         self._finalizer = weakref.finalize(self, os.close, fd)
 
     async def __anext__(self) -> bytes:
@@ -538,10 +543,12 @@ class _FileReader(AsyncIterator[bytes]):
         if self._closed or self._offset >= self._end:
             self._release()
             raise StopAsyncIteration
-        size = min(self._chunk_size, self._end - self._offset)
+        ahead, self._ahead = self._ahead, None
         self._reading = True
         try:
-            data = await anyio.to_thread.run_sync(_pread_exact, self._fd, size, self._offset)
+            # Cancelled, this waits for the thread's pread all the same (anyio does not
+            # abandon it), so the descriptor is never closed under it.
+            data = await (ahead if ahead is not None else self._read(self._offset))
         except Exception:
             self._release()
             raise
@@ -550,15 +557,32 @@ class _FileReader(AsyncIterator[bytes]):
         if self._closed:  # aclose() was called while the thread was reading
             self._release()
             raise StopAsyncIteration
-        self._offset += size
+        self._offset += len(data)
+        if self._offset < self._end:
+            self._ahead = asyncio.ensure_future(self._read(self._offset))
         return data
+
+    async def _read(self, offset: int) -> bytes:
+        # A method, not a function of the descriptor: the pending read keeps the reader,
+        # hence its finalizer, alive until the pread is done.
+        size = min(self._chunk_size, self._end - offset)
+        return await anyio.to_thread.run_sync(_pread_exact, self._fd, size, offset)
 
     async def aclose(self) -> None:
         self._closed = True
-        # A read in flight still uses the descriptor: __anext__ closes it on return, so the
-        # number can never be reused under a running pread.
-        if not self._reading:
+        # A read in flight still uses the descriptor: __anext__ closes it on return, and
+        # a read ahead that nobody will wait for closes it when it is done, so the number
+        # can never be reused under a running pread.
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and not ahead.done():
+            ahead.add_done_callback(self._release_after)
+        elif not self._reading:
             self._release()
+
+    def _release_after(self, ahead: asyncio.Task[bytes]) -> None:
+        if not ahead.cancelled():
+            ahead.exception()  # retrieved: a failed read nobody waits for is not news
+        self._release()
 
     def _release(self) -> None:
         self._closed = True
