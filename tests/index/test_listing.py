@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Executable, select
 from tfstorage.domain.records import ListEntry, Listing
 from tfstorage.errors import InvalidArgument, NoSuchBucket
 from tfstorage.index import ObjectIndex
-from tfstorage.index.listing import ENTRY_SELECT, scan_statement, successor
+from tfstorage.index.listing import ENTRY_COLUMNS, ENTRY_SELECT, scan_statement, successor
 from tfstorage.index.tables import buckets, versions
 
 from .builders import bulk_keys, new_version
@@ -240,12 +240,21 @@ def test_a_page_reads_the_live_key_index_in_order(index: ObjectIndex) -> None:
             else:
                 assert "Index Only Scan using ix_object_keys_live" in plan, plan
                 assert "Sort" not in plan and "Seq Scan" not in plan, plan
-        # A page asks for its heads 500 ids at a time (reads.BATCH).
-        ids = conn.execute(select(versions.c.id).order_by(versions.c.id).limit(500)).scalars()
-        plan = _plan(conn, ENTRY_SELECT.where(versions.c.id.in_(list(ids))))
         if conn.dialect.name == "sqlite":
-            assert "SEARCH versions USING INTEGER PRIMARY KEY" in plan, plan
+            # A listing page reads its heads' columns in the same statement, each head
+            # by primary key, still in the index's order.
+            for prefix, lower, inclusive in [("", "", True), ("k0", "k01", False)]:
+                entries = scan_statement(
+                    bid, prefix, lower, inclusive=inclusive, limit=1001, columns=ENTRY_COLUMNS
+                )
+                plan = _plan(conn, entries)
+                assert "USING COVERING INDEX ix_object_keys_live" in plan, plan
+                assert "SEARCH versions USING INTEGER PRIMARY KEY" in plan, plan
+                assert "TEMP B-TREE" not in plan, plan
         else:
+            # PostgreSQL asks for the heads 500 ids at a time (reads.BATCH).
+            ids = conn.execute(select(versions.c.id).order_by(versions.c.id).limit(500))
+            plan = _plan(conn, ENTRY_SELECT.where(versions.c.id.in_(list(ids.scalars()))))
             assert "pk_versions" in plan and "Seq Scan on versions" not in plan, plan
         page = index.list_entries("b", limit=1000)
         assert len(page.objects) == 1000 and page.truncated
