@@ -4,16 +4,23 @@ nothing behind; writes that come together still fail one by one."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import event
 
+from tfstorage.domain.records import CommitResult
 from tfstorage.errors import QuotaExceeded
 from tfstorage.index import ObjectIndex, create_index_engine, migrate
+from tfstorage.index.engine import sqlite_wal_syncer
 from tfstorage.index.group_commit import GroupCommitter
 from tfstorage.index.writes import commit_version as index_commit
 
@@ -86,6 +93,119 @@ def test_writes_that_come_together_fail_one_by_one(index: ObjectIndex) -> None:
     assert len(refcounts(index)) == 1
 
 
+def commit_async(index: ObjectIndex, bucket: str, key: str) -> Awaitable[list[CommitResult]]:
+    return index.commit_versions_async([new_version(bucket, key, key.encode())])
+
+
+def test_writes_from_an_event_loop_commit_on_its_thread_in_one_batch(index: ObjectIndex) -> None:
+    """No worker thread (whose statements would compete with the loop for the GIL):
+    the writes of one loop iteration run on the loop's thread, in one transaction."""
+    index.create_bucket("many")
+    threads: set[int] = set()
+    begins: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        threads.add(threading.get_ident())
+        if statement.startswith("BEGIN"):
+            begins.append(statement)
+
+    async def main() -> tuple[int, list[list[CommitResult]]]:
+        results = await asyncio.gather(*(commit_async(index, "many", f"k{i}") for i in range(8)))
+        return threading.get_ident(), results
+
+    event.listen(index.engine, "before_cursor_execute", record)
+    try:
+        loop_thread, results = asyncio.run(main())
+    finally:
+        event.remove(index.engine, "before_cursor_execute", record)
+    assert threads == {loop_thread}
+    assert begins == ["BEGIN IMMEDIATE"], begins
+    assert sorted(r[0].version.key for r in results) == [f"k{i}" for i in range(8)]
+    assert {index.resolve_latest("many", f"k{i}").size for i in range(8)} == {2}
+
+
+def test_a_loop_write_is_answered_after_the_wal_fsync(
+    index: ObjectIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    syncer = sqlite_wal_syncer(index.engine)
+    assert syncer is not None
+    real_sync, syncing, release = syncer.sync, threading.Event(), threading.Event()
+
+    def slow_sync() -> None:
+        syncing.set()
+        assert release.wait(10)
+        real_sync()
+
+    monkeypatch.setattr(syncer, "sync", slow_sync)
+
+    async def main() -> None:
+        write = asyncio.ensure_future(commit_async(index, "one", "a"))
+        while not syncing.is_set():
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        assert not write.done(), "answered before the fsync"
+        release.set()
+        assert (await write)[0].version.key == "a"
+
+    asyncio.run(main())
+
+
+def test_loop_writes_that_come_together_fail_one_by_one(index: ObjectIndex) -> None:
+    async def main() -> list[Any]:
+        writes = (commit_async(index, "one", f"k{i}") for i in range(8))
+        return await asyncio.gather(*writes, return_exceptions=True)
+
+    outcomes = asyncio.run(main())
+    assert sum(isinstance(o, QuotaExceeded) for o in outcomes) == 7  # a quota of one object
+    assert len(refcounts(index)) == 1
+
+
+async def _ticks_while(write: Awaitable[Any], seconds: float) -> tuple[int, asyncio.Task[Any]]:
+    """How often a 10 ms ticker ran on the loop during `seconds` of `write` waiting."""
+    task = asyncio.ensure_future(write)
+    ticks, deadline = 0, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert not task.done(), "the write did not wait for the lock"
+    return ticks, task
+
+
+def test_a_lock_held_outside_the_committers_is_awaited_off_the_loop(
+    index: ObjectIndex, tmp_path: Path
+) -> None:
+    """A writer that is no group committer (a raw connection here; GC or a migration
+    in life) holds SQLite's write lock: the loop write waits for it in a thread (the
+    loop keeps serving), and commits once it is free."""
+    other = sqlite3.connect(tmp_path / "index.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+
+    async def main() -> None:
+        ticks, task = await _ticks_while(commit_async(index, "one", "a"), 0.5)
+        assert ticks >= 10, f"the loop was blocked ({ticks} ticks in 0.5 s)"
+        other.execute("ROLLBACK")
+        assert (await asyncio.wait_for(task, 10))[0].version.key == "a"
+
+    asyncio.run(main())
+    other.close()
+
+
+def test_a_cancelled_loop_writer_leaves_the_committer_working(index: ObjectIndex) -> None:
+    index.create_bucket("many")
+
+    async def main() -> None:
+        first = asyncio.ensure_future(commit_async(index, "many", "gone"))
+        await asyncio.sleep(0)  # queued
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        assert (await commit_async(index, "many", "next"))[0].version.key == "next"
+
+    asyncio.run(main())
+    # The cancelled caller's write went through whole or not at all; here it had
+    # already been queued, and the batch it was in committed.
+    assert index.resolve_latest("many", "gone").size == 4
+
+
 HOLD_THE_TURN = """
 import fcntl, os, sys, time
 fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
@@ -124,3 +244,26 @@ def test_processes_take_turns_and_a_dead_one_gives_its_turn_up(
         other.kill()
         other.wait()
     assert index.resolve_latest("one", "a").size == 1
+
+
+def test_a_loop_write_awaits_another_process_turn_off_the_loop(
+    index: ObjectIndex, tmp_path: Path
+) -> None:
+    other = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_TURN, f"{tmp_path / 'index.db'}-writers.lock"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert other.stdout is not None and other.stdout.readline() == "holding\n"
+
+        async def main() -> None:
+            ticks, task = await _ticks_while(commit_async(index, "one", "a"), 0.5)
+            assert ticks >= 10, f"the loop was blocked ({ticks} ticks in 0.5 s)"
+            other.kill()
+            assert (await asyncio.wait_for(task, 10))[0].version.key == "a"
+
+        asyncio.run(main())
+    finally:
+        other.kill()
+        other.wait()

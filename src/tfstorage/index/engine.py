@@ -29,6 +29,8 @@ SINGLE_STATEMENT_OPTION = "tfstorage_single_statement"
 # itself once the connection is back in the pool (the group committer, after it has
 # passed the lead on); any other connection that changed rows is synced at check-in.
 SYNCED_BY_CALLER = "tfstorage_synced_by_caller"
+# How long a SQLite connection waits for another's write lock before SQLITE_BUSY.
+BUSY_TIMEOUT_MS = 30_000
 _CHANGES_AT_CHECKOUT = "tfstorage_changes_at_checkout"
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -193,7 +195,7 @@ def _sqlite_engine(url: URL) -> Engine:
         try:
             if not in_memory:
                 cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:

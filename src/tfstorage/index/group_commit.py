@@ -18,21 +18,38 @@ two workers then wrote no more than one (`bench/run.py --only workers`: 443 4 Ki
 with one worker, 445 with two; 8 clients saw a p99 of ~100 ms with two). A blocked
 flock wakes as soon as the holder lets go, and the queue the waiting leader gathered
 meanwhile commits as one batch.
+
+A caller on an event loop (`run_async`, the upload path) does not hop to a worker
+thread at all: its work queues on the loop, and one task per loop commits what the
+requests of one loop iteration queued, on the loop thread itself, then awaits one WAL
+fsync in a thread for the whole batch. A SQLite write transaction takes well under a
+millisecond and never waits for the disk (the fsync comes after COMMIT), whereas a
+worker thread's commit competes with the loop for the GIL at each of its statements:
+8 clients' 4 KiB PUTs saw their batches take ~1.9 ms per item that way against ~0.8
+ms in isolation. The loop never waits long for a lock either: when a thread of this
+process leads, another process has the turn, or a writer outside the committer holds
+SQLite's lock (BEGIN IMMEDIATE is tried without a busy timeout), the batch goes to a
+worker thread and commits there as any threaded batch does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import os
+import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, RootTransaction
+from sqlalchemy.exc import OperationalError
 
 from tfstorage.index.engine import (
+    BUSY_TIMEOUT_MS,
     SYNCED_BY_CALLER,
     WRITE_OPTION,
     sqlite_database_file,
@@ -50,6 +67,20 @@ class _Pending(Generic[_T]):
     done: bool = False
     result: Any = None
     error: BaseException | None = field(default=None)
+    future: asyncio.Future[Any] | None = None  # run_async's caller awaits it
+
+
+@dataclass(eq=False)
+class _LoopQueue:
+    """The writes queued on one event loop, and the task committing them."""
+
+    items: list[_Pending[Any]] = field(default_factory=list)
+    flusher: asyncio.Task[None] | None = None
+    settling: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class _Busy(Exception):
+    """BEGIN IMMEDIATE found SQLite's write lock taken (tried without waiting)."""
 
 
 class GroupCommitter:
@@ -61,30 +92,142 @@ class GroupCommitter:
         self._syncer = sqlite_wal_syncer(engine)
         database = sqlite_database_file(engine)
         self._turns = _WriterTurns(f"{database}-writers.lock") if database else None
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopQueue] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def run(self, work: Callable[[Connection], _T]) -> _T:
         if getattr(_inside, "work", False):
             # The leader would queue this behind itself and wait forever.
             raise RuntimeError("an index write cannot start inside another one")
         item: _Pending[_T] = _Pending(work)
-        with self._cond:
-            self._queue.append(item)
-            while self._leading and not item.done:
-                self._cond.wait()
-            if not item.done:
-                self._leading = True
-        if not item.done:
-            try:
-                self._lead(item)
-            finally:
-                with self._cond:
-                    self._leading = False
-                    self._cond.notify_all()
+        self._run_items([item])
         if item.error is not None:
             raise item.error
         if self._syncer is not None:
             self._syncer.sync()  # durable before the caller can answer
         return item.result  # type: ignore[no-any-return]
+
+    async def run_async(self, work: Callable[[Connection], _T]) -> _T:
+        """`run` for a caller on an event loop: the work runs on the loop thread (the
+        module docstring says why), batched with the writes queued in the same loop
+        iteration; returns once its transaction is durable."""
+        loop = asyncio.get_running_loop()
+        queue = self._loops.get(loop)
+        if queue is None:
+            queue = self._loops[loop] = _LoopQueue()
+        item: _Pending[_T] = _Pending(work, future=loop.create_future())
+        queue.items.append(item)
+        if queue.flusher is None:
+            queue.flusher = loop.create_task(self._flush(queue))
+        assert item.future is not None
+        # A cancelled caller stops waiting; its write still commits or fails whole.
+        return await item.future  # type: ignore[no-any-return]
+
+    def _run_items(self, items: list[_Pending[Any]]) -> None:
+        """Queue `items` and return once they are done, leading batches if no one is."""
+        with self._cond:
+            self._queue.extend(items)
+            while self._leading and not all(item.done for item in items):
+                self._cond.wait()
+            lead = not all(item.done for item in items)
+            if lead:
+                self._leading = True
+        if lead:
+            try:
+                for item in items:
+                    self._lead(item)
+            finally:
+                with self._cond:
+                    self._leading = False
+                    self._cond.notify_all()
+
+    async def _flush(self, queue: _LoopQueue) -> None:
+        loop = asyncio.get_running_loop()
+        batch: list[_Pending[Any]] = []
+        try:
+            while queue.items:
+                # Let the requests made ready with this one queue their writes too.
+                await asyncio.sleep(0)
+                batch, queue.items = queue.items[:MAX_BATCH], queue.items[MAX_BATCH:]
+                if not (await self._lead_here() and self._commit_here(batch)):
+                    # A thread of this process leads, or a writer outside the group
+                    # committers holds SQLite's lock: wait in a thread, not here.
+                    await loop.run_in_executor(None, self._run_items, batch)
+                settle = loop.create_task(self._settle(batch))
+                queue.settling.add(settle)  # the loop holds tasks weakly
+                settle.add_done_callback(queue.settling.discard)
+                batch = []
+        finally:
+            queue.flusher = None
+            # Only when the loop itself is shutting down: no caller is left hanging.
+            for item in batch + queue.items:
+                if item.future is not None and not item.future.done():
+                    item.future.cancel()
+
+    async def _lead_here(self) -> bool:
+        """Lead on the loop's thread, with the turn among processes; False (holding
+        neither) when a thread of this process leads. Another process's turn is
+        awaited in a thread: it ends within one batch of theirs."""
+        with self._cond:
+            if self._leading:
+                return False
+            self._leading = True
+        turns = self._turns
+        if turns is None or turns.try_take():
+            return True
+        taking = asyncio.get_running_loop().run_in_executor(None, turns.take_waiting)
+        try:
+            await asyncio.shield(taking)
+        except BaseException:
+            # Cancelled (the loop is closing): give the turn back once the thread has it.
+            taking.add_done_callback(lambda done: _give_if_taken(turns, done))
+            self._give_lead()
+            raise
+        return True
+
+    def _give_lead(self) -> None:
+        with self._cond:
+            self._leading = False
+            self._cond.notify_all()
+
+    def _commit_here(self, batch: list[_Pending[Any]]) -> bool:
+        """Commit `batch` on this thread, which leads and holds the turn (both given
+        back here), unless SQLite's write lock is held by a writer outside the group
+        committers: then False, and nothing of the batch has run."""
+        try:
+            self._commit(batch, wait=False)
+        except _Busy:
+            return False
+        except BaseException as exc:  # the COMMIT itself failed: nothing was written
+            for item in batch:
+                if item.error is None:
+                    item.error, item.result = exc, None
+        finally:
+            if self._turns is not None:
+                self._turns.give()
+            self._give_lead()
+        for item in batch:
+            item.done = True
+        return True
+
+    async def _settle(self, batch: list[_Pending[Any]]) -> None:
+        """Answer a committed batch's callers once one WAL fsync has covered it."""
+        failure: BaseException | None = None
+        if self._syncer is not None and any(item.error is None for item in batch):
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, self._syncer.sync)
+            except Exception as exc:
+                failure = exc
+        for item in batch:
+            future = item.future
+            if future is None or future.done():
+                continue
+            error = item.error or failure
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(item.result)
 
     def _lead(self, mine: _Pending[Any]) -> None:
         # Until this thread's own work is done, then the lead passes on (run() wakes the
@@ -106,15 +249,18 @@ class GroupCommitter:
                     item.done = True
                 self._cond.notify_all()
 
-    def _commit(self, batch: list[_Pending[Any]]) -> None:
-        turn = self._turns.take() if self._turns is not None else contextlib.nullcontext()
+    def _commit(self, batch: list[_Pending[Any]], *, wait: bool = True) -> None:
+        """Run `batch` in one transaction. With wait=False the caller holds the turn
+        already, and a write lock held elsewhere raises _Busy instead of waiting."""
+        turn = self._turns.take() if self._turns and wait else contextlib.nullcontext()
         with turn, self._engine.connect() as conn:
             conn.execution_options(**{WRITE_OPTION: True})
             conn.info[SYNCED_BY_CALLER] = True  # run() syncs, after the lead passes on
+            transaction = conn.begin() if wait else _begin_at_once(conn)
             if len(batch) == 1:
-                _commit_alone(conn, batch[0])
+                _commit_alone(transaction, conn, batch[0])
                 return
-            with conn.begin():
+            with transaction:
                 for item in batch:
                     savepoint = conn.begin_nested()
                     _inside.work = True
@@ -129,10 +275,25 @@ class GroupCommitter:
                         _inside.work = False
 
 
-def _commit_alone(conn: Connection, item: _Pending[Any]) -> None:
+def _begin_at_once(conn: Connection) -> RootTransaction:
+    """BEGIN IMMEDIATE, or _Busy if another connection holds the write lock. Once it
+    is ours nothing in the transaction waits for a lock again (a WAL COMMIT does not)."""
+    raw = conn.connection.driver_connection
+    assert raw is not None  # a connection just checked out of the pool
+    raw.execute("PRAGMA busy_timeout=0")
+    try:
+        return conn.begin()
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY:
+            raise _Busy from exc
+        raise
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+
+def _commit_alone(transaction: RootTransaction, conn: Connection, item: _Pending[Any]) -> None:
     """A batch of one (every write when they come one at a time): the transaction is
     the item's own, so a failure rolls it back without the SAVEPOINT round trips."""
-    transaction = conn.begin()
     _inside.work = True
     try:
         item.result = item.work(conn)
@@ -145,9 +306,14 @@ def _commit_alone(conn: Connection, item: _Pending[Any]) -> None:
     transaction.commit()  # a failure here reaches _lead: nothing was written
 
 
+def _give_if_taken(turns: _WriterTurns, taking: asyncio.Future[None]) -> None:
+    if not taking.cancelled() and taking.exception() is None:
+        turns.give()
+
+
 class _WriterTurns:
     """The processes' turns at writing one SQLite file: an exclusive flock, taken by
-    the one leader thread of this process at a time and released by the kernel if the
+    the one leader of this process at a time and released by the kernel if the
     process dies holding it."""
 
     def __init__(self, path: str) -> None:
@@ -156,10 +322,26 @@ class _WriterTurns:
 
     @contextlib.contextmanager
     def take(self) -> Iterator[None]:
-        if self._fd is None:
-            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self.take_waiting()
         try:
             yield
         finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            self.give()
+
+    def take_waiting(self) -> None:
+        fcntl.flock(self._file(), fcntl.LOCK_EX)
+
+    def try_take(self) -> bool:
+        try:
+            fcntl.flock(self._file(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def give(self) -> None:
+        fcntl.flock(self._file(), fcntl.LOCK_UN)
+
+    def _file(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return self._fd

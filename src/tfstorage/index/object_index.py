@@ -126,18 +126,27 @@ class ObjectIndex(IndexStore):
         `then(connection, results)` runs last in the same transaction (a completed upload
         session closes in it: the object appears exactly when the session goes)."""
 
-        def run(conn: Connection) -> list[CommitResult]:
-            results = [writes.commit_version(conn, new) for new in news]
-            if then is not None:
-                then(conn, results)
-            return results
+        return self._write(_committing(news, then))
 
-        return self._write(run)
+    async def commit_versions_async(
+        self,
+        news: Sequence[NewVersion],
+        *,
+        then: Callable[[Connection, Sequence[CommitResult]], object] | None = None,
+    ) -> list[CommitResult]:
+        """`commit_versions` from an event loop (on SQLite, without a thread hop)."""
+        return await self._write_async(_committing(news, then))
 
     def commit_versions_each(self, news: Sequence[NewVersion]) -> list[CommitResult | StorageError]:
         """Several versions in one transaction, each on its own: one refused (a quota,
         say) is rolled back alone and returned as its error; the others commit."""
         return self._write(lambda conn: commit_each(conn, news))
+
+    async def commit_versions_each_async(
+        self, news: Sequence[NewVersion]
+    ) -> list[CommitResult | StorageError]:
+        """`commit_versions_each` from an event loop."""
+        return await self._write_async(lambda conn: commit_each(conn, news))
 
     def get_version(self, file_id: str) -> ObjectVersion:
         if "\x00" in file_id:  # names nothing, and PostgreSQL refuses NUL in a text value
@@ -354,6 +363,19 @@ class ObjectIndex(IndexStore):
 
     def ping(self) -> None:
         self._read(lambda conn: conn.execute(text("SELECT 1")).scalar_one())
+
+
+def _committing(
+    news: Sequence[NewVersion],
+    then: Callable[[Connection, Sequence[CommitResult]], object] | None,
+) -> Callable[[Connection], list[CommitResult]]:
+    def run(conn: Connection) -> list[CommitResult]:
+        results = [writes.commit_version(conn, new) for new in news]
+        if then is not None:
+            then(conn, results)
+        return results
+
+    return run
 
 
 def _page_size(limit: int) -> int:

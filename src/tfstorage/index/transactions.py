@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
+import anyio.to_thread
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -75,6 +76,20 @@ class IndexStore:
         if committer is None:
             return self._transaction(work, {WRITE_OPTION: True})
         return self._retrying(lambda: committer.run(work))
+
+    async def _write_async(self, work: Callable[[Connection], _T]) -> _T:
+        """`_write` for a caller on an event loop. On SQLite the work runs on the loop
+        itself, batched with the loop's other writes (group_commit.py says why);
+        PostgreSQL's round trips go to a worker thread."""
+        committer = self._committer
+        if committer is None:
+            return await anyio.to_thread.run_sync(self._write, work)
+        try:
+            return await committer.run_async(work)
+        except StorageError:
+            raise
+        except SQLAlchemyError as exc:  # SQLite has nothing to retry (see _retryable)
+            raise _translate(exc) from exc
 
     def _transaction(self, work: Callable[[Connection], _T], options: dict[str, Any]) -> _T:
         def once() -> _T:

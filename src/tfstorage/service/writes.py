@@ -207,7 +207,7 @@ class ObjectWriter:
                 await self.discard(blob_id)
             raise
         try:
-            results = await self._ctx.db(self._ctx.index.commit_versions, news, then=then)
+            results = await self._ctx.index.commit_versions_async(news, then=then)
         except ServiceUnavailable:
             # The connection failed; the COMMIT may have happened. The blobs stay, and
             # the orphan sweep (which consults the index first) removes them if not.
@@ -239,9 +239,7 @@ class ObjectWriter:
                 news.append(exc)
         valid = [n for n in news if isinstance(n, NewVersion)]
         try:
-            committed = (
-                await self._ctx.db(self._ctx.index.commit_versions_each, valid) if valid else []
-            )
+            committed = await self._ctx.index.commit_versions_each_async(valid) if valid else []
         except ServiceUnavailable:
             raise  # the COMMIT may have happened: the blobs stay for the orphan sweep
         except Exception:
