@@ -10,6 +10,7 @@ import random
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from tests.blobs.contract import BlobStoreContract, MultipartContract, chunked, 
 from tests.blobs.pack_worker import content
 from tfstorage.blobs import BlobNotFound, BlobStore, BlobStoreUnavailable, new_blob_id
 from tfstorage.blobs.local import LocalBlobStore
+from tfstorage.blobs.pack_files import NotCached, pread_cached, pread_exact
 from tfstorage.blobs.pack_format import HEADER_SIZE, encode_record
 from tfstorage.blobs.pack_index import Location
 from tfstorage.blobs.pack_maintenance import CompactionReport, compact
@@ -160,6 +162,58 @@ async def test_a_put_returns_only_once_synced(root: Path, monkeypatch: pytest.Mo
     await store.put(blob_id, chunked(b"then it works"))  # in a new pack
     assert await read_all(store, blob_id) == b"then it works"
     assert len(pack_files(root)) == 2
+    await store.close()
+
+
+def test_a_cached_read_never_waits_for_the_disk(tmp_path: Path) -> None:
+    path = tmp_path / "file"
+    data = os.urandom(3 * 4096)
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert pread_cached(fd, 5000, 4000) == data[4000:9000]  # just written: cached
+        os.fsync(fd)  # clean pages, which the kernel may drop ...
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # ... and now does
+        with pytest.raises(NotCached):
+            pread_cached(fd, 5000, 4000)
+        assert pread_exact(fd, 5000, 4000) == data[4000:9000]  # read from the disk
+        assert pread_cached(fd, 5000, 4000) == data[4000:9000]  # cached again
+        with pytest.raises(EOFError):
+            pread_cached(fd, 10, len(data) - 5)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.anyio
+async def test_a_packed_blob_is_read_on_the_loop_unless_it_is_not_cached(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = PackedBlobStore(root)
+    blob_id, data = new_blob_id(), os.urandom(5000)
+    await store.put(blob_id, chunked(data))
+    loop_thread = threading.get_ident()
+    readers: list[tuple[str, bool]] = []
+    real_pread, real_preadv = os.pread, os.preadv
+
+    def pread(*args: Any) -> bytes:
+        readers.append(("wait", threading.get_ident() == loop_thread))
+        return real_pread(*args)
+
+    def preadv(*args: Any) -> int:
+        readers.append(("nowait", threading.get_ident() == loop_thread))
+        return real_preadv(*args)
+
+    monkeypatch.setattr(os, "pread", pread)
+    monkeypatch.setattr(os, "preadv", preadv)
+    assert await read_all(store, blob_id) == data
+    assert readers == [("nowait", True)]  # in the page cache: read here, at once
+    readers.clear()
+    for pack in pack_files(root):
+        with pack.open("rb") as f:  # synced already: the kernel may drop the pages
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    assert await read_all(store, blob_id) == data
+    # Not cached: tried here, then read in a worker thread, which may wait.
+    assert readers == [("nowait", True), ("wait", False)]
     await store.close()
 
 
