@@ -23,7 +23,7 @@ from tests.blobs.contract import BlobStoreContract, MultipartContract, chunked, 
 from tests.blobs.pack_worker import content
 from tfstorage.blobs import BlobNotFound, BlobStore, BlobStoreUnavailable, new_blob_id
 from tfstorage.blobs.local import LocalBlobStore
-from tfstorage.blobs.pack_files import NotCached, pread_cached, pread_exact
+from tfstorage.blobs.pack_files import ActivePack, NotCached, pread_cached, pread_exact
 from tfstorage.blobs.pack_format import HEADER_SIZE, encode_record
 from tfstorage.blobs.pack_index import Location
 from tfstorage.blobs.pack_maintenance import CompactionReport, compact
@@ -142,6 +142,42 @@ async def test_concurrent_puts_share_syncs(root: Path, monkeypatch: pytest.Monke
     assert 1 <= len(syncs) <= 16, len(syncs)
     await assert_intact(store, blobs)
     assert list(root.glob("[0-9a-f][0-9a-f]")) == []  # no file blob among them
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_puts_on_a_loop_await_their_sync_without_blocking_it(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A put's record goes in on the loop; its fsync runs in one thread that serves
+    every put waiting (not a thread per put), while the loop goes on serving."""
+    store = PackedBlobStore(root)
+    loop_thread, syncers, waiters = threading.get_ident(), set[int](), set[int]()
+    real, real_wait = os.fdatasync, ActivePack.wait_durable
+
+    def fdatasync(fd: int) -> None:
+        syncers.add(threading.get_ident())
+        time.sleep(0.05)
+        real(fd)
+
+    def wait_durable(pack: ActivePack, end: int) -> None:
+        waiters.add(threading.get_ident())
+        real_wait(pack, end)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    monkeypatch.setattr(ActivePack, "wait_durable", wait_durable)
+    blobs = {new_blob_id(): os.urandom(4096) for _ in range(32)}
+    ticks = 0
+    async with anyio.create_task_group() as tasks:
+        for blob_id, data in blobs.items():
+            tasks.start_soon(store.put, blob_id, chunked(data))
+        while len(syncers) == 0 or ticks < 10:
+            await anyio.sleep(0.005)
+            ticks += 1
+    assert ticks >= 10  # the loop ran while the syncs did
+    assert loop_thread not in syncers | waiters
+    assert len(waiters) <= 2, f"{len(waiters)} threads waited for 32 puts"
+    await assert_intact(store, blobs)
     await store.close()
 
 

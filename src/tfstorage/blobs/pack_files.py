@@ -9,6 +9,7 @@ pack names are never reused.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import fcntl
 import os
@@ -132,6 +133,15 @@ def pread_cached(fd: int, size: int, offset: int) -> bytes:
     return bytes(buf)
 
 
+def _settle(waiter: asyncio.Future[None], error: BaseException | None) -> None:
+    if waiter.done():  # its caller was cancelled
+        return
+    if error is None:
+        waiter.set_result(None)
+    else:
+        waiter.set_exception(error)
+
+
 def pwrite_all(fd: int, data: bytes, offset: int) -> None:
     view = memoryview(data)
     while view:
@@ -157,6 +167,9 @@ class ActivePack:
         self._durable = 0
         self._syncing = False
         self.error: BaseException | None = None
+        # Callers on event loops awaiting durability, and whether a thread serves them.
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._serving = False
 
     def append(self, record: Record, data: bytes) -> None:
         """Write `data` (the encoded record) at the end. The caller holds the append
@@ -203,6 +216,40 @@ class ActivePack:
                     else:
                         self.error = self.error or failure
                     self._state.notify_all()
+
+    async def durable(self, end: int) -> None:
+        """`wait_durable` for a caller on an event loop. One worker thread at a time
+        serves every such caller (of any loop), one sync for all those waiting: no
+        hop to a thread per caller."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        with self._state:
+            if self._durable >= end:
+                return
+            self._waiters.append((end, waiter))
+            serve = not self._serving
+            self._serving = True
+        if serve:
+            loop.run_in_executor(None, self._serve_waiters)
+        await waiter
+
+    def _serve_waiters(self) -> None:
+        while True:
+            with self._state:
+                waiters, self._waiters = self._waiters, []
+                if not waiters:
+                    self._serving = False
+                    return
+            error: BaseException | None = None
+            try:
+                self.wait_durable(max(end for end, _ in waiters))
+            except BaseException as exc:
+                error = exc
+            for end, waiter in waiters:
+                # A failure of a later group leaves the records synced before it durable.
+                failed = error if error is not None and self._durable < end else None
+                with suppress(RuntimeError):  # that loop is closed: no one is waiting
+                    waiter.get_loop().call_soon_threadsafe(_settle, waiter, failed)
 
     def close(self) -> None:
         """Release the pack (and its lock: it is sealed from now on), once what was

@@ -67,12 +67,12 @@ MiB: Final = 1024 * KiB
 PACKS_DIR: Final = ".packs"
 INDEX_FILE: Final = "index.sqlite"
 DEFAULT_PACK_THRESHOLD: Final = 64 * KiB
-PRead = Callable[[int, int, int], bytes]  # (fd, size, offset) -> exactly size bytes
 DEFAULT_PACK_SIZE: Final = 64 * MiB
 DEFAULT_DEAD_SHARE: Final = 0.5
 _LIST_BATCH: Final = 1000
 _READ_ATTEMPTS: Final = 10
 _NO_SPACE: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+PRead = Callable[[int, int, int], bytes]  # (fd, size, offset) -> exactly size bytes
 
 
 class PackedBlobStore:
@@ -130,14 +130,30 @@ class PackedBlobStore:
                 if size > self._threshold:
                     return await self._put_file(blob_id, buffered, iterator)
         data = b"".join(buffered)
-        placed: list[tuple[str, int]] = []
+        # The record goes in here, on the loop (a write into the page cache), and the
+        # caller awaits its group's fsync, which one thread runs for every waiter: a
+        # hop to a thread per put cost more CPU than the put's own work.
+        pack, record, full = self._append_record(blob_id, data)
         try:
-            await anyio.to_thread.run_sync(self._append, blob_id, data, placed)
+            with _errors("writing"):
+                await pack.durable(record.end)
         except BaseException:
-            if placed:  # cancelled while the record went in: take it back out
-                with anyio.CancelScope(shield=True), suppress(Exception):
-                    await anyio.to_thread.run_sync(self._index.remove, blob_id, placed[0])
+            with anyio.CancelScope(shield=True), suppress(Exception):
+                if full:
+                    await anyio.to_thread.run_sync(pack.close)
+                # Cancelled: the record may still be indexed; take it back out. (After
+                # a failed sync it never was.)
+                await pack.durable(record.end)
+                await anyio.to_thread.run_sync(
+                    self._index.remove, blob_id, (pack.name, record.offset)
+                )
             raise
+        if full:
+            # Sealed: the records before this one are durable too.
+            await anyio.to_thread.run_sync(pack.close)
+        with _errors("writing"):
+            # A file blob of the same id (an earlier, bigger copy) is replaced.
+            self._local_path_unlink(blob_id)
         return size
 
     async def _put_file(self, blob_id: str, head: list[bytes], rest: AsyncIterator[bytes]) -> int:
@@ -158,36 +174,30 @@ class PackedBlobStore:
 
         await anyio.to_thread.run_sync(forget)
 
-    def _append(self, blob_id: str, data: bytes, placed: list[tuple[str, int]]) -> None:
+    def _append_record(self, blob_id: str, data: bytes) -> tuple[ActivePack, Record, bool]:
+        """Append `data`'s record to the active pack; (the pack, the record, whether it
+        filled the pack, which then takes no more)."""
         modified = time.time()
         encoded = encode_record(blob_id, data, modified)
-        with _errors("writing"):
-            with self._append_lock:
-                pack = self._active
-                if pack is not None and pack.error is not None:
-                    pack.close()
-                    pack = self._active = None
-                if pack is None:
-                    pack = self._active = ActivePack(*create_pack(self._dir), self._publish)
-                record = Record(pack.size, blob_id, len(data), modified, 0)
-                try:
-                    pack.append(record, encoded)
-                except BaseException:
-                    # Perhaps half a record at its end: nothing more goes into this pack.
-                    self._active = None
-                    pack.close()
-                    raise
-                full = pack.size >= self._pack_size
-                if full:
-                    self._active = None  # the next put starts a new pack
+        with _errors("writing"), self._append_lock:
+            pack = self._active
+            if pack is not None and pack.error is not None:
+                pack.close()
+                pack = self._active = None
+            if pack is None:
+                pack = self._active = ActivePack(*create_pack(self._dir), self._publish)
+            record = Record(pack.size, blob_id, len(data), modified, 0)
             try:
-                pack.wait_durable(record.end)
-                placed.append((pack.name, record.offset))
-            finally:
-                if full:
-                    pack.close()  # sealed: the records before this one are durable too
-            # A file blob of the same id (an earlier, bigger copy) is replaced.
-            self._local_path_unlink(blob_id)
+                pack.append(record, encoded)
+            except BaseException:
+                # Perhaps half a record at its end: nothing more goes into this pack.
+                self._active = None
+                pack.close()
+                raise
+            full = pack.size >= self._pack_size
+            if full:
+                self._active = None  # the next put starts a new pack
+        return pack, record, full
 
     def _publish(self, pack: str, records: list[Record], through: int) -> None:
         self._index.record(pack, records, through, found=False)
