@@ -9,6 +9,7 @@ from fastapi.routing import APIRoute
 
 from tests.api.conftest import assert_error
 from tfstorage.api.deps import get_caller
+from tfstorage.api.routes import objects
 from tfstorage.config import Settings
 
 pytestmark = pytest.mark.anyio
@@ -108,13 +109,40 @@ def api_routes(routes: list[object]) -> list[APIRoute]:
     return found
 
 
+# The hot routes resolve the caller in their body (deps.storage_and_caller), without
+# FastAPI's dependency solving; the next test checks that they refuse anonymous callers.
+_RESOLVE_IN_BODY = {objects.put_object, objects.download}
+
+
 async def test_every_route_resolves_the_caller(app: FastAPI) -> None:
     routes = api_routes(list(app.routes))
     assert len(routes) >= 25
-    missing = [r.path for r in routes if not _depends_on_caller(r.dependant)]
+    missing = [
+        r.path
+        for r in routes
+        if not _depends_on_caller(r.dependant) and r.endpoint not in _RESOLVE_IN_BODY
+    ]
     assert missing == []
+    assert {r.endpoint for r in routes} >= _RESOLVE_IN_BODY
     paths = {r.path for r in routes}
     assert {"/upload", "/download/{filename:objkey}", "/health", "/metrics"} <= paths
+
+
+async def test_the_routes_that_resolve_the_caller_themselves_refuse_anonymous_callers(
+    client: httpx.AsyncClient, anon: httpx.AsyncClient
+) -> None:
+    assert (await client.post("/api/v1/buckets", json={"name": "private"})).status_code == 201
+    assert (await client.put("/api/v1/objects/private/a.txt", content=b"a")).status_code == 200
+    for method in ("PUT", "GET", "HEAD"):
+        path = (
+            "/api/v1/objects/private/b.txt" if method == "PUT" else "/api/v1/download/private/a.txt"
+        )
+        r = await anon.request(method, path, content=b"b" if method == "PUT" else None)
+        assert r.status_code == 401, (method, r.status_code)
+        assert r.headers["www-authenticate"] == "Bearer"
+        bad = await anon.request(method, path, headers={"Authorization": "Bearer nope"})
+        assert bad.status_code == 401, (method, bad.status_code)
+    assert (await client.get("/api/v1/download/private/b.txt")).status_code == 404
 
 
 async def test_unknown_route_and_method_are_json(client: httpx.AsyncClient) -> None:

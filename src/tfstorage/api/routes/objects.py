@@ -8,7 +8,13 @@ from fastapi import APIRouter, Query, Request, Response
 
 from tfstorage.api.audit import audit
 from tfstorage.api.conditions import refuse_condition, write_condition
-from tfstorage.api.deps import CallerDep, StorageDep, authorize
+from tfstorage.api.deps import (
+    BEARER_ONLY,
+    CallerDep,
+    StorageDep,
+    authorize,
+    storage_and_caller,
+)
 from tfstorage.api.download import object_response
 from tfstorage.api.routes.openapi import RAW_BODY, binary_response, multipart_body
 from tfstorage.api.routes.shaping import audit_uploads, upload_response
@@ -48,12 +54,11 @@ async def upload_stream(request: Request, storage: StorageDep, caller: CallerDep
     return await upload(request, storage, caller)
 
 
-@router.put("/objects/{bucket}/{key:objkey}", openapi_extra=RAW_BODY)
-async def put_object(
-    bucket: str, key: str, request: Request, storage: StorageDep, caller: CallerDep
-) -> dict[str, Any]:
+@router.put("/objects/{bucket}/{key:objkey}", openapi_extra=RAW_BODY | BEARER_ONLY)
+async def put_object(bucket: str, key: str, request: Request) -> dict[str, Any]:
     """Store the raw request body as a new version of `bucket/key` (the fast path).
     `If-None-Match: *` creates only if absent, `If-Match` replaces only that ETag (412)."""
+    storage, caller = await storage_and_caller(request)
     await authorize(storage, caller, "write", bucket, key)
     result = await put_raw(request, storage, caller, bucket, key)
     await audit_uploads(request, storage, caller, [result])
@@ -65,17 +70,19 @@ async def put_object(
     response_class=Response,
     responses=binary_response("The object's bytes, as an attachment."),
     operation_id="download_object",
+    openapi_extra=BEARER_ONLY,
 )
-@router.head("/download/{bucket}/{key:objkey}", response_class=Response, operation_id="head_object")
+@router.head(
+    "/download/{bucket}/{key:objkey}",
+    response_class=Response,
+    operation_id="head_object",
+    openapi_extra=BEARER_ONLY,
+)
 async def download(
-    bucket: str,
-    key: str,
-    request: Request,
-    storage: StorageDep,
-    caller: CallerDep,
-    version_id: VersionId = None,
+    bucket: str, key: str, request: Request, version_id: VersionId = None
 ) -> Response:
     """Download the latest version of a key (or `version_id`); Range and conditionals."""
+    storage, caller = await storage_and_caller(request)
     await authorize(storage, caller, "read", bucket, key)
     version = await storage.reader.resolve(bucket, key, version_id)
     return await object_response(request, storage, version)
