@@ -4,12 +4,20 @@ and another instance's commit seen at once (nothing of a version is cached)."""
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 from sqlalchemy import event, select
 
+from tfstorage.domain.records import ObjectVersion
 from tfstorage.errors import NoSuchBucket, NoSuchKey
-from tfstorage.index import ObjectIndex, create_index_engine
+from tfstorage.index import ObjectIndex, create_index_engine, migrate
 from tfstorage.index.engine import WRITE_OPTION
+from tfstorage.index.integrity import IntegrityIndex
+from tfstorage.index.latest import SqliteLatest, read_latest
 from tfstorage.index.tables import tags
 from tfstorage.index.writes import commit_version
 
@@ -56,17 +64,78 @@ def test_absent_bucket_key_and_trashed_key(models: ObjectIndex) -> None:
 def test_no_transaction_round_trips(models: ObjectIndex) -> None:
     models.commit_version(new_version("models", "a.pt"))
     sent: list[str] = []
-    listen = event.listens_for(models.engine, "before_cursor_execute")
+    engine = models.engine
+    if engine.dialect.name == "sqlite":
+        # Read on the driver's connection: what SQLite itself is sent, on connections
+        # made from now on (after the PRAGMAs each one starts with).
+        engine.dispose()
 
-    @listen
-    def _record(conn: object, cursor: object, statement: str, *args: object) -> None:
-        sent.append(statement)
+        @event.listens_for(engine, "connect")
+        def _trace(driver: sqlite3.Connection, _record: object) -> None:
+            driver.set_trace_callback(lambda statement: sent.append(statement))
 
-    try:
         models.resolve_latest("models", "a.pt")
-    finally:
-        event.remove(models.engine, "before_cursor_execute", _record)
+        event.remove(engine, "connect", _trace)
+        sent = [s for s in sent if not s.upper().startswith("PRAGMA")]
+    else:
+        listen = event.listens_for(engine, "before_cursor_execute")
+
+        @listen
+        def _record(conn: object, cursor: object, statement: str, *args: object) -> None:
+            sent.append(statement)
+
+        try:
+            models.resolve_latest("models", "a.pt")
+        finally:
+            event.remove(engine, "before_cursor_execute", _record)
     assert len(sent) == 1 and sent[0].lstrip().upper().startswith("SELECT"), sent
+
+
+def test_sqlite_driver_read_answers_as_sqlalchemy_does(tmp_path: Path) -> None:
+    """SqliteLatest converts each column as SQLAlchemy would: every field of every
+    kind of version the same as read_latest's, and the same errors."""
+    engine = create_index_engine(f"sqlite:///{tmp_path / 'index.db'}")
+    migrate(engine)
+    index = ObjectIndex(engine)
+    index.create_bucket("models")
+    nested = {"epoch": 3, "loss": 0.25, "labels": ["chat", "ünïcode"], "cfg": {"lr": None}}
+    index.commit_version(new_version("models", "plain", b"x"))
+    index.commit_version(
+        replace(
+            new_version("models", "rich", b"yy", metadata=nested, tags={"a": "1", "b": "2"}),
+            content_headers={"Cache-Control": "no-cache", "Content-Disposition": "inline"},
+        )
+    )
+    damaged = index.commit_version(new_version("models", "damaged", b"zzz")).version
+    assert IntegrityIndex(engine).mark_damaged(damaged.blob_id, "corrupt")
+    index.commit_version(new_version("models", "trashed", b"t"))
+    index.delete_key("models", "trashed")
+    reader = SqliteLatest(engine.dialect)
+
+    def both(bucket: str, key: str) -> tuple[object, object]:
+        answers = []
+        with engine.connect() as conn:
+            answers.append(_answer(lambda: read_latest(conn, bucket, key)))
+        with engine.connect() as conn:
+            driver = conn.connection.driver_connection
+            answers.append(_answer(lambda: reader.read(driver, bucket, key)))  # type: ignore[arg-type]
+        return answers[0], answers[1]
+
+    for key in ("plain", "rich", "damaged", "trashed", "absent"):
+        sqlalchemy_answer, driver_answer = both("models", key)
+        assert driver_answer == sqlalchemy_answer, key
+    assert both("nope", "plain")[1] == both("nope", "plain")[0] == NoSuchBucket
+    rich = index.resolve_latest("models", "rich")
+    assert rich.metadata == nested and rich.tags == {"a": "1", "b": "2"}
+    assert rich.created_at.tzinfo is not None
+    assert index.resolve_latest("models", "damaged").damage == "corrupt"
+
+
+def _answer(read: Callable[[], ObjectVersion]) -> object:
+    try:
+        return read()
+    except (NoSuchBucket, NoSuchKey) as exc:
+        return type(exc)
 
 
 def test_a_version_whole_or_not_at_all_during_a_write(models: ObjectIndex) -> None:

@@ -4,6 +4,7 @@ translated into the service's own (no SQL or driver text ever reaches a client).
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -70,6 +71,27 @@ class IndexStore:
                 return work(conn.execution_options(**self._statement_options))
 
         return self._retrying(once)
+
+    def _read_driver(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """A one-statement read on SQLite run on the driver's own connection (from the
+        pool, in autocommit: the statement is its own read transaction), for the reads
+        every request makes; errors as the other paths translate them."""
+        try:
+            pooled = self._engine.raw_connection()
+            try:
+                driver = pooled.driver_connection
+                assert isinstance(driver, sqlite3.Connection)
+                return work(driver)
+            finally:
+                pooled.close()
+        except StorageError:
+            raise
+        except sqlite3.OperationalError as exc:
+            raise ServiceUnavailable("the metadata index is unavailable; retry later") from exc
+        except sqlite3.Error as exc:
+            raise InternalError("the metadata index failed") from exc
+        except SQLAlchemyError as exc:  # the pool's own (a timeout, say)
+            raise _translate(exc) from exc
 
     def _write(self, work: Callable[[Connection], _T]) -> _T:
         committer = self._committer
