@@ -17,7 +17,7 @@ from tfstorage.errors import NoSuchBucket, NoSuchKey
 from tfstorage.index import ObjectIndex, create_index_engine, migrate
 from tfstorage.index.engine import WRITE_OPTION
 from tfstorage.index.integrity import IntegrityIndex
-from tfstorage.index.latest import SqliteLatest, read_latest
+from tfstorage.index.latest import read_latest, read_latest_on_driver
 from tfstorage.index.tables import tags
 from tfstorage.index.writes import commit_version
 
@@ -92,7 +92,7 @@ def test_no_transaction_round_trips(models: ObjectIndex) -> None:
 
 
 def test_sqlite_driver_read_answers_as_sqlalchemy_does(tmp_path: Path) -> None:
-    """SqliteLatest converts each column as SQLAlchemy would: every field of every
+    """The driver read converts each column as SQLAlchemy would: every field of every
     kind of version the same as read_latest's, and the same errors."""
     engine = create_index_engine(f"sqlite:///{tmp_path / 'index.db'}")
     migrate(engine)
@@ -110,7 +110,6 @@ def test_sqlite_driver_read_answers_as_sqlalchemy_does(tmp_path: Path) -> None:
     assert IntegrityIndex(engine).mark_damaged(damaged.blob_id, "corrupt")
     index.commit_version(new_version("models", "trashed", b"t"))
     index.delete_key("models", "trashed")
-    reader = SqliteLatest(engine.dialect)
 
     def both(bucket: str, key: str) -> tuple[object, object]:
         answers = []
@@ -118,9 +117,17 @@ def test_sqlite_driver_read_answers_as_sqlalchemy_does(tmp_path: Path) -> None:
             answers.append(_answer(lambda: read_latest(conn, bucket, key)))
         with engine.connect() as conn:
             driver = conn.connection.driver_connection
-            answers.append(_answer(lambda: reader.read(driver, bucket, key)))  # type: ignore[arg-type]
+            answers.append(
+                _answer(lambda: read_latest_on_driver(driver, engine.dialect, bucket, key))  # type: ignore[arg-type]
+            )
         return answers[0], answers[1]
 
+    # What a commit answers with is read on the driver too (read_version).
+    again = index.commit_version(
+        replace(new_version("models", "again", b"a", tags={"t": "v"}), metadata=nested)
+    ).version
+    with engine.connect() as conn:
+        assert read_latest(conn, "models", "again") == again
     for key in ("plain", "rich", "damaged", "trashed", "absent"):
         sqlalchemy_answer, driver_answer = both("models", key)
         assert driver_answer == sqlalchemy_answer, key

@@ -11,14 +11,14 @@ compiled form by a memoized cache key, and the driver reuses its prepared statem
 from __future__ import annotations
 
 import sqlite3
-from collections import namedtuple
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 from sqlalchemy import Connection, Dialect, Select, and_, bindparam, select
 
 from tfstorage.domain.records import ObjectVersion
 from tfstorage.errors import NoSuchBucket, NoSuchKey
+from tfstorage.index.driver import driver_of, driver_query
 from tfstorage.index.reads import version_columns, version_of
 from tfstorage.index.tables import blobs, buckets, object_keys, tags, versions
 
@@ -71,40 +71,25 @@ def read_latest(conn: Connection, bucket: str, key: str) -> ObjectVersion:
 
 def read_version(conn: Connection, seq: int) -> ObjectVersion | None:
     """The version with this seq, or None."""
-    rows = conn.execute(_BY_SEQ, {"seq": seq}).all()
+    driver = driver_of(conn)
+    if driver is not None:  # what every commit answers with, in its transaction
+        rows: Sequence[Any] = driver_query(_BY_SEQ, conn.dialect).rows(driver, seq=seq)
+    else:
+        rows = conn.execute(_BY_SEQ, {"seq": seq}).all()
     return _with_tags(rows) if rows else None
 
 
-class SqliteLatest:
-    """`read_latest` on the SQLite driver's own connection: the same statement, its SQL
-    compiled once, each column converted by the result processor SQLAlchemy would apply.
-    What GET and HEAD read; through SQLAlchemy's Connection, checking a connection out
-    and back and executing cost ~3x the statement itself."""
-
-    def __init__(self, dialect: Dialect) -> None:
-        compiled = _LATEST.compile(dialect=dialect)
-        self._sql = compiled.string
-        self._params: tuple[str, ...] = tuple(compiled.positiontup or ())
-        columns = list(_LATEST.selected_columns)
-        self._processors: list[Callable[[Any], Any] | None] = [
-            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
-        ]
-        self._row = namedtuple("_LatestRow", [column.key for column in columns])  # type: ignore[misc]
-
-    def read(self, driver: sqlite3.Connection, bucket: str, key: str) -> ObjectVersion:
-        """`read_latest` (same answers, same errors)."""
-        values = {"bucket": bucket, "key": key}
-        raw = driver.execute(self._sql, [values[name] for name in self._params]).fetchall()
-        if not raw:
-            raise NoSuchBucket(bucket)
-        processors = self._processors
-        rows: list[Any] = [
-            self._row(*(v if p is None else p(v) for p, v in zip(processors, r, strict=True)))
-            for r in raw
-        ]
-        if rows[0].id is None or rows[0].deleted_at is not None:
-            raise NoSuchKey(bucket, key)
-        return _with_tags(rows)
+def read_latest_on_driver(
+    driver: sqlite3.Connection, dialect: Dialect, bucket: str, key: str
+) -> ObjectVersion:
+    """`read_latest` on SQLite's driver connection (index/driver.py says why): what
+    GET and HEAD read. Same answers, same errors."""
+    rows = driver_query(_LATEST, dialect).rows(driver, bucket=bucket, key=key)
+    if not rows:
+        raise NoSuchBucket(bucket)
+    if rows[0].id is None or rows[0].deleted_at is not None:
+        raise NoSuchKey(bucket, key)
+    return _with_tags(rows)
 
 
 def _with_tags(rows: Sequence[Any]) -> ObjectVersion:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import Connection, select, text
 
 from tfstorage.domain.conditions import WriteCondition
 from tfstorage.domain.records import (
@@ -33,7 +33,7 @@ from tfstorage.index import buckets as bucket_rows
 from tfstorage.index import writes
 from tfstorage.index.batch import commit_each
 from tfstorage.index.conditions import check_head
-from tfstorage.index.latest import SqliteLatest, read_latest
+from tfstorage.index.latest import read_latest, read_latest_on_driver
 from tfstorage.index.listing import list_entries, list_objects
 from tfstorage.index.reads import (
     bucket_id,
@@ -56,11 +56,6 @@ class ObjectIndex(IndexStore):
     Thread-safe: it holds nothing but the engine, whose pool hands each call its own
     connection. Every public method is one transaction.
     """
-
-    def __init__(self, engine: Engine) -> None:
-        super().__init__(engine)
-        dialect = engine.dialect
-        self._sqlite_latest = SqliteLatest(dialect) if dialect.name == "sqlite" else None
 
     # buckets -----------------------------------------------------------------------
     def create_bucket(
@@ -180,9 +175,11 @@ class ObjectIndex(IndexStore):
         return PartLayout(version.parts_etag, tuple(int(size) for size in sizes))
 
     def resolve_latest(self, bucket: str, key: str) -> ObjectVersion:
-        if self._sqlite_latest is not None:
-            latest = self._sqlite_latest
-            return self._read_driver(lambda driver: latest.read(driver, bucket, key))
+        dialect = self._engine.dialect
+        if dialect.name == "sqlite":
+            return self._read_driver(
+                lambda driver: read_latest_on_driver(driver, dialect, bucket, key)
+            )
         return self._read_statement(lambda conn: read_latest(conn, bucket, key))
 
     def in_trash(self, bucket: str, key: str) -> bool:

@@ -43,6 +43,7 @@ from tfstorage.errors import (
     QuotaExceeded,
 )
 from tfstorage.index.conditions import check_head, place_head
+from tfstorage.index.driver import first_row, scalars
 from tfstorage.index.latest import read_version
 from tfstorage.index.locks import db_now, is_locked, refuse_locked
 from tfstorage.index.reads import (
@@ -62,7 +63,7 @@ _PURGE_BATCH = 200
 
 
 def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
-    settings = conn.execute(_BUCKET_SETTINGS, {"name": new.bucket}).first()
+    settings = first_row(conn, _BUCKET_SETTINGS, name=new.bucket)
     if settings is None:
         raise NoSuchBucket(new.bucket)
     limited = settings.quota_bytes is not None or settings.quota_objects is not None
@@ -121,13 +122,7 @@ def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
         # S3's "null" version: an unversioned write replaces the key's previous one, and
         # only it; versions written while versioning was on stay. Looked up first: a new
         # key (most writes) has none, and the lock check and removal are five statements.
-        older_ids = (
-            conn.execute(
-                select(versions.c.id).where(null_versions(bid, new.key) & (versions.c.id < seq))
-            )
-            .scalars()
-            .all()
-        )
+        older_ids = scalars(conn, _OLDER_NULL_VERSIONS, bid=bid, key=new.key, seq=seq)
         if older_ids:
             older = versions.c.id.in_(older_ids)
             refuse_locked(conn, older, "overwrite")  # rolls the new version back too
@@ -478,6 +473,13 @@ def _advance_head(conn: Connection, bid: int, key: str, seq: int) -> None:
 
 
 _VERSION_INSERT = insert(versions).returning(versions.c.id)
+# The key's "null" version older than the one a commit just wrote (null_versions).
+_OLDER_NULL_VERSIONS = select(versions.c.id).where(
+    versions.c.bucket_id == bindparam("bid"),
+    versions.c.key == bindparam("key"),
+    versions.c.unversioned,
+    versions.c.id < bindparam("seq"),
+)
 # What a commit reads of its bucket, in one statement (SQLite needs nothing more).
 _BUCKET_SETTINGS = select(
     buckets.c.id,
