@@ -72,6 +72,10 @@ def stored_files(settings: Settings) -> list[str]:
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
     async with application.router.lifespan_context(application):
+        # The maintenance run at start-up (GC, compaction, repairs) must not run into
+        # the test: it swept a test's orphan before the test's own GC, and compacted a
+        # pack while a test listed the stored files (on a loaded machine).
+        await application.state.storage.started_up.wait()
         yield application
 
 

@@ -155,9 +155,13 @@ async def test_puts_on_a_loop_await_their_sync_without_blocking_it(
     loop_thread, syncers, waiters = threading.get_ident(), set[int](), set[int]()
     real, real_wait = os.fdatasync, ActivePack.wait_durable
 
+    syncing = threading.Event()
+
     def fdatasync(fd: int) -> None:
         syncers.add(threading.get_ident())
+        syncing.set()
         time.sleep(0.05)
+        syncing.clear()
         real(fd)
 
     def wait_durable(pack: ActivePack, end: int) -> None:
@@ -167,14 +171,14 @@ async def test_puts_on_a_loop_await_their_sync_without_blocking_it(
     monkeypatch.setattr(os, "fdatasync", fdatasync)
     monkeypatch.setattr(ActivePack, "wait_durable", wait_durable)
     blobs = {new_blob_id(): os.urandom(4096) for _ in range(32)}
-    ticks = 0
+    ticks_while_syncing = 0
     async with anyio.create_task_group() as tasks:
         for blob_id, data in blobs.items():
             tasks.start_soon(store.put, blob_id, chunked(data))
-        while len(syncers) == 0 or ticks < 10:
+        for _ in range(100):  # 0.5 s or more: the puts' syncs take 50 ms each
             await anyio.sleep(0.005)
-            ticks += 1
-    assert ticks >= 10  # the loop ran while the syncs did
+            ticks_while_syncing += syncing.is_set()
+    assert ticks_while_syncing >= 3  # the loop ran while a sync did
     assert loop_thread not in syncers | waiters
     assert len(waiters) <= 2, f"{len(waiters)} threads waited for 32 puts"
     await assert_intact(store, blobs)

@@ -5,6 +5,7 @@ nothing behind; writes that come together still fail one by one."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import sqlite3
 import subprocess
 import sys
@@ -18,10 +19,11 @@ import pytest
 from sqlalchemy import event
 
 from tfstorage.domain.records import CommitResult
-from tfstorage.errors import QuotaExceeded
+from tfstorage.errors import NoSuchKey, QuotaExceeded, ServiceUnavailable
 from tfstorage.index import ObjectIndex, create_index_engine, migrate
+from tfstorage.index.driver import DriverQuery
 from tfstorage.index.engine import sqlite_wal_syncer
-from tfstorage.index.group_commit import GroupCommitter
+from tfstorage.index.group_commit import GroupCommitter, _WriterTurns
 from tfstorage.index.writes import commit_version as index_commit
 
 from .builders import new_version, refcounts
@@ -268,3 +270,50 @@ def test_a_loop_write_awaits_another_process_turn_off_the_loop(
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_turn_that_cannot_be_taken_fails_its_batch_and_frees_the_lead(
+    index: ObjectIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock file cannot be locked (ENOLCK, say): the writes of that batch fail,
+    nothing of them is written, and later writes, from the loop or a thread, go on."""
+    real, calls = _WriterTurns.try_take, [0]
+
+    def fails_once(turns: _WriterTurns) -> bool:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise OSError(errno.ENOLCK, "No locks available")
+        return real(turns)
+
+    monkeypatch.setattr(_WriterTurns, "try_take", fails_once)
+
+    async def main() -> None:
+        with pytest.raises(OSError):
+            await commit_async(index, "one", "a")
+        assert (await asyncio.wait_for(commit_async(index, "one", "b"), 10))[0].version.key == "b"
+
+    asyncio.run(main())
+    assert calls[0] == 2
+    with pytest.raises(NoSuchKey):
+        index.resolve_latest("one", "a")
+    index.delete_key("one", "b")  # a threaded write: the lead is free
+    index.commit_version(new_version("one", "c", b"c"))
+
+
+def test_an_error_of_the_driver_in_a_loop_write_is_unavailable_not_a_crash(
+    index: ObjectIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(DriverQuery, "first", broken)
+
+    async def main() -> None:
+        with pytest.raises(ServiceUnavailable):
+            await commit_async(index, "one", "a")
+
+    asyncio.run(main())
+    monkeypatch.undo()
+    with pytest.raises(NoSuchKey):
+        index.resolve_latest("one", "a")
+    assert refcounts(index) == {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 from sqlalchemy import event, text
 
 from tfstorage.errors import InternalError, NoSuchKey
-from tfstorage.index import ObjectIndex, create_index_engine, migrate
+from tfstorage.index import ObjectIndex, create_index_engine, migrate, wal_sync
 
 from .builders import new_version
 
@@ -234,3 +235,32 @@ def test_a_disposed_engine_leaves_no_wal_file_open(database: Path, fsyncs: Fsync
             continue
     assert fsyncs.of_wal() >= 1
     assert not [path for path in held if path.startswith(fsyncs.wal)], held
+
+
+def test_checkpoints_run_in_their_own_thread_not_in_a_commit(
+    index: ObjectIndex, database: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No COMMIT checkpoints (one from the event loop would stall it for two fsyncs):
+    the index's connections never do, and the syncer's thread copies the WAL into the
+    database instead."""
+    with index.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+    threads: set[str] = set()
+    real = wal_sync.WalSyncer.checkpoint
+
+    def checkpoint(syncer: wal_sync.WalSyncer) -> None:
+        threads.add(threading.current_thread().name)
+        real(syncer)
+
+    monkeypatch.setattr(wal_sync.WalSyncer, "checkpoint", checkpoint)
+    time.sleep(2 * wal_sync.CHECKPOINT_INTERVAL)  # one the fixture's writes asked for
+    size = database.stat().st_size
+    deadline = time.monotonic() + 20
+    i = 0
+    while not threads or database.stat().st_size <= size:
+        assert time.monotonic() < deadline, "the WAL was never checkpointed"
+        index.commit_version(new_version("b", f"k{i}", os.urandom(64)))
+        i += 1
+        time.sleep(0.01)
+    assert threads == {"wal-checkpoints"}
+    assert _visible(index, "k0")

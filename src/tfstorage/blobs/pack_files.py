@@ -230,7 +230,13 @@ class ActivePack:
             serve = not self._serving
             self._serving = True
         if serve:
-            loop.run_in_executor(None, self._serve_waiters)
+            try:
+                loop.run_in_executor(None, self._serve_waiters)
+            except BaseException:  # no executor (the loop is closing): serve nobody
+                with self._state:
+                    self._serving = False
+                    self._waiters.remove((end, waiter))
+                raise
         await waiter
 
     def _serve_waiters(self) -> None:

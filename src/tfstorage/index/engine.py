@@ -197,6 +197,8 @@ def _sqlite_engine(url: URL) -> Engine:
                 cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             cursor.execute(f"PRAGMA synchronous={synchronous}")
+            if syncer is not None:  # the syncer's thread checkpoints (wal_sync.py)
+                cursor.execute("PRAGMA wal_autocheckpoint=0")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
             cursor.close()

@@ -151,7 +151,13 @@ class GroupCommitter:
                 # Let the requests made ready with this one queue their writes too.
                 await asyncio.sleep(0)
                 batch, queue.items = queue.items[:MAX_BATCH], queue.items[MAX_BATCH:]
-                if not (await self._lead_here() and self._commit_here(batch)):
+                try:
+                    here = await self._lead_here() and self._commit_here(batch)
+                except Exception as exc:  # the turn could not be taken: nothing ran
+                    for item in batch:
+                        item.error = exc
+                    here = True
+                if not here:
                     # A thread of this process leads, or a writer outside the group
                     # committers holds SQLite's lock: wait in a thread, not here.
                     await loop.run_in_executor(None, self._run_items, batch)
@@ -175,8 +181,12 @@ class GroupCommitter:
                 return False
             self._leading = True
         turns = self._turns
-        if turns is None or turns.try_take():
-            return True
+        try:
+            if turns is None or turns.try_take():
+                return True
+        except BaseException:  # the lock file cannot be opened or locked
+            self._give_lead()
+            raise
         taking = asyncio.get_running_loop().run_in_executor(None, turns.take_waiting)
         try:
             await asyncio.shield(taking)
@@ -205,9 +215,11 @@ class GroupCommitter:
                 if item.error is None:
                     item.error, item.result = exc, None
         finally:
-            if self._turns is not None:
-                self._turns.give()
-            self._give_lead()
+            try:
+                if self._turns is not None:
+                    self._turns.give()
+            finally:
+                self._give_lead()
         for item in batch:
             item.done = True
         return True
@@ -312,7 +324,8 @@ def _begin_at_once(conn: Connection) -> RootTransaction:
     try:
         return conn.begin()
     except OperationalError as exc:
-        if getattr(exc.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY:
+        # The primary code: SQLITE_BUSY_RECOVERY and friends are busy too.
+        if getattr(exc.orig, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY:
             raise _Busy from exc
         raise
     finally:

@@ -86,10 +86,8 @@ class IndexStore:
                 pooled.close()
         except StorageError:
             raise
-        except sqlite3.OperationalError as exc:
-            raise ServiceUnavailable("the metadata index is unavailable; retry later") from exc
         except sqlite3.Error as exc:
-            raise InternalError("the metadata index failed") from exc
+            raise _translate_driver(exc) from exc
         except SQLAlchemyError as exc:  # the pool's own (a timeout, say)
             raise _translate(exc) from exc
 
@@ -112,6 +110,8 @@ class IndexStore:
             raise
         except SQLAlchemyError as exc:  # SQLite has nothing to retry (see _retryable)
             raise _translate(exc) from exc
+        except sqlite3.Error as exc:  # a read on the driver's connection (index/driver.py)
+            raise _translate_driver(exc) from exc
 
     def _transaction(self, work: Callable[[Connection], _T], options: dict[str, Any]) -> _T:
         def once() -> _T:
@@ -137,11 +137,20 @@ class IndexStore:
                 raise _translate(exc) from exc
             except SQLAlchemyError as exc:
                 raise _translate(exc) from exc
+            except sqlite3.Error as exc:  # a read on the driver's connection
+                raise _translate_driver(exc) from exc
         raise InternalError("unreachable")  # pragma: no cover
 
 
 def _retryable(exc: DBAPIError) -> bool:
     return getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
+
+
+def _translate_driver(exc: sqlite3.Error) -> StorageError:
+    """`_translate` for an error raised by sqlite3 itself (index/driver.py's reads)."""
+    if isinstance(exc, sqlite3.OperationalError):  # locked, I/O, disk full
+        return ServiceUnavailable("the metadata index is unavailable; retry later")
+    return InternalError("the metadata index failed")
 
 
 def _translate(exc: SQLAlchemyError) -> StorageError:

@@ -26,23 +26,43 @@ cache); the writer was never answered, so no acknowledged write is lost, and a r
 that acted on it with a write of its own commits after it in the same WAL, so that
 write's fsync covers both. Under FULL a commit becomes visible only after its fsync;
 here visibility comes first, by at most the fsync running plus ours.
+
+Checkpoints run here too, in one thread of the process, not inside a COMMIT: the index's
+connections set `wal_autocheckpoint=0`, and a sync asks for a PASSIVE checkpoint at most
+every CHECKPOINT_INTERVAL. SQLite's own, at every 1000th page of WAL, runs in the
+COMMIT that crosses it, and a COMMIT from the event loop runs on the loop's thread
+(index/group_commit.py): its two fsyncs (WAL, then database) stalled every request.
+A checkpoint changes nothing of the above: SQLite syncs the WAL before it copies frames
+and the database after, whichever connection runs it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import queue
+import sqlite3
 import threading
+import time
 
 from tfstorage.errors import InternalError
 
 _O_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+# At most this often a sync asks for a checkpoint: at ~600 small commits a second the
+# WAL then holds a few MB at most, as with SQLite's default of 1000 pages.
+CHECKPOINT_INTERVAL = 0.25
+log = logging.getLogger(__name__)
 
 
 class WalSyncer:
     """One per database file and process; thread-safe."""
 
     def __init__(self, database: str) -> None:
+        self.database = database
         self.wal_path = f"{database}-wal"
+        self._checkpoint_due = 0.0  # time.monotonic() from which a sync asks again
+        self._checkpoint_lock = threading.Lock()
+        self._checkpointer: sqlite3.Connection | None = None
         self._directory = os.path.dirname(os.path.abspath(database))
         self._cond = threading.Condition()
         self._started = 0  # number of the newest fsync begun
@@ -73,6 +93,8 @@ class WalSyncer:
                 self._cond.release()
                 try:
                     error = self._fsync()
+                    if error is None:
+                        self._ask_for_checkpoint()
                 finally:
                     self._cond.acquire()
                     self._running = False
@@ -88,11 +110,32 @@ class WalSyncer:
             raise InternalError("the metadata index could not be made durable") from error
 
     def forget(self) -> None:
-        """Close the WAL file kept open; the next sync opens it (and its directory) again."""
+        """Close the WAL file kept open; the next sync opens it (and its directory) again.
+        The checkpoints' connection too."""
         with self._fd_lock:
             if self._fd is not None:
                 os.close(self._fd)
             self._fd = self._identity = None
+        with self._checkpoint_lock:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
+
+    def checkpoint(self) -> None:
+        """Copy what the WAL holds into the database, as far as no reader needs it
+        (PASSIVE: it waits for no one). Run by the process's checkpoint thread."""
+        with self._checkpoint_lock:
+            if self._checkpointer is None:
+                self._checkpointer = sqlite3.connect(
+                    self.database, isolation_level=None, check_same_thread=False
+                )
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def _ask_for_checkpoint(self) -> None:
+        now = time.monotonic()
+        if now >= self._checkpoint_due:
+            self._checkpoint_due = now + CHECKPOINT_INTERVAL
+            _checkpoints().put(self)
 
     def _fsync(self) -> OSError | None:
         try:
@@ -130,6 +173,33 @@ class WalSyncer:
 
 _SYNCERS: dict[str, WalSyncer] = {}
 _SYNCERS_GUARD = threading.Lock()
+
+
+_CHECKPOINTS: queue.SimpleQueue[WalSyncer] | None = None
+
+
+def _checkpoints() -> queue.SimpleQueue[WalSyncer]:
+    """The queue of the process's checkpoint thread, started on first use."""
+    global _CHECKPOINTS
+    with _SYNCERS_GUARD:
+        if _CHECKPOINTS is None:
+            _CHECKPOINTS = queue.SimpleQueue()
+            worker = threading.Thread(
+                target=_checkpoint_forever, args=(_CHECKPOINTS,), name="wal-checkpoints"
+            )
+            worker.daemon = True  # it holds nothing that exiting would lose
+            worker.start()
+        return _CHECKPOINTS
+
+
+def _checkpoint_forever(asked: queue.SimpleQueue[WalSyncer]) -> None:
+    while True:
+        syncer = asked.get()
+        try:
+            syncer.checkpoint()
+        except Exception:
+            # The frames stay in the WAL, durable; the next sync asks again.
+            log.warning("a checkpoint of %s failed", syncer.database, exc_info=True)
 
 
 def wal_syncer(database: str) -> WalSyncer:
