@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, Engine, RootTransaction
+from sqlalchemy import Connection, Engine, NestedTransaction, RootTransaction
 from sqlalchemy.exc import OperationalError
 
 from tfstorage.index.engine import (
@@ -271,7 +271,7 @@ class GroupCommitter:
             conn.info[SYNCED_BY_CALLER] = True  # run() syncs, after the lead passes on
             transaction = conn.begin() if wait else _begin_at_once(conn)
             if len(batch) == 1:
-                _commit_alone(transaction, conn, batch[0])
+                _run_in(transaction, conn, batch[0])
                 return
             with transaction:
                 if not _all_at_once(conn, batch):
@@ -302,17 +302,7 @@ def _all_at_once(conn: Connection, batch: list[_Pending[Any]]) -> bool:
 def _one_by_one(conn: Connection, batch: list[_Pending[Any]]) -> None:
     """Each work in its own SAVEPOINT: one failing is rolled back alone."""
     for item in batch:
-        savepoint = conn.begin_nested()
-        _inside.work = True
-        try:
-            item.result = item.work(conn)
-        except Exception as exc:
-            savepoint.rollback()
-            item.error = exc
-        else:
-            savepoint.commit()
-        finally:
-            _inside.work = False
+        _run_in(conn.begin_nested(), conn, item)
 
 
 def _begin_at_once(conn: Connection) -> RootTransaction:
@@ -332,9 +322,12 @@ def _begin_at_once(conn: Connection) -> RootTransaction:
         raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
-def _commit_alone(transaction: RootTransaction, conn: Connection, item: _Pending[Any]) -> None:
-    """A batch of one (every write when they come one at a time): the transaction is
-    the item's own, so a failure rolls it back without the SAVEPOINT round trips."""
+def _run_in(
+    transaction: RootTransaction | NestedTransaction, conn: Connection, item: _Pending[Any]
+) -> None:
+    """Run `item` in `transaction` (its own, or a SAVEPOINT): committed, or rolled back
+    with the item's error kept. A batch of one (every write when they come one at a
+    time) runs in its own transaction, without the SAVEPOINT round trips."""
     _inside.work = True
     try:
         item.result = item.work(conn)
@@ -344,7 +337,7 @@ def _commit_alone(transaction: RootTransaction, conn: Connection, item: _Pending
         return
     finally:
         _inside.work = False
-    transaction.commit()  # a failure here reaches _lead: nothing was written
+    transaction.commit()  # a failure here reaches _lead: nothing of it was written
 
 
 def _give_if_taken(turns: _WriterTurns, taking: asyncio.Future[None]) -> None:
