@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -218,58 +218,53 @@ time.sleep(600)
 """
 
 
+@pytest.fixture
+def other_process_turn(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding the writers' turn on the database until killed."""
+    other = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_TURN, f"{tmp_path / 'index.db'}-writers.lock"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert other.stdout is not None and other.stdout.readline() == "holding\n"
+        yield other
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_processes_take_turns_and_a_dead_one_gives_its_turn_up(
-    index: ObjectIndex, tmp_path: Path
+    index: ObjectIndex, other_process_turn: subprocess.Popen[str]
 ) -> None:
     """Worker processes' leaders take turns on a lock file beside the database (SQLite's
     own busy handler polls with sleeps of up to 100 ms): a write waits while another
     process holds the turn, and goes on as soon as that process dies, even by SIGKILL."""
-    other = subprocess.Popen(
-        [sys.executable, "-c", HOLD_THE_TURN, f"{tmp_path / 'index.db'}-writers.lock"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert other.stdout is not None and other.stdout.readline() == "holding\n"
-        done = threading.Event()
+    done = threading.Event()
 
-        def write() -> None:
-            index.commit_version(new_version("one", "a", b"a"))
-            done.set()
+    def write() -> None:
+        index.commit_version(new_version("one", "a", b"a"))
+        done.set()
 
-        writer = threading.Thread(target=write)
-        writer.start()
-        assert not done.wait(0.5), "the write did not wait for the other process's turn"
-        other.kill()
-        assert done.wait(10), "the write still waits after the holder died"
-        writer.join()
-    finally:
-        other.kill()
-        other.wait()
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert not done.wait(0.5), "the write did not wait for the other process's turn"
+    other_process_turn.kill()
+    assert done.wait(10), "the write still waits after the holder died"
+    writer.join()
     assert index.resolve_latest("one", "a").size == 1
 
 
 def test_a_loop_write_awaits_another_process_turn_off_the_loop(
-    index: ObjectIndex, tmp_path: Path
+    index: ObjectIndex, other_process_turn: subprocess.Popen[str]
 ) -> None:
-    other = subprocess.Popen(
-        [sys.executable, "-c", HOLD_THE_TURN, f"{tmp_path / 'index.db'}-writers.lock"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert other.stdout is not None and other.stdout.readline() == "holding\n"
+    async def main() -> None:
+        ticks, task = await _ticks_while(commit_async(index, "one", "a"), 0.5)
+        assert ticks >= 10, f"the loop was blocked ({ticks} ticks in 0.5 s)"
+        other_process_turn.kill()
+        assert (await asyncio.wait_for(task, 10))[0].version.key == "a"
 
-        async def main() -> None:
-            ticks, task = await _ticks_while(commit_async(index, "one", "a"), 0.5)
-            assert ticks >= 10, f"the loop was blocked ({ticks} ticks in 0.5 s)"
-            other.kill()
-            assert (await asyncio.wait_for(task, 10))[0].version.key == "a"
-
-        asyncio.run(main())
-    finally:
-        other.kill()
-        other.wait()
+    asyncio.run(main())
 
 
 def test_a_turn_that_cannot_be_taken_fails_its_batch_and_frees_the_lead(

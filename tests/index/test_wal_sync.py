@@ -9,6 +9,7 @@ is observed directly, not inferred from timing.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
 import time
@@ -264,3 +265,36 @@ def test_checkpoints_run_in_their_own_thread_not_in_a_commit(
         time.sleep(0.01)
     assert threads == {"wal-checkpoints"}
     assert _visible(index, "k0")
+
+
+def _writes_until_checkpointed(path: str) -> None:
+    """In a forked child: commits until the checkpoint thread has copied the WAL into
+    the database file; exit status 0 if it did within 10 s."""
+    database = Path(path)
+    engine = create_index_engine(f"sqlite:///{database}")
+    migrate(engine)
+    index = ObjectIndex(engine)
+    index.create_bucket("b")
+    time.sleep(2 * wal_sync.CHECKPOINT_INTERVAL)
+    size = database.stat().st_size
+    deadline = time.monotonic() + 10
+    i = 0
+    while database.stat().st_size <= size:
+        if time.monotonic() > deadline:
+            os._exit(1)
+        index.commit_version(new_version("b", f"k{i}", os.urandom(64)))
+        i += 1
+        time.sleep(0.01)
+    os._exit(0)
+
+
+def test_a_forked_child_checkpoints_too(index: ObjectIndex, tmp_path: Path) -> None:
+    """The parent's checkpoint thread does not survive a fork: the child starts its own
+    (else its WAL would grow for ever)."""
+    index.commit_version(new_version("b", "parent", b"p"))  # the parent's thread runs
+    child = multiprocessing.get_context("fork").Process(
+        target=_writes_until_checkpointed, args=(str(tmp_path / "child.db"),)
+    )
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0

@@ -27,10 +27,12 @@ fsync in a thread for the whole batch. A SQLite write transaction takes well und
 millisecond and never waits for the disk (the fsync comes after COMMIT), whereas a
 worker thread's commit competes with the loop for the GIL at each of its statements:
 8 clients' 4 KiB PUTs saw their batches take ~1.9 ms per item that way against ~0.8
-ms in isolation. The loop never waits long for a lock either: when a thread of this
-process leads, another process has the turn, or a writer outside the committer holds
-SQLite's lock (BEGIN IMMEDIATE is tried without a busy timeout), the batch goes to a
-worker thread and commits there as any threaded batch does.
+ms in isolation. The loop never waits for a lock either. When a thread of this process
+leads, or a writer outside the committers holds SQLite's lock (BEGIN IMMEDIATE is
+tried without a busy timeout), the batch goes to a worker thread and commits there as
+any threaded batch does; when another process has the turn, a thread waits for it and
+the batch then commits on the loop. Checkpoints, which fsync, never run in a COMMIT
+(index/wal_sync.py).
 """
 
 from __future__ import annotations

@@ -192,6 +192,15 @@ def _checkpoints() -> queue.SimpleQueue[WalSyncer]:
         return _CHECKPOINTS
 
 
+def _forget_checkpoints_after_fork() -> None:
+    # A forked child has the queue but not the thread: it starts its own.
+    global _CHECKPOINTS
+    _CHECKPOINTS = None
+
+
+os.register_at_fork(after_in_child=_forget_checkpoints_after_fork)
+
+
 def _checkpoint_forever(asked: queue.SimpleQueue[WalSyncer]) -> None:
     while True:
         syncer = asked.get()
