@@ -5,6 +5,7 @@ compaction, several processes on one root."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import random
 import sqlite3
@@ -26,7 +27,7 @@ from tfstorage.blobs.local import LocalBlobStore
 from tfstorage.blobs.pack_files import ActivePack, NotCached, pread_cached, pread_exact
 from tfstorage.blobs.pack_format import HEADER_SIZE, encode_record
 from tfstorage.blobs.pack_index import Location
-from tfstorage.blobs.pack_maintenance import CompactionReport, compact
+from tfstorage.blobs.pack_maintenance import COMPACTION_LOCK, CompactionReport, compact
 from tfstorage.blobs.packs import PackedBlobStore
 from tfstorage.blobs.tiered import TieredBlobStore
 from tfstorage.config import load_settings
@@ -336,6 +337,29 @@ async def test_index_is_rebuilt_from_the_packs(root: Path, how: str) -> None:
     store = PackedBlobStore(root, pack_size=20_000)
     await assert_intact(store, expected)
     assert {info.blob_id async for info in store.list_blobs()} >= set(expected)
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_a_compactor_waits_for_another_then_judges_the_packs_afresh(root: Path) -> None:
+    """Two workers' start-up maintenance: one compacts (finding little dead) while the
+    other deletes blobs; the other's compaction must not be skipped, or the space stays
+    taken until the next GC."""
+    store = PackedBlobStore(root)
+    blobs = small_blobs(100, seed=2)
+    await put_all(store, blobs)
+    await store.compact(0.99)  # seals the active pack; nothing dead yet
+    other = os.open(packs_dir(root) / COMPACTION_LOCK, os.O_RDWR)
+    fcntl.flock(other, fcntl.LOCK_EX)  # another process's compactor, running
+    for blob_id in list(blobs)[:80]:
+        await store.delete(blob_id)
+        del blobs[blob_id]
+    before = packs_size(root)
+    threading.Timer(0.5, os.close, args=(other,)).start()  # ... and done
+    report = await store.compact()
+    assert report.packs_rewritten + report.packs_removed == 1
+    assert packs_size(root) < before / 2
+    await assert_intact(store, blobs)
     await store.close()
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from dataclasses import dataclass
 from typing import Final
 
@@ -29,6 +30,7 @@ from tfstorage.blobs.pack_format import HEADER_SIZE, decode_header, scan
 from tfstorage.blobs.pack_index import Move, PackIndex
 
 COMPACTION_LOCK: Final = "compact.lock"
+COMPACTION_WAIT: Final = 60.0  # seconds a compactor waits for another to finish
 _COPY_BATCH: Final = 4 * 1024 * 1024
 
 
@@ -82,13 +84,14 @@ def recover_pack(name: str, fd: int, index: PackIndex) -> int:
 
 def compact(directory: str, index: PackIndex, min_dead_share: float) -> CompactionReport:
     """Remove sealed packs with no live record, and rewrite those whose share of dead
-    bytes (replaced, deleted, torn) is over `min_dead_share`. Skipped (an empty report)
-    while another compactor runs."""
+    bytes (replaced, deleted, torn) is over `min_dead_share`. Waits for another
+    compactor to finish first, then judges the packs afresh: the other may have judged
+    them before this process deleted blobs (two workers' start-up maintenance did, and
+    the space stayed taken until the next GC). Skipped (an empty report) if the other
+    runs on past COMPACTION_WAIT."""
     lock = os.open(os.path.join(directory, COMPACTION_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
     try:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _lock_within(lock, COMPACTION_WAIT):
             return CompactionReport()
         removed = rewritten = reclaimed = 0
         for name in pack_names(directory):
@@ -117,6 +120,19 @@ def compact(directory: str, index: PackIndex, min_dead_share: float) -> Compacti
         return CompactionReport(removed, rewritten, reclaimed)
     finally:
         os.close(lock)
+
+
+def _lock_within(fd: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        else:
+            return True
 
 
 def _rewrite(directory: str, name: str, fd: int, index: PackIndex) -> int:
