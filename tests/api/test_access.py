@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from tests.api.conftest import ADMIN_TOKEN, assert_error, make_settings
 from tests.api.test_service_routes import api_routes
 from tfstorage.api.app import create_app
+from tfstorage.errors import ServiceUnavailable
 
 pytestmark = pytest.mark.anyio
 
@@ -714,6 +715,30 @@ async def test_presigned_get_opens_nothing_but_its_download(
     assert_error(await anon.get(f"/api/v1/versions/models/p.bin?{query}"), 403, "AccessDenied")
     assert_error(await anon.get(f"{url}&version_id={old['file_id']}"), 403, "AccessDenied")
     assert_error(await anon.get(f"/api/v1/list/models?{query}"), 403, "AccessDenied")
+
+
+async def test_a_presigned_link_is_not_declared_dead_when_the_index_cannot_answer(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    anon: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An index outage while checking the issuing token is a 503 to retry; a 403 would
+    tell the holder the link is dead (a broad except once made every failure a 403)."""
+    await client.put("/api/v1/objects/models/up.bin", content=b"fine")
+    url = (
+        await client.post(
+            "/api/v1/presign", json={"method": "GET", "bucket": "models", "key": "up.bin"}
+        )
+    ).json()["url"]
+
+    def index_down(token_id: str) -> None:
+        raise ServiceUnavailable("the index is not answering")
+
+    monkeypatch.setattr(app.state.storage.access._index, "get_token", index_down)
+    assert_error(await anon.get(url), 503, "ServiceUnavailable")
+    monkeypatch.undo()
+    assert (await anon.get(url)).content == b"fine"
 
 
 async def test_fields_after_the_file_are_authorized_as_sent(

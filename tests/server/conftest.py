@@ -81,6 +81,44 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _family(pid: int) -> set[int]:
+    """`pid` and its descendants (several workers: the listening sockets are theirs)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    family, grew = {pid}, True
+    while grew:
+        more = {child for child, parent in parents.items() if parent in family}
+        grew = not more <= family
+        family |= more
+    return family
+
+
+def holds_port(pid: int, port: int) -> bool:
+    """Whether process `pid` or a child of it listens on TCP `port` (Linux /proc).
+
+    A free port can be taken by another test's server between `free_port()` and our
+    server's bind; that server then answers our readiness probe (with the same admin
+    token) while ours fails to bind, and the test talks to a stranger with another index.
+    """
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as f:
+            for line in list(f)[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    for member in _family(pid):
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{member}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in inodes:
+                        return True
+    return False
+
+
 class ServerProcess:
     """One `tfstorage serve` subprocess; `start()` may be called again after a stop/kill
     (on a new free port, same DATA_DIR and environment)."""
@@ -149,7 +187,8 @@ class ServerProcess:
         if self.extra_env.get("S3_PORT") == "auto" or self.s3_port:
             self.s3_port = free_port()
         self._starts += 1
-        self.log_path = self.log_dir / f"server-{self._starts}.log"
+        # Named by DATA_DIR too: a test's servers often share one log directory.
+        self.log_path = self.log_dir / f"server-{self.data_dir.name}-{self._starts}.log"
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, *SERVE_ARGS],
@@ -170,7 +209,7 @@ class ServerProcess:
                     pytest.fail(f"server exited with {code} before ready:\n{self.log_tail()}")
                 try:
                     response = probe.get("/health")
-                    if response.status_code == 200:
+                    if response.status_code == 200 and holds_port(self.proc.pid, self.port):
                         return True
                     last = f"{response.status_code} {response.text[:300]}"
                 except httpx.TransportError as exc:

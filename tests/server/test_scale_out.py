@@ -94,7 +94,7 @@ def test_presigned_links_made_through_the_proxy_work_through_it(
         url = r.json()["url"]
         assert url.startswith(proxy.url + "/api/v1/download/datasets/shared.csv?"), url
         got = anon.get(url)
-        assert got.status_code == 200 and got.content == b"a,b\n"
+        assert got.status_code == 200 and got.content == b"a,b\n", got.text
         assert proxy.served[-1] != proxy.served[-2]  # issued by one instance, used on the other
 
         r = c.post("/api/v1/presign", json={"method": "PUT", "bucket": "datasets",

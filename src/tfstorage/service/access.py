@@ -20,7 +20,7 @@ from tfstorage.domain.names import validate_bucket_name, validate_key
 from tfstorage.domain.records import AuditEntry, Token
 from tfstorage.domain.text import check_storable
 from tfstorage.errors import AccessDenied, InvalidArgument, Unauthenticated
-from tfstorage.index.access import AccessIndex
+from tfstorage.index.access import AccessIndex, NoSuchToken
 from tfstorage.service.audit_buffer import AuditBuffer
 from tfstorage.service.context import StorageContext
 from tfstorage.service.s3keys import S3KeyPair, S3Keys
@@ -329,7 +329,9 @@ class AccessService:
         try:
             token = await self._ctx.db(self._index.get_token, token_id)
             self._check_usable(token)
-        except Exception:
+        except (NoSuchToken, Unauthenticated):
+            # Only the token's own state; an index that cannot answer stays a 503 the
+            # client retries, not a 403 that says the link is dead.
             raise AccessDenied("the token that signed this URL is no longer valid") from None
         issuer = caller_of(token)
         scope = "read" if sign_method == "GET" else "write"
