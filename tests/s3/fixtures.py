@@ -27,6 +27,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.ports import holds_port
+
 ACCESS_KEY = "tfstorage-test"
 SECRET_KEY = "tfstorage-test-secret"  # a throwaway engine on loopback
 REGION = "us-east-1"
@@ -126,6 +128,8 @@ def _wait_until_ready(engine: SeaweedFS, process: subprocess.Popen[bytes]) -> No
             raise RuntimeError(f"weed exited with {process.returncode}:\n{tail}")
         try:
             httpx.get(engine.endpoint_url, timeout=1.0)
+            if not holds_port(process.pid, engine.s3_port):  # another session's weed?
+                raise RuntimeError(f"port {engine.s3_port} answers, but not from our weed")
             # The S3 port answers before the filer and volumes are ready: a bucket created
             # and an object written and removed mean the engine really serves.
             with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):

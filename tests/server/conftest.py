@@ -27,6 +27,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.ports import holds_port
+
 # The command every server test starts (after the interpreter); the Dockerfile's
 # ENTRYPOINT runs the same (tests/deploy checks it).
 SERVE_ARGS = ("-m", "tfstorage", "serve")
@@ -79,44 +81,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _family(pid: int) -> set[int]:
-    """`pid` and its descendants (several workers: the listening sockets are theirs)."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-    family, grew = {pid}, True
-    while grew:
-        more = {child for child, parent in parents.items() if parent in family}
-        grew = not more <= family
-        family |= more
-    return family
-
-
-def holds_port(pid: int, port: int) -> bool:
-    """Whether process `pid` or a child of it listens on TCP `port` (Linux /proc).
-
-    A free port can be taken by another test's server between `free_port()` and our
-    server's bind; that server then answers our readiness probe (with the same admin
-    token) while ours fails to bind, and the test talks to a stranger with another index.
-    """
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(FileNotFoundError), open(table) as f:
-            for line in list(f)[1:]:
-                fields = line.split()
-                if int(fields[1].rsplit(":", 1)[1], 16) == port:
-                    inodes.add(f"socket:[{fields[9]}]")
-    for member in _family(pid):
-        with contextlib.suppress(OSError):
-            for fd in Path(f"/proc/{member}/fd").iterdir():
-                with contextlib.suppress(OSError):
-                    if os.readlink(fd) in inodes:
-                        return True
-    return False
 
 
 class ServerProcess:
