@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import itertools
 import os
 import stat
 import threading
@@ -172,13 +173,29 @@ async def test_chunks_are_coalesced_into_buffers(
 
 
 @pytest.mark.anyio
-async def test_reads_come_in_chunks_of_the_configured_size(root: Path) -> None:
-    for chunk_size, expected in [(MiB, [MiB, MiB, 5]), (1000, [1000] * 2097 + [157])]:
+async def test_reads_come_in_chunks_of_the_configured_size_cut_at_each_mib(root: Path) -> None:
+    """Read `read_chunk_size` at a time, handed out in pieces that end at every MiB of
+    the blob: a reader checking 1 MiB blocks never has to slice one."""
+    data = os.urandom(9 * MiB + 5)
+    for chunk_size, start, expected in [
+        (MiB, 0, [MiB] * 9 + [5]),
+        (4 * MiB, 0, [MiB] * 9 + [5]),
+        (4 * MiB, 1000, [MiB - 1000] + [MiB] * 8 + [5]),
+        (1000, 0, None),
+    ]:
         store = LocalBlobStore(root, read_chunk_size=chunk_size)
         blob_id = new_blob_id()
-        await store.put(blob_id, chunked(bytes(2 * MiB + 5)))
-        chunks = await read_chunks(await store.open(blob_id))
-        assert [len(c) for c in chunks] == expected
+        await store.put(blob_id, chunked(data))
+        chunks = await read_chunks(await store.open(blob_id, start))
+        assert b"".join(chunks) == data[start:]
+        if expected is not None:
+            assert [len(c) for c in chunks] == expected
+        ends = list(itertools.accumulate(map(len, chunks), initial=start))
+        assert all(len(c) <= chunk_size for c in chunks)
+        # No piece crosses a MiB boundary; with 1000-byte reads, only there is one cut.
+        assert all(a // MiB == (b - 1) // MiB for a, b in itertools.pairwise(ends))
+        if chunk_size == 1000:
+            assert len(chunks) == len(range(0, len(data), 1000)) + 9
 
 
 @pytest.mark.anyio

@@ -92,6 +92,36 @@ def test_a_flipped_byte_stops_the_range_before_its_block(
     assert verifier.position == bad.start  # where another copy can take over
 
 
+@given(
+    st.binary(min_size=1, max_size=150),
+    st.integers(min_value=1, max_value=4),
+    st.data(),
+)
+def test_a_whole_read_in_aligned_chunks_passes_each_chunk_through_or_stops_at_its_block(
+    data: bytes, blocks_per_chunk: int, draw: st.DataObject
+) -> None:
+    """A whole GET reads 4 MiB chunks of 1 MiB blocks: each verified chunk is handed on
+    as it came (not split and joined), and a flip still stops it at the damaged block."""
+    step = blocks_per_chunk * B
+    chunks = [data[at : at + step] for at in range(0, len(data), step)]
+    verifier = RangeVerifier(block_checksums_of(data, B), 0, len(data), len(data))
+    out = [p for chunk in chunks for p in verifier.feed(chunk)]
+    verifier.finish()
+    assert len(out) == len(chunks) and all(a is b for a, b in zip(out, chunks, strict=True))
+
+    flip = draw.draw(st.integers(min_value=0, max_value=len(data) - 1))
+    damaged = bytearray(data)
+    damaged[flip] ^= 0x01
+    verifier = RangeVerifier(block_checksums_of(data, B), 0, len(data), len(data))
+    out = []
+    with pytest.raises(BlockMismatch) as caught:
+        for at in range(0, len(data), step):
+            out.extend(verifier.feed(bytes(damaged[at : at + step])))
+    bad = caught.value.block
+    assert bad.index == flip // B
+    assert b"".join(out) == data[: bad.start] and verifier.position == bad.start
+
+
 def test_a_short_stream_is_a_damaged_block_and_another_copy_can_take_over() -> None:
     data = os.urandom(5 * B)
     verifier = RangeVerifier(block_checksums_of(data, B), 3, 4 * B + 2, len(data))

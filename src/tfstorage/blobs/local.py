@@ -524,6 +524,11 @@ class _FileReader(AsyncIterator[bytes]):
     the same time (a cold 1 GiB GET read and sent in turns ran at a quarter of the
     disk's pace).
 
+    A chunk is read as pieces that end at multiples of `_PIECE` (the default block size,
+    1 MiB) in the blob, handed out one by one: a reader checking blocks of that size
+    never slices a chunk (a 1 MiB slice is a fresh mmap, its page faults and a copy;
+    slicing 4 MiB reads took half the event loop's time on a large GET).
+
     The descriptor outlives an unlink (POSIX), so a reader opened before a delete gets
     every byte. It is closed when the range is exhausted, on `aclose()`, after a read
     error, or when the reader is garbage collected; never under a read in flight.
@@ -537,7 +542,8 @@ class _FileReader(AsyncIterator[bytes]):
         self._chunk_size = chunk_size
         self._reading = False
         self._closed = False
-        self._ahead: deque[asyncio.Task[bytes]] = deque()
+        self._ahead: deque[asyncio.Task[list[bytes]]] = deque()
+        self._pieces: deque[bytes] = deque()  # the rest of the chunk being handed out
         self._finalizer = weakref.finalize(self, os.close, fd)
 
     async def __anext__(self) -> bytes:
@@ -546,15 +552,19 @@ class _FileReader(AsyncIterator[bytes]):
         if self._closed or self._offset >= self._end:
             self._release()
             raise StopAsyncIteration
+        if self._pieces:
+            data = self._pieces.popleft()
+            self._offset += len(data)
+            return data
         self._reading = True
         try:
             # Cancelled, this waits for the thread's pread all the same (anyio does not
             # abandon it), so the descriptor is never closed under it.
             if self._ahead:
-                data = await self._ahead.popleft()
+                pieces = await self._ahead.popleft()
             else:
-                data = await self._read(self._offset)
-                self._queued = self._offset + len(data)
+                pieces = await self._read(self._offset)
+                self._queued = self._offset + sum(map(len, pieces))
         except Exception:
             self._release()
             raise
@@ -563,17 +573,27 @@ class _FileReader(AsyncIterator[bytes]):
         if self._closed:  # aclose() was called while the thread was reading
             self._release()
             raise StopAsyncIteration
+        data = pieces[0]
+        self._pieces.extend(pieces[1:])
         self._offset += len(data)
         while len(self._ahead) < _READ_AHEAD and self._queued < self._end:
             self._ahead.append(asyncio.ensure_future(self._read(self._queued)))
-            self._queued += min(self._chunk_size, self._end - self._queued)
+            self._queued += self._span(self._queued)
         return data
 
-    async def _read(self, offset: int) -> bytes:
+    async def _read(self, offset: int) -> list[bytes]:
         # A method, not a function of the descriptor: a pending read keeps the reader,
         # hence its finalizer, alive until the pread is done.
-        size = min(self._chunk_size, self._end - offset)
-        return await anyio.to_thread.run_sync(_pread_exact, self._fd, size, offset)
+        return await anyio.to_thread.run_sync(_pread_pieces, self._fd, self._span(offset), offset)
+
+    def _span(self, offset: int) -> int:
+        """How much the read at `offset` takes: a chunk, ending where a piece does once
+        chunks hold whole pieces (a range that starts mid-piece: the reads after the
+        first are aligned)."""
+        end = min(offset + self._chunk_size, self._end)
+        if end < self._end and self._chunk_size >= _PIECE and end // _PIECE * _PIECE > offset:
+            end = end // _PIECE * _PIECE
+        return end - offset
 
     async def aclose(self) -> None:
         if self._reading:
@@ -585,6 +605,7 @@ class _FileReader(AsyncIterator[bytes]):
         """Close the descriptor once no read uses it: now, or when the last read ahead
         that nobody will wait for is done."""
         self._closed = True
+        self._pieces.clear()
         ahead, self._ahead = list(self._ahead), deque()
         for task in ahead:
             if task.done() and not task.cancelled():
@@ -594,7 +615,7 @@ class _FileReader(AsyncIterator[bytes]):
             self._finalizer()
             return
 
-        def settled(task: asyncio.Task[bytes]) -> None:
+        def settled(task: asyncio.Task[list[bytes]]) -> None:
             nonlocal left
             if not task.cancelled():
                 task.exception()
@@ -652,6 +673,8 @@ _WRITEBACK_EVERY: Final = 8 * MiB
 # (this VM's disk serves a lone reader slowly), no better with four; each costs a chunk
 # of memory per stream.
 _READ_AHEAD: Final = 2
+_ADVISE: Final = getattr(os, "posix_fadvise", None)  # not on macOS
+_PIECE: Final = DEFAULT_BLOCK_SIZE  # a verified read then never slices a chunk
 _SYNC_FILE_RANGE_WRITE: Final = 2  # <linux/fs.h>: start writeback, do not wait
 
 
@@ -758,6 +781,24 @@ def _pread_exact(fd: int, size: int, offset: int) -> bytes:
                 raise BlobStoreUnavailable("local blob store: a blob is shorter than expected")
             data += more
         return data
+
+
+def _pread_pieces(fd: int, size: int, offset: int) -> list[bytes]:
+    """`size` bytes at `offset`, cut where the blob's offset is a multiple of `_PIECE`."""
+    pieces = []
+    end = offset + size
+    if _ADVISE is not None:
+        # Asks for the whole chunk at once: the preads below then find their pages
+        # coming. Two chunks read at once on one descriptor otherwise look random to the
+        # kernel's readahead; a first GET of a just-written 1 GiB blob ran at ~390 MB/s
+        # without this, ~650 with it.
+        with suppress(OSError):
+            _ADVISE(fd, offset, size, os.POSIX_FADV_WILLNEED)
+    while offset < end:
+        cut = min(end, (offset // _PIECE + 1) * _PIECE)
+        pieces.append(_pread_exact(fd, cut - offset, offset))
+        offset = cut
+    return pieces
 
 
 def _stat_blob(path: str, blob_id: str) -> BlobInfo:
