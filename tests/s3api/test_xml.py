@@ -6,14 +6,18 @@ import base64
 from xml.etree.ElementTree import fromstring
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tfstorage import errors
 from tfstorage.s3api import xml
 from tfstorage.s3api.errors import (
     MalformedXML,
     MaxMessageLengthExceeded,
+    _NOT_XML,
     SignatureDoesNotMatch,
     render_error,
+    xml_text,
 )
 
 from .clients import boto3_request, pieces
@@ -177,3 +181,13 @@ async def test_read_capped_stops_at_the_limit() -> None:
     assert len(pulled) == 11
     with pytest.raises(MaxMessageLengthExceeded):
         xml.parse(b"<a/>" + b" " * 100, root="a", limit=50)
+
+
+@given(st.text())
+def test_element_text_round_trips_through_a_parser(value: str) -> None:
+    """Escaped where needed, characters XML cannot carry replaced, and nothing else
+    touched (most keys take the fast path that returns them as they are)."""
+    text = xml_text(value)
+    parsed = fromstring(f"<Key>{text}</Key>".encode()).text or ""
+    expected = "".join(c if not _NOT_XML.match(c) else "\ufffd" for c in value)
+    assert parsed == expected.replace("\r\n", "\n").replace("\r", "\n")  # XML line ends
