@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from tfstorage import errors
 from tfstorage.s3api import xml
 from tfstorage.s3api.errors import (
+    _NOT_XML,
     MalformedXML,
     MaxMessageLengthExceeded,
-    _NOT_XML,
     SignatureDoesNotMatch,
     render_error,
     xml_text,
