@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -222,13 +223,18 @@ async def test_wrong_credentials_are_unavailable_without_leaking_them(
 
 
 @pytest.mark.anyio
-async def test_chunks_are_bounded_for_large_blobs(store: S3BlobStore) -> None:
+async def test_chunks_are_bounded_and_end_at_each_mib_of_the_blob(store: S3BlobStore) -> None:
+    """Whatever the engine's own chunks, a read hands out pieces up to the next MiB of
+    the blob: a block checker then takes each piece whole."""
     data = random_bytes(7 * MiB + 3, seed=3)
     blob_id = new_blob_id()
     await store.put(blob_id, chunked(data, 3 * MiB))
-    chunks = await read_chunks(await store.open(blob_id, 1))
-    assert b"".join(chunks) == data[1:]
-    assert all(0 < len(chunk) <= MiB for chunk in chunks)
+    for start, end in ((1, None), (0, None), (MiB - 5, 5 * MiB + 7)):
+        chunks = await read_chunks(await store.open(blob_id, start, end))
+        assert b"".join(chunks) == data[start:end]
+        ends = list(itertools.accumulate(map(len, chunks), initial=start))
+        assert all(0 < len(chunk) <= MiB for chunk in chunks)
+        assert all(b % MiB == 0 for b in ends[1:-1])  # every piece but the last ends at a MiB
 
 
 @pytest.mark.anyio
