@@ -12,6 +12,7 @@ import pytest
 
 from tests.server.conftest import ServerFactory
 from tests.server.helpers import blob_files
+from tfstorage.blobs.packs import DEFAULT_DEAD_SHARE
 
 pytestmark = pytest.mark.server
 
@@ -62,12 +63,16 @@ def test_small_objects_are_packed_and_gc_reclaims_their_space(
     # first can still be midway.
     left = sum(len(d) + 48 for d in kept.values()) * 1.05
     server = make_server(ENV, data_dir=server.data_dir)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 20
     while packs_size(server.data_dir) > left and time.monotonic() < deadline:
         time.sleep(0.2)
     after = packs_size(server.data_dir)
     assert after < before / 2, (before, after, server.log_tail())
-    assert after <= left
+    # Usually all of it goes. But both workers collect garbage at start-up: one can
+    # compact while the other still deletes blobs it had claimed, copying records that
+    # die right after. The packs that leaves are under DEFAULT_DEAD_SHARE dead, so they
+    # are not rewritten until more of them dies: the bound is that share, not zero.
+    assert after <= left / (1 - DEFAULT_DEAD_SHARE), (before, after, left)
     with server.client() as client:
         for key, data in kept.items():
             answer = client.get(f"/api/v1/download/{BUCKET}/{key}")
