@@ -36,7 +36,8 @@ def holds_port(pid: int, port: int) -> bool:
         with contextlib.suppress(FileNotFoundError), open(table) as f:
             for line in list(f)[1:]:
                 fields = line.split()
-                if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                # Listening (state 0A), not a connection that got it as its own port.
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
                     inodes.add(f"socket:[{fields[9]}]")
     for member in _family(pid):
         with contextlib.suppress(OSError):

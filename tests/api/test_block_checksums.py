@@ -27,6 +27,7 @@ from tfstorage.service.storage import Storage
 
 pytestmark = pytest.mark.anyio
 
+MiB = 1024 * 1024
 B = 64 * 1024  # small blocks keep the objects small; the code is the same at 1 MiB
 DATA = os.urandom(10 * B + 1234)  # ten whole blocks and a short last one
 FLIP = 3 * B + 2000  # in block 3
@@ -113,6 +114,42 @@ async def test_a_range_over_a_flipped_byte_is_cut_before_the_bad_block(
     assert storage_of(app).ctx.integrity.damage_of(blob_id) == "corrupt"
     refused = await get_range(client, f"/api/v1/files/download/{file_id}", start, end)
     assert_error(refused, 500, "ObjectCorrupted")
+
+
+async def _received(c: httpx.AsyncClient, url: str) -> bytes:
+    """What a download delivered before it ended, cleanly or not."""
+    received = b""
+    try:
+        async with c.stream("GET", url) as r:
+            async for chunk in r.aiter_bytes():
+                received += chunk
+    except httpx.HTTPError:
+        pass
+    return received
+
+
+@pytest.mark.parametrize("block_size", [B, 8 * MiB])
+async def test_a_whole_download_is_checked_by_blocks_unless_they_are_too_large(
+    tmp_path: Path, block_size: int
+) -> None:
+    """From 2 MiB, a whole GET is checked block by block and stops before the bad block;
+    with blocks over 4 MiB (held whole before they are sent) it streams under its SHA-256
+    instead, which holds back only its last piece."""
+    size, flip = 3 * MiB, 2 * MiB + 100
+    data = os.urandom(size)
+    settings = make_settings(tmp_path, block_size=block_size, max_file_size=16 * MiB)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=ADMIN) as c:
+            _, blob_id = await upload(c, app, "w.bin", data)
+            StoredBlobs(settings).flip(blob_id, flip)
+            received = await _received(c, URL)
+    assert len(received) < size and data.startswith(received)
+    if block_size == B:
+        assert received == data[: flip // B * B]  # every block before the bad one
+    else:
+        assert 0 < len(received) <= 2 * MiB  # streamed, not held as one 8 MiB block
 
 
 async def test_intact_ranges_read_only_their_end_blocks_and_are_served_whole(

@@ -169,6 +169,10 @@ class RangeVerifier:
         self._gathered = 0
         self._crc = 0
 
+    @property
+    def block_size(self) -> int:
+        return self._sums.block_size
+
     def _block_end(self) -> int:
         return min(self.position + self._sums.block_size, self._size)
 

@@ -35,6 +35,10 @@ WHOLE_BODY_UP_TO = 64 * 1024
 # index read of the block checksums. Either way no wrong byte leaves: a block is sent
 # only once it matched, and a SHA-256 mismatch cuts the response before its last byte.
 BLOCKWISE_WHOLE_FROM = 2 * 1024 * 1024
+# ... unless its blocks are larger than this (BLOCK_SIZE goes up to 64 MiB): a block is
+# held until it is checked, and a whole GET would then stall and hold that much, where
+# the SHA-256 check streams.
+BLOCKWISE_WHOLE_BLOCKS_UP_TO = 4 * 1024 * 1024
 
 
 async def read_whole(stream: ByteStream) -> bytes:
@@ -91,6 +95,12 @@ class ObjectReader:
         verifier = None
         if not whole or version.size >= BLOCKWISE_WHOLE_FROM:
             verifier = await self._range_verifier(version, start, end)
+            if (
+                whole
+                and verifier is not None
+                and verifier.block_size > BLOCKWISE_WHOLE_BLOCKS_UP_TO
+            ):
+                verifier = None
         if verifier is not None:
             start, end = verifier.read_start, verifier.read_end  # whole blocks
         on_replica = version.damage is not None
