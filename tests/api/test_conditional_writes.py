@@ -314,7 +314,11 @@ async def test_racing_completions_one_winner(
         assert r.status_code == 200, r.text
     else:
         # The engine's multipart upload assembled them: the answer says they are gone.
-        assert all("upload them again" in r.json()["error"] for r in losers)
+        # On a loaded machine a loser's early check can come after the winner's commit:
+        # it is refused before assembly, its parts intact, and says only that.
+        errors = [r.json()["error"] for r in losers]
+        assert any("upload them again" in e for e in errors), errors
+        assert all("upload them again" in e or "already exists" in e for e in errors), errors
     for upload in uploads:  # the losers' sessions are still open: abort them
         await client.delete(f"/api/v1/uploads/{upload['id']}")
     # The winner's blob, and on local disk the retried loser's.
