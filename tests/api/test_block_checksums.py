@@ -18,6 +18,7 @@ from sqlalchemy import update
 
 from tests.api.blob_damage import StoredBlobs
 from tests.api.conftest import ADMIN, assert_error, make_settings
+from tests.api.test_replica import read_until_cut
 from tests.s3.fixtures import s3_settings_overrides
 from tfstorage.api.app import create_app
 from tfstorage.config import Settings
@@ -116,18 +117,6 @@ async def test_a_range_over_a_flipped_byte_is_cut_before_the_bad_block(
     assert_error(refused, 500, "ObjectCorrupted")
 
 
-async def _received(c: httpx.AsyncClient, url: str) -> bytes:
-    """What a download delivered before it ended, cleanly or not."""
-    received = b""
-    try:
-        async with c.stream("GET", url) as r:
-            async for chunk in r.aiter_bytes():
-                received += chunk
-    except httpx.HTTPError:
-        pass
-    return received
-
-
 @pytest.mark.parametrize("block_size", [B, 8 * MiB])
 async def test_a_whole_download_is_checked_by_blocks_unless_they_are_too_large(
     tmp_path: Path, block_size: int
@@ -144,7 +133,7 @@ async def test_a_whole_download_is_checked_by_blocks_unless_they_are_too_large(
         async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=ADMIN) as c:
             _, blob_id = await upload(c, app, "w.bin", data)
             StoredBlobs(settings).flip(blob_id, flip)
-            received = await _received(c, URL)
+            received = await read_until_cut(c, URL)
     assert len(received) < size and data.startswith(received)
     if block_size == B:
         assert received == data[: flip // B * B]  # every block before the bad one
