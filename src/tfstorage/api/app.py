@@ -15,6 +15,7 @@ from tfstorage.api.body_deadline import BodyDeadlineMiddleware
 from tfstorage.api.docs import install_docs
 from tfstorage.api.errors import install_error_handlers
 from tfstorage.api.forwarded import ForwardedHeadersMiddleware
+from tfstorage.api.hot_routes import HotObjectRoutes
 from tfstorage.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from tfstorage.api.routes import (
     access,
@@ -106,6 +107,10 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> FastAPI
     )
     for module in routers:
         app.include_router(module.router)
+    # PUT, GET and HEAD of an object skip the route search when they can (hot_routes.py).
+    app.router.middleware_stack = HotObjectRoutes(
+        app.router, objects.router.routes, objects.HOT_ENDPOINTS
+    )
     origins = settings.cors_origin_list
     if origins:
         app.add_middleware(

@@ -39,12 +39,24 @@ class ForwardedHeadersMiddleware:
         self.app = app
         self._any, self._networks = parse_trusted(trusted)
         self._names = _FAMILIES[family]
+        # Each request asks about its peer, and parsing the address cost more than the
+        # rest of this middleware: the answers are kept (a few peers: the proxies, or
+        # the clients; bounded all the same).
+        self._answers: dict[str, bool] = {}
 
     def _trusts(self, peer: str | None) -> bool:
         if self._any:
             return True
         if peer is None:
             return False
+        known = self._answers.get(peer)
+        if known is None:
+            if len(self._answers) >= _MAX_PEERS_KEPT:
+                self._answers.clear()
+            known = self._answers[peer] = self._judge(peer)
+        return known
+
+    def _judge(self, peer: str) -> bool:
         try:
             address = ipaddress.ip_address(peer)
         except ValueError:
@@ -59,6 +71,7 @@ class ForwardedHeadersMiddleware:
         await self.app(scope, receive, send)
 
 
+_MAX_PEERS_KEPT = 4096
 _FAMILIES: dict[str, frozenset[bytes]] = {
     "x-forwarded": frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}),
     "forwarded": frozenset({b"forwarded"}),

@@ -61,7 +61,11 @@ class FileInfo(BaseModel):
 
     @classmethod
     def of(cls, v: ObjectVersion) -> FileInfo:
-        return cls(
+        return cls(**cls.fields_of(v))
+
+    @staticmethod
+    def fields_of(v: ObjectVersion) -> dict[str, Any]:
+        return dict(
             file_id=v.file_id,
             version_id=v.file_id,
             bucket=v.bucket,
@@ -88,17 +92,6 @@ class UploadResult(FileInfo):
     success: bool = True
     message: str = "File uploaded successfully"
     deduplicated: bool = False
-
-
-class UploadResponse(BaseModel):
-    """One file: its fields at the top level (the original shape) and in `files`."""
-
-    model_config = ConfigDict(extra="allow")
-
-    success: bool = True
-    message: str
-    count: int
-    files: list[UploadResult]
 
 
 class ListedObject(BaseModel):

@@ -88,6 +88,11 @@ async def download(
     return await object_response(request, storage, version)
 
 
+# Called directly, without FastAPI's routing, when no query string comes with them
+# (api/hot_routes.py): they take the request and path parameters only.
+HOT_ENDPOINTS = (put_object, download)
+
+
 @router.get("/list/{bucket}")
 async def list_objects(
     bucket: str,
