@@ -64,7 +64,9 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     s3_bucket: str = ""  # physical bucket; empty: DEFAULT_BUCKET
     s3_prefix: str = ""  # objects go under {S3_PREFIX}/blobs/
-    s3_part_size: int = 16 * 1024**2  # multipart part size, with units (5MB .. 5GB)
+    # Multipart part size, with units (5MB .. 5GB); raised as needed for MAX_FILE_SIZE to
+    # fit in S3's 10,000 parts (service/backends.py). An upload holds three parts in memory.
+    s3_part_size: int = 8 * 1024**2
     s3_timeout_seconds: float = 10.0  # connect, and idle wait for bytes
     s3_max_retries: int = 3  # for connection errors, timeouts of reads, 5xx and SlowDown
 

@@ -15,6 +15,7 @@ from tfstorage.blobs.packs import PackedBlobStore
 from tfstorage.blobs.replicated import ReplicatedBlobStore
 from tfstorage.blobs.s3 import S3BlobStore
 from tfstorage.config import Settings, load_settings
+from tfstorage.domain.sizes import parse_size
 from tfstorage.errors import ConfigError
 from tfstorage.service.backends import build_blob_store, replica_s3_config, s3_config
 
@@ -155,3 +156,23 @@ async def test_settings_overrides_build_a_working_store(
         assert object_keys(seaweedfs, s3_prefix) == [f"{s3_prefix}blobs/{blob_id[:2]}/{blob_id}"]
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(
+    ("max_file_size", "part_size", "expected"),
+    [
+        ("2GB", None, 8 * MiB),  # the default: 8 MiB parts
+        ("100GB", None, 11 * MiB),  # 10,000 parts of 8 MiB would stop at 80 GiB
+        ("5TB", None, 525 * MiB),
+        ("1GB", "64MB", 64 * MiB),  # S3_PART_SIZE is a floor, never lowered
+    ],
+)
+def test_parts_are_small_unless_max_file_size_needs_them_larger(
+    tmp_path: Path, max_file_size: str, part_size: str | None, expected: int
+) -> None:
+    overrides = {"storage_type": "s3", "s3_endpoint_url": "http://engine:8333"}
+    if part_size is not None:
+        overrides["s3_part_size"] = part_size
+    config = s3_config(settings(tmp_path, max_file_size=max_file_size, **overrides))
+    assert config.part_size == expected
+    assert config.part_size * 10_000 >= parse_size(max_file_size)

@@ -154,10 +154,11 @@ class S3BlobStore:
             # The source is read here, in the caller's task, so its cancel scopes and
             # context stay where they were created; obstore only reads the buffer.
             with contextlib.suppress(anyio.BrokenResourceError):
-                for chunk in head:
+                head.reverse()
+                while head:  # each let go of as obstore takes it: not a part held twice
+                    chunk = head.pop()
                     size += len(chunk)
                     await send.send(chunk)
-                head.clear()
                 async for chunk in source:
                     if chunk:
                         size += len(chunk)

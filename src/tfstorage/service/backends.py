@@ -49,6 +49,19 @@ def build_blob_store(settings: Settings) -> BlobStore:
     return ReplicatedBlobStore(primary, _build_replica(settings))
 
 
+# S3 completes a multipart upload of at most this many parts.
+MAX_ENGINE_PARTS = 10_000
+
+
+def engine_part_size(settings: Settings) -> int:
+    """S3_PART_SIZE, or the smallest whole number of MiB that lets an object of
+    MAX_FILE_SIZE go up in 10,000 parts: small parts keep a server's memory low (an
+    upload holds three), and a setting that allows huge files still gets them stored."""
+    needed = -(-settings.max_file_size // MAX_ENGINE_PARTS)
+    mib = 1024**2
+    return max(settings.s3_part_size, -(-needed // mib) * mib)
+
+
 def s3_config(settings: Settings) -> S3Config:
     """The primary engine's `S3Config` (MINIO_* for the original variables, S3_* for more)."""
     return _config(
@@ -159,7 +172,7 @@ def _config(
             secret_key=secret_key,
             region=region,
             prefix=normalize_prefix(prefix),
-            part_size=settings.s3_part_size,
+            part_size=engine_part_size(settings),
             timeout_seconds=settings.s3_timeout_seconds,
             max_retries=settings.s3_max_retries,
         )
