@@ -43,7 +43,7 @@ from tfstorage.errors import (
     QuotaExceeded,
 )
 from tfstorage.index.conditions import check_head, place_head
-from tfstorage.index.driver import first_row, scalars
+from tfstorage.index.driver import first_row, insert_returning, run_write, scalars
 from tfstorage.index.latest import read_version
 from tfstorage.index.locks import db_now, is_locked, refuse_locked
 from tfstorage.index.reads import (
@@ -88,7 +88,7 @@ def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
         "created_at": now,
         **block_columns(new.blocks),
     }
-    stored: str = conn.execute(_blob_upsert(conn.dialect.name), row).scalar_one()
+    stored: str = insert_returning(conn, _blob_upsert(conn.dialect.name), row)
     condition = new.condition
     # Judged before the version takes its seq, with the head locked (index/conditions.py).
     head = None if condition is None else check_head(conn, bid, new.key, condition)
@@ -426,7 +426,7 @@ def _insert_version(
         "unversioned": unversioned,
     }
     # One statement object for every insert; the row goes as parameters (see _blob_upsert).
-    seq = int(conn.execute(_VERSION_INSERT, row).scalar_one())
+    seq = int(insert_returning(conn, _VERSION_INSERT, row))
     _insert_tags(conn, seq, tag_map)
     _lock_new_version(conn, bucket_id, seq, lock, now, object_lock)
     return seq
@@ -469,10 +469,20 @@ def _advance_head(conn: Connection, bid: int, key: str, seq: int) -> None:
     # Only a newer seq moves the head: when commits to one key overlap on PostgreSQL,
     # the one holding the larger seq wins whatever order they commit in (the WHERE is
     # re-checked on the locked row).
-    conn.execute(_head_upsert(conn.dialect.name), {"bucket_id": bid, "key": key, "current_id": seq})
+    head = {"bucket_id": bid, "key": key, "current_id": seq}
+    run_write(conn, _head_upsert(conn.dialect.name), head)
 
 
-_VERSION_INSERT = insert(versions).returning(versions.c.id)
+_VERSION_COLUMNS = (
+    *("file_id", "bucket_id", "key", "blob_id", "size", "etag", "sha256", "content_type"),
+    *("category", "user_metadata", "created_at", "created_by", "parts_etag", "part_sizes"),
+    *("content_headers", "unversioned"),
+)
+_VERSION_INSERT = (
+    insert(versions)
+    .values({name: bindparam(name, type_=versions.c[name].type) for name in _VERSION_COLUMNS})
+    .returning(versions.c.id)
+)
 # The key's "null" version older than the one a commit just wrote (null_versions).
 _OLDER_NULL_VERSIONS = select(versions.c.id).where(
     versions.c.bucket_id == bindparam("bid"),
