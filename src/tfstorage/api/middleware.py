@@ -77,33 +77,47 @@ class RequestIdMiddleware:
                     metrics.http_bytes_in.labels(route=route).inc(bytes_in)
                 if bytes_out:
                     metrics.http_bytes_out.labels(route=route).inc(bytes_out)
-            client = scope.get("client")
-            fields: dict[str, Any] = {
-                "request_id": request_id,
-                "method": scope["method"],
-                "route": route,
-                "path": scope["path"],
-                "status": status,
-                "bytes_in": bytes_in,
-                "bytes_out": bytes_out,
-                "duration_ms": round(seconds * 1000, 2),
-                "token": state.get("caller_name"),  # the token's name, never its secret
-                "client": client[0] if client else None,
-                "pid": os.getpid(),
-            }
-            log.info(
-                "%s %s %s %.1fms in=%d out=%d token=%s client=%s rid=%s",
-                scope["method"],
-                scope["path"],
-                status,
-                seconds * 1000,
-                bytes_in,
-                bytes_out,
-                fields["token"] or "-",
-                fields["client"] or "-",
-                request_id,
-                extra={"request": fields},
-            )
+            if log.isEnabledFor(logging.INFO):  # at WARNING and up, no line to build
+                _log_request(scope, state, request_id, status, seconds, bytes_in, bytes_out)
+
+
+def _log_request(
+    scope: Scope,
+    state: dict[str, Any],
+    request_id: str,
+    status: int,
+    seconds: float,
+    bytes_in: int,
+    bytes_out: int,
+) -> None:
+    route = route_template(scope)
+    client = scope.get("client")
+    fields: dict[str, Any] = {
+        "request_id": request_id,
+        "method": scope["method"],
+        "route": route,
+        "path": scope["path"],
+        "status": status,
+        "bytes_in": bytes_in,
+        "bytes_out": bytes_out,
+        "duration_ms": round(seconds * 1000, 2),
+        "token": state.get("caller_name"),  # the token's name, never its secret
+        "client": client[0] if client else None,
+        "pid": os.getpid(),
+    }
+    log.info(
+        "%s %s %s %.1fms in=%d out=%d token=%s client=%s rid=%s",
+        scope["method"],
+        scope["path"],
+        status,
+        seconds * 1000,
+        bytes_in,
+        bytes_out,
+        fields["token"] or "-",
+        fields["client"] or "-",
+        request_id,
+        extra={"request": fields},
+    )
 
 
 def route_template(scope: Scope) -> str:
