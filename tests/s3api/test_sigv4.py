@@ -297,6 +297,29 @@ def test_missing_security_headers() -> None:
         _verify(sent.with_header("X-Amz-Date", None).signed())
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "20261306T120000Z",  # month 13
+        "20260230T120000Z",  # February 30
+        "20261206T250000Z",  # hour 25
+        "20261206T126000Z",  # minute 60
+        "2026-12-06T12:00:00Z",
+        "20261206T120000",
+        "20261206t120000z",
+    ],
+)
+def test_an_x_amz_date_not_in_the_long_format_is_refused(bad: str) -> None:
+    sent = _signed_get()
+    date = sent.header("X-Amz-Date") or ""
+    # The credential names the same day (when it is one), so only the date is at fault.
+    day = bad[:8] if bad[:8].isdigit() else date[:8]
+    authorization = (sent.header("Authorization") or "").replace(date[:8], day)
+    sent = sent.with_header("X-Amz-Date", bad).with_header("Authorization", authorization)
+    with pytest.raises(AccessDenied, match="ISO8601 Long Format"):
+        _verify(sent.signed())
+
+
 def test_a_date_header_can_stand_in_for_x_amz_date() -> None:
     # botocore signs with Date (and drops X-Amz-Date) when the caller set a Date header.
     sent = botocore_sign(

@@ -3,10 +3,12 @@ translated into the service's own (no SQL or driver text ever reaches a client).
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
@@ -37,6 +39,7 @@ class IndexStore:
         # (sqlite3's busy handler), each then paying its own fsync. This process's
         # writers queue on one group committer per database instead.
         self._committer = _committer(engine) if engine.dialect.name == "sqlite" else None
+        self._loop_readers = _loop_readers(engine) if engine.dialect.name == "sqlite" else None
         self._read_options: dict[str, Any] = {}
         self._statement_options: dict[str, Any] = {SINGLE_STATEMENT_OPTION: True}
         if engine.dialect.name == "postgresql":
@@ -56,6 +59,8 @@ class IndexStore:
 
     def dispose(self) -> None:
         """Close every pooled connection (at shutdown)."""
+        if self._loop_readers is not None:
+            self._loop_readers.close_all()
         self._engine.dispose()
 
     def _read(self, work: Callable[[Connection], _T]) -> _T:
@@ -76,7 +81,15 @@ class IndexStore:
         """A one-statement read on SQLite run on the driver's own connection (from the
         pool, in autocommit: the statement is its own read transaction), for the reads
         every request makes; errors as the other paths translate them."""
+        readers = self._loop_readers
         try:
+            held = None if readers is None else readers.driver()
+            if readers is not None and held is not None:
+                try:
+                    return work(held)
+                except sqlite3.Error:
+                    readers.drop()  # a fresh one next time
+                    raise
             pooled = self._engine.raw_connection()
             try:
                 driver = pooled.driver_connection
@@ -160,6 +173,70 @@ def _translate(exc: SQLAlchemyError) -> StorageError:
     ):
         return ServiceUnavailable("the metadata index is unavailable; retry later")
     return InternalError("the metadata index failed")
+
+
+class _LoopReaders:
+    """The pooled connection an event loop's thread keeps for its one-statement reads
+    (`_read_driver`, run on the loop: every GET, HEAD and PUT makes one or two).
+    Checking a connection out of the pool and back, with its events, cost about as
+    much as the read itself. Only loop threads keep one (a worker thread per connection
+    could drain the pool); each read is still its own transaction, so it sees every
+    commit made before it, by any connection or process."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = weakref.ref(engine)  # held weakly: _READERS is keyed by it
+        self._local = threading.local()
+        self._guard = threading.Lock()
+        self._held: set[Any] = set()  # every thread's, to close at dispose
+        self._generation = 0  # a thread's connection from before close_all is gone
+
+    def driver(self) -> sqlite3.Connection | None:
+        """This loop thread's connection; None on a thread without a running loop."""
+        kept = getattr(self._local, "kept", None)
+        if kept is None or kept[0] != self._generation:
+            engine = self._engine()
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return None
+            if engine is None:
+                return None
+            pooled = engine.raw_connection()
+            with self._guard:
+                self._held.add(pooled)
+                kept = self._local.kept = (self._generation, pooled)
+        driver = kept[1].driver_connection
+        assert isinstance(driver, sqlite3.Connection)
+        return driver
+
+    def drop(self) -> None:
+        """After an error on it: this thread's connection goes, unused again."""
+        kept = getattr(self._local, "kept", None)
+        self._local.kept = None
+        if kept is not None:
+            with self._guard:
+                self._held.discard(kept[1])
+            kept[1].invalidate()
+
+    def close_all(self) -> None:
+        with self._guard:
+            held, self._held = self._held, set()
+            self._generation += 1
+        for pooled in held:
+            pooled.close()
+
+
+_READERS: weakref.WeakKeyDictionary[Engine, _LoopReaders] = weakref.WeakKeyDictionary()
+_READERS_GUARD = threading.Lock()
+
+
+def _loop_readers(engine: Engine) -> _LoopReaders:
+    """One per engine, shared by every store of this process using it."""
+    with _READERS_GUARD:
+        readers = _READERS.get(engine)
+        if readers is None:
+            readers = _READERS[engine] = _LoopReaders(engine)
+        return readers
 
 
 _COMMITTERS: dict[str, GroupCommitter] = {}

@@ -334,7 +334,9 @@ def _parse_amz_date(text: str, *, header: bool) -> datetime:
     try:
         if not re.fullmatch(r"\d{8}T\d{6}Z", text):
             raise ValueError(text)
-        return datetime.strptime(text, _AMZ_DATE).replace(tzinfo=UTC)
+        # Read by hand: strptime cost ~20 us, a tenth of a small GET's authentication.
+        numbers = (text[0:4], text[4:6], text[6:8], text[9:11], text[11:13], text[13:15])
+        return datetime(*map(int, numbers), tzinfo=UTC)  # ValueError for a day 32, say
     except ValueError:
         if header:
             raise AccessDenied("X-Amz-Date must be in the ISO8601 Long Format") from None

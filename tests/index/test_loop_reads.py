@@ -1,0 +1,68 @@
+"""One-statement reads on an event loop's thread keep one pooled connection
+(index/transactions.py, _LoopReaders) instead of checking one out per read: no
+checkout per read, each read still sees every commit made before it (by another
+engine too, as another process would), worker threads keep nothing, and shutdown
+gives the connection back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio.to_thread
+import pytest
+from sqlalchemy import Engine, event
+
+from tfstorage.index import ObjectIndex, create_index_engine, migrate
+
+from .builders import new_version
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = create_index_engine(f"sqlite:///{tmp_path / 'index.db'}")
+    migrate(engine)
+    ObjectIndex(engine).create_bucket("b")
+    yield engine
+    engine.dispose()
+
+
+async def test_loop_reads_keep_one_connection_and_see_every_commit(
+    engine: Engine, tmp_path: Path
+) -> None:
+    index = ObjectIndex(engine)
+    first = index.commit_version(new_version("b", "k", b"one")).version
+    checkouts = 0
+
+    def counted(*_: object) -> None:
+        nonlocal checkouts
+        checkouts += 1
+
+    event.listen(engine, "checkout", counted)
+    assert index.resolve_latest("b", "k") == first
+    assert checkouts == 1
+    # Another process's engine on the same file commits a newer version.
+    other = create_index_engine(f"sqlite:///{tmp_path / 'index.db'}")
+    try:
+        for n in range(3):
+            newer = ObjectIndex(other).commit_version(new_version("b", "k", b"%d" % n)).version
+            before = checkouts  # (this process's commits to that file share one committer)
+            assert index.resolve_latest("b", "k") == newer  # seen at once
+            assert checkouts == before  # the loop's reads kept their connection
+    finally:
+        other.dispose()
+    index.dispose()
+    assert engine.pool.checkedout() == 0  # given back at shutdown
+
+
+async def test_worker_threads_keep_no_connection(engine: Engine) -> None:
+    index = ObjectIndex(engine)
+    index.commit_version(new_version("b", "k"))
+    for _ in range(20):
+        await anyio.to_thread.run_sync(index.resolve_latest, "b", "k")
+    assert engine.pool.checkedout() == 0
+    index.resolve_latest("b", "k")  # on the loop
+    assert engine.pool.checkedout() == 1
+    index.dispose()
