@@ -90,6 +90,7 @@ class Metrics:
         self.http_bytes_out = Counter(
             "storage_http_response_bytes", "HTTP response body bytes", ["route"], registry=r
         )
+        self._http_children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
         # 1 up, 0 down; set at each scrape. backend = blob_store | replica | index.
         self.backend_up = Gauge(
             "storage_backend_up", "Whether a backend answers", ["backend"], registry=r,
@@ -122,6 +123,27 @@ class Metrics:
         )  # fmt: skip
         self.scrub_passes = Counter("storage_scrub_passes", "Scrub passes finished", registry=r)
         # --- end of integrity -------------------------------------------------------------
+
+    def observe_request(
+        self, route: str, method: str, status: str, seconds: float, bytes_in: int, bytes_out: int
+    ) -> None:
+        """One HTTP request: its latency and body bytes. The labelled children are kept
+        (routes are templates, statuses classes: a few dozen): looking one up, with its
+        lock and label tuple, cost more than the observation."""
+        key = (route, method, status)
+        children = self._http_children.get(key)
+        if children is None:
+            children = self._http_children[key] = (
+                self.http_seconds.labels(route=route, method=method, status=status),
+                self.http_bytes_in.labels(route=route),
+                self.http_bytes_out.labels(route=route),
+            )
+        latency, received, sent = children
+        latency.observe(seconds)
+        if bytes_in:
+            received.inc(bytes_in)
+        if bytes_out:
+            sent.inc(bytes_out)
 
     @contextmanager
     def time(self, operation: str) -> Iterator[None]:

@@ -70,13 +70,7 @@ class RequestIdMiddleware:
             metrics = _metrics(scope)
             if metrics is not None:
                 method = scope["method"] if scope["method"] in _METHODS else "other"
-                metrics.http_seconds.labels(
-                    route=route, method=method, status=status_class
-                ).observe(seconds)
-                if bytes_in:
-                    metrics.http_bytes_in.labels(route=route).inc(bytes_in)
-                if bytes_out:
-                    metrics.http_bytes_out.labels(route=route).inc(bytes_out)
+                metrics.observe_request(route, method, status_class, seconds, bytes_in, bytes_out)
             if log.isEnabledFor(logging.INFO):  # at WARNING and up, no line to build
                 _log_request(scope, state, request_id, status, seconds, bytes_in, bytes_out)
 

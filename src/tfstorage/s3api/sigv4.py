@@ -335,8 +335,10 @@ def _parse_amz_date(text: str, *, header: bool) -> datetime:
         if not re.fullmatch(r"\d{8}T\d{6}Z", text):
             raise ValueError(text)
         # Read by hand: strptime cost ~20 us, a tenth of a small GET's authentication.
-        numbers = (text[0:4], text[4:6], text[6:8], text[9:11], text[11:13], text[13:15])
-        return datetime(*map(int, numbers), tzinfo=UTC)  # ValueError for a day 32, say
+        year, month, day = int(text[0:4]), int(text[4:6]), int(text[6:8])
+        hour, minute, second = int(text[9:11]), int(text[11:13]), int(text[13:15])
+        # ValueError for a day 32, say
+        return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     except ValueError:
         if header:
             raise AccessDenied("X-Amz-Date must be in the ISO8601 Long Format") from None
