@@ -7,9 +7,11 @@ import socket
 import threading
 import time
 
+import httpx
 import pytest
 
 from tests.server.conftest import AUTH_HEADER, ServerFactory
+from tests.server.test_crash import _s3_signed
 
 pytestmark = pytest.mark.server
 
@@ -60,6 +62,31 @@ def test_trickling_body_does_not_stop_others_and_is_cut_off(make_server: ServerF
         assert client.get("/api/v1/download/artifacts/slow.bin").status_code == 404
         temp = server.data_dir / "blobs" / ".tmp"
         assert not temp.exists() or list(temp.iterdir()) == []
+
+
+def test_a_stalled_s3_body_is_cut_off_and_answered_in_xml(make_server: ServerFactory) -> None:
+    """The S3 endpoint has the same body deadlines as REST (BodyDeadlineMiddleware in
+    front of it), answered as an S3 error, with nothing stored."""
+    server = make_server({"BODY_TIMEOUT_SECONDS": "2", "S3_PORT": "auto"})
+    url, headers = _s3_signed(server, "PUT", "/artifacts/stalled.bin", "UNSIGNED-PAYLOAD")
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    with socket.create_connection(("127.0.0.1", server.s3_port), timeout=30) as sock:
+        sock.sendall(
+            (
+                "PUT /artifacts/stalled.bin HTTP/1.1\r\n"
+                f"Host: 127.0.0.1:{server.s3_port}\r\n{lines}Content-Length: 1000000\r\n\r\n"
+            ).encode()
+        )
+        sock.sendall(b"x" * 100)
+        started = time.monotonic()
+        received = b""
+        while b"</Error>" not in received and (chunk := sock.recv(4096)):
+            received += chunk
+    assert 1.5 < time.monotonic() - started < 20
+    assert b" 408 " in received.split(b"\r\n", 1)[0], received
+    assert b"<Code>RequestTimeout</Code>" in received
+    url, headers = _s3_signed(server, "HEAD", "/artifacts/stalled.bin", "UNSIGNED-PAYLOAD")
+    assert httpx.head(url, headers=headers).status_code == 404
 
 
 # --- deadlines on headers and on the body rate (issue 10) ------------------------------

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import anyio
 from starlette.requests import Request
 
 from tfstorage.domain.caller import Caller
-from tfstorage.errors import InvalidRequest, RequestTimeout
+from tfstorage.errors import InvalidRequest
 from tfstorage.s3api import sigv4
 from tfstorage.s3api.body import object_body
 from tfstorage.service.storage import Storage
@@ -25,13 +24,22 @@ class S3Request:
     key: str  # "" for a bucket
     request_id: str
     query: dict[str, str] = field(default_factory=dict)  # decoded; the first of repeats
+    _headers: dict[str, str] | None = field(default=None, init=False, repr=False)
 
     @property
     def method(self) -> str:
         return self.http.method
 
     def header(self, name: str) -> str | None:
-        return self.http.headers.get(name)
+        """The first value of a header, as Starlette's `headers.get` gives it. An
+        operation asks for a dozen or two: each of those scanned the whole list."""
+        headers = self._headers
+        if headers is None:
+            headers = {}
+            for key, value in self.http.scope["headers"]:
+                headers.setdefault(key.decode("latin-1").lower(), value.decode("latin-1"))
+            self._headers = headers
+        return headers.get(name.lower())
 
     @property
     def lower_headers(self) -> dict[str, str]:
@@ -42,8 +50,9 @@ class S3Request:
         return self.http.client.host if self.http.client else None
 
     def raw_body(self) -> AsyncIterator[bytes]:
-        """The body as it arrives, cut off when the client stalls BODY_TIMEOUT_SECONDS."""
-        return _timed(self.http, self.storage.settings.body_timeout_seconds)
+        """The body as it arrives. BodyDeadlineMiddleware, in front of the S3 app as of
+        the REST one, cuts off a body that stalls or trickles (RequestTimeout)."""
+        return _chunks(self.http)
 
     def body(self) -> AsyncIterator[bytes]:
         """The object bytes: aws-chunked decoded, signatures and checksums verified."""
@@ -64,15 +73,7 @@ class S3Request:
         )
 
 
-async def _timed(request: Request, idle: float) -> AsyncIterator[bytes]:
-    chunks = request.stream().__aiter__()
-    while True:
-        try:
-            with anyio.fail_after(idle):
-                chunk = await chunks.__anext__()
-        except StopAsyncIteration:
-            return
-        except TimeoutError:
-            raise RequestTimeout(f"no body bytes received for {idle:g} seconds") from None
+async def _chunks(request: Request) -> AsyncIterator[bytes]:
+    async for chunk in request.stream():
         if chunk:
             yield chunk
