@@ -90,7 +90,9 @@ class Metrics:
         self.http_bytes_out = Counter(
             "storage_http_response_bytes", "HTTP response body bytes", ["route"], registry=r
         )
-        self._http_children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
+        self._http_latency: dict[tuple[str, str, str], Any] = {}
+        self._http_received: dict[str, Any] = {}
+        self._http_sent: dict[str, Any] = {}
         # 1 up, 0 down; set at each scrape. backend = blob_store | replica | index.
         self.backend_up = Gauge(
             "storage_backend_up", "Whether a backend answers", ["backend"], registry=r,
@@ -129,20 +131,24 @@ class Metrics:
     ) -> None:
         """One HTTP request: its latency and body bytes. The labelled children are kept
         (routes are templates, statuses classes: a few dozen): looking one up, with its
-        lock and label tuple, cost more than the observation."""
+        lock and label tuple, cost more than the observation. A byte series appears with
+        the first bytes counted, as before."""
         key = (route, method, status)
-        children = self._http_children.get(key)
-        if children is None:
-            children = self._http_children[key] = (
-                self.http_seconds.labels(route=route, method=method, status=status),
-                self.http_bytes_in.labels(route=route),
-                self.http_bytes_out.labels(route=route),
+        latency = self._http_latency.get(key)
+        if latency is None:
+            latency = self._http_latency[key] = self.http_seconds.labels(
+                route=route, method=method, status=status
             )
-        latency, received, sent = children
         latency.observe(seconds)
         if bytes_in:
+            received = self._http_received.get(route)
+            if received is None:
+                received = self._http_received[route] = self.http_bytes_in.labels(route=route)
             received.inc(bytes_in)
         if bytes_out:
+            sent = self._http_sent.get(route)
+            if sent is None:
+                sent = self._http_sent[route] = self.http_bytes_out.labels(route=route)
             sent.inc(bytes_out)
 
     @contextmanager

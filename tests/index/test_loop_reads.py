@@ -6,6 +6,9 @@ gives the connection back."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,7 +46,8 @@ async def test_loop_reads_keep_one_connection_and_see_every_commit(
     event.listen(engine, "checkout", counted)
     assert index.resolve_latest("b", "k") == first
     assert checkouts == 1
-    # Another process's engine on the same file commits a newer version.
+    # Newer versions committed on other connections (the commits of this process to
+    # one file share a committer, whichever engine asks).
     other = create_index_engine(f"sqlite:///{tmp_path / 'index.db'}")
     try:
         for n in range(3):
@@ -53,8 +57,10 @@ async def test_loop_reads_keep_one_connection_and_see_every_commit(
             assert checkouts == before  # the loop's reads kept their connection
     finally:
         other.dispose()
+    pool = engine.pool  # dispose replaces the engine's pool
+    assert pool.checkedout() == 1
     index.dispose()
-    assert engine.pool.checkedout() == 0  # given back at shutdown
+    assert pool.checkedout() == 0  # given back at shutdown
 
 
 async def test_worker_threads_keep_no_connection(engine: Engine) -> None:
@@ -66,3 +72,18 @@ async def test_worker_threads_keep_no_connection(engine: Engine) -> None:
     index.resolve_latest("b", "k")  # on the loop
     assert engine.pool.checkedout() == 1
     index.dispose()
+
+
+def test_a_loop_thread_that_ends_gives_its_connection_back(engine: Engine) -> None:
+    index = ObjectIndex(engine)
+    index.commit_version(new_version("b", "k"))
+
+    async def read() -> None:
+        index.resolve_latest("b", "k")
+
+    for _ in range(40):  # more loops in threads of their own than the pool has connections
+        thread = threading.Thread(target=asyncio.run, args=(read(),))
+        thread.start()
+        thread.join()
+    gc.collect()
+    assert engine.pool.checkedout() == 0

@@ -10,6 +10,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import anyio.to_thread
@@ -192,8 +193,8 @@ class _LoopReaders:
 
     def driver(self) -> sqlite3.Connection | None:
         """This loop thread's connection; None on a thread without a running loop."""
-        kept = getattr(self._local, "kept", None)
-        if kept is None or kept[0] != self._generation:
+        kept: _Kept | None = getattr(self._local, "kept", None)
+        if kept is None or kept.generation != self._generation:
             engine = self._engine()
             try:
                 asyncio.get_running_loop()
@@ -204,19 +205,20 @@ class _LoopReaders:
             pooled = engine.raw_connection()
             with self._guard:
                 self._held.add(pooled)
-                kept = self._local.kept = (self._generation, pooled)
-        driver = kept[1].driver_connection
+                kept = self._local.kept = _Kept(self._generation, pooled)
+            # The thread's locals go when it ends (a loop run in a short-lived thread):
+            # its connection then goes back to the pool instead of holding a slot.
+            weakref.finalize(kept, self._give_back, pooled)
+        driver = kept.pooled.driver_connection
         assert isinstance(driver, sqlite3.Connection)
         return driver
 
     def drop(self) -> None:
         """After an error on it: this thread's connection goes, unused again."""
-        kept = getattr(self._local, "kept", None)
+        kept: _Kept | None = getattr(self._local, "kept", None)
         self._local.kept = None
-        if kept is not None:
-            with self._guard:
-                self._held.discard(kept[1])
-            kept[1].invalidate()
+        if kept is not None and self._forget(kept.pooled):
+            kept.pooled.invalidate()
 
     def close_all(self) -> None:
         with self._guard:
@@ -224,6 +226,23 @@ class _LoopReaders:
             self._generation += 1
         for pooled in held:
             pooled.close()
+
+    def _forget(self, pooled: Any) -> bool:
+        """Whether `pooled` was still held (not given back by close_all meanwhile)."""
+        with self._guard:
+            held = pooled in self._held
+            self._held.discard(pooled)
+        return held
+
+    def _give_back(self, pooled: Any) -> None:
+        if self._forget(pooled):
+            pooled.close()
+
+
+@dataclass(eq=False)
+class _Kept:
+    generation: int
+    pooled: Any
 
 
 _READERS: weakref.WeakKeyDictionary[Engine, _LoopReaders] = weakref.WeakKeyDictionary()
