@@ -16,30 +16,34 @@ from tests.server.test_crash import _s3_signed
 pytestmark = pytest.mark.server
 
 
+def _stall(port: int, head: str, *, until: bytes) -> bytes:
+    """Send `head` (the request line and headers) for a 1 MB body, 100 bytes of it, then
+    nothing: the server must give up on the body after its timeout. What it answered,
+    read until `until` (or an error)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(f"{head}Content-Length: 1000000\r\n\r\n".encode())
+        sock.sendall(b"x" * 100)
+        sock.settimeout(20)
+        received = b""
+        try:
+            while until not in received and (chunk := sock.recv(4096)):
+                received += chunk
+        except OSError as exc:
+            received += repr(exc).encode()
+        return received
+
+
 def test_trickling_body_does_not_stop_others_and_is_cut_off(make_server: ServerFactory) -> None:
     server = make_server({"BODY_TIMEOUT_SECONDS": "2"})
     stop = threading.Event()
     answer: list[bytes] = []
 
     def trickle() -> None:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
-            sock.sendall(
-                (
-                    "PUT /api/v1/objects/artifacts/slow.bin HTTP/1.1\r\n"
-                    f"Host: 127.0.0.1\r\n{AUTH_HEADER}Content-Length: 1000000\r\n\r\n"
-                ).encode()
-            )
-            sock.sendall(b"x" * 100)
-            # Then nothing: the server must give up on this body after its timeout.
-            sock.settimeout(20)
-            received = b""
-            try:
-                while b"}" not in received and (chunk := sock.recv(4096)):
-                    received += chunk
-            except OSError as exc:
-                received += repr(exc).encode()
-            answer.append(received)
-            stop.set()
+        head = (
+            f"PUT /api/v1/objects/artifacts/slow.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n{AUTH_HEADER}"
+        )
+        answer.append(_stall(server.port, head, until=b"}"))
+        stop.set()
 
     slow = threading.Thread(target=trickle)
     slow.start()
@@ -70,18 +74,9 @@ def test_a_stalled_s3_body_is_cut_off_and_answered_in_xml(make_server: ServerFac
     server = make_server({"BODY_TIMEOUT_SECONDS": "2", "S3_PORT": "auto"})
     url, headers = _s3_signed(server, "PUT", "/artifacts/stalled.bin", "UNSIGNED-PAYLOAD")
     lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    with socket.create_connection(("127.0.0.1", server.s3_port), timeout=30) as sock:
-        sock.sendall(
-            (
-                "PUT /artifacts/stalled.bin HTTP/1.1\r\n"
-                f"Host: 127.0.0.1:{server.s3_port}\r\n{lines}Content-Length: 1000000\r\n\r\n"
-            ).encode()
-        )
-        sock.sendall(b"x" * 100)
-        started = time.monotonic()
-        received = b""
-        while b"</Error>" not in received and (chunk := sock.recv(4096)):
-            received += chunk
+    head = f"PUT /artifacts/stalled.bin HTTP/1.1\r\nHost: 127.0.0.1:{server.s3_port}\r\n{lines}"
+    started = time.monotonic()
+    received = _stall(server.s3_port, head, until=b"</Error>")
     assert 1.5 < time.monotonic() - started < 20
     assert b" 408 " in received.split(b"\r\n", 1)[0], received
     assert b"<Code>RequestTimeout</Code>" in received
