@@ -72,19 +72,19 @@ class RequestIdMiddleware:
                 method = scope["method"] if scope["method"] in _METHODS else "other"
                 metrics.observe_request(route, method, status_class, seconds, bytes_in, bytes_out)
             if log.isEnabledFor(logging.INFO):  # at WARNING and up, no line to build
-                _log_request(scope, state, request_id, status, seconds, bytes_in, bytes_out)
+                _log_request(scope, state, route, request_id, status, seconds, bytes_in, bytes_out)
 
 
 def _log_request(
     scope: Scope,
     state: dict[str, Any],
+    route: str,
     request_id: str,
     status: int,
     seconds: float,
     bytes_in: int,
     bytes_out: int,
 ) -> None:
-    route = route_template(scope)
     client = scope.get("client")
     fields: dict[str, Any] = {
         "request_id": request_id,

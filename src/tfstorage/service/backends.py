@@ -7,6 +7,7 @@ from tfstorage.blobs.local import LocalBlobStore
 from tfstorage.blobs.packs import PackedBlobStore
 from tfstorage.blobs.s3_config import S3Config, normalize_prefix
 from tfstorage.config import Settings
+from tfstorage.domain.uploads import MAX_PARTS
 from tfstorage.errors import ConfigError
 
 
@@ -49,15 +50,11 @@ def build_blob_store(settings: Settings) -> BlobStore:
     return ReplicatedBlobStore(primary, _build_replica(settings))
 
 
-# S3 completes a multipart upload of at most this many parts.
-MAX_ENGINE_PARTS = 10_000
-
-
 def engine_part_size(settings: Settings) -> int:
     """S3_PART_SIZE, or the smallest whole number of MiB that lets an object of
     MAX_FILE_SIZE go up in 10,000 parts: small parts keep a server's memory low (an
     upload holds three), and a setting that allows huge files still gets them stored."""
-    needed = -(-settings.max_file_size // MAX_ENGINE_PARTS)
+    needed = -(-settings.max_file_size // MAX_PARTS)  # S3's limit, as our own uploads'
     mib = 1024**2
     return max(settings.s3_part_size, -(-needed // mib) * mib)
 
