@@ -25,8 +25,8 @@ from tests.blobs.pack_worker import content
 from tfstorage.blobs import BlobNotFound, BlobStore, BlobStoreUnavailable, new_blob_id
 from tfstorage.blobs.local import LocalBlobStore
 from tfstorage.blobs.pack_files import ActivePack, NotCached, pread_cached, pread_exact
-from tfstorage.blobs.pack_format import HEADER_SIZE, encode_record
-from tfstorage.blobs.pack_index import Location
+from tfstorage.blobs.pack_format import HEADER_SIZE, Record, encode_record
+from tfstorage.blobs.pack_index import Location, PackIndex
 from tfstorage.blobs.pack_maintenance import COMPACTION_LOCK, CompactionReport, compact
 from tfstorage.blobs.packs import PackedBlobStore
 from tfstorage.blobs.tiered import TieredBlobStore
@@ -563,3 +563,48 @@ async def test_a_failed_append_ends_its_pack(root: Path, monkeypatch: pytest.Mon
     assert {info.blob_id async for info in store.list_blobs()} == {first, after}
     assert await read_all(store, first) == b"before"
     await store.close()
+
+
+def test_index_records_a_group_in_a_few_statements_with_each_record_judged(
+    tmp_path: Path,
+) -> None:
+    """PackIndex.record looks a group's ids up together and writes them together; each
+    record is still judged as if alone: a new one is placed, one replacing a blob placed
+    in another pack moves it (that pack's bytes turn dead), and a copy found by a scan
+    that is older than the place it would replace does not win. More records than one
+    lookup takes (500) are all placed."""
+    index = PackIndex(str(tmp_path / "index.sqlite"))
+    size = HEADER_SIZE + 10
+    old = [
+        Record(offset=i * size, blob_id=f"{i:032x}", length=10, modified=100.0, data_crc=0)
+        for i in range(3)
+    ]
+    index.record("a.pack", old, old[-1].end, found=False)
+
+    fresh = [
+        Record(offset=i * size, blob_id=f"{i + 10:032x}", length=10, modified=200.0, data_crc=0)
+        for i in range(1200)
+    ]
+    # Blob 0 written again (replaced), and blob 1 and 2 found by a scan: 1 newer, 2 older.
+    moved = Record(
+        offset=1200 * size, blob_id=old[0].blob_id, length=10, modified=300.0, data_crc=0
+    )
+    newer = Record(
+        offset=1201 * size, blob_id=old[1].blob_id, length=10, modified=150.0, data_crc=0
+    )
+    older = Record(offset=1202 * size, blob_id=old[2].blob_id, length=10, modified=50.0, data_crc=0)
+    index.record("b.pack", [*fresh, moved], moved.end, found=False)
+    index.record("b.pack", [newer, older], older.end, found=True)
+
+    assert index.locate(moved.blob_id) == Location("b.pack", moved.offset, 10, 300.0)
+    assert index.locate(newer.blob_id) == Location("b.pack", newer.offset, 10, 150.0)
+    assert index.locate(older.blob_id) == Location("a.pack", old[2].offset, 10, 100.0)
+    assert all(index.locate(r.blob_id) == Location("b.pack", r.offset, 10, 200.0) for r in fresh)
+    packs = index.packs()
+    assert (packs["a.pack"].live, packs["a.pack"].dead) == (size, 2 * size)
+    assert (packs["b.pack"].live, packs["b.pack"].dead) == (1202 * size, size)
+    assert packs["b.pack"].indexed_through == older.end
+    # Recording the same group again changes nothing: every record is placed already.
+    index.record("b.pack", [*fresh, moved], moved.end, found=False)
+    assert index.packs() == packs
+    index.close()

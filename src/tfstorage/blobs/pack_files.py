@@ -29,6 +29,7 @@ FILE_MODE: Final = 0o640
 CRASH_POINT_VARIABLE: Final = "TFSTORAGE_TEST_CRASH_POINT"
 # Indexes a synced group: (pack name, its records, the offset they are valid through).
 Publish = Callable[[str, list[Record], int], None]
+Failure = BaseException | None
 
 
 def crash_point(name: str) -> None:
@@ -133,13 +134,14 @@ def pread_cached(fd: int, size: int, offset: int) -> bytes:
     return bytes(buf)
 
 
-def _settle(waiter: asyncio.Future[None], error: BaseException | None) -> None:
-    if waiter.done():  # its caller was cancelled
-        return
-    if error is None:
-        waiter.set_result(None)
-    else:
-        waiter.set_exception(error)
+def _settle_all(answers: list[tuple[asyncio.Future[None], Failure]]) -> None:
+    for waiter, error in answers:
+        if waiter.done():  # its caller was cancelled
+            continue
+        if error is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(error)
 
 
 def pwrite_all(fd: int, data: bytes, offset: int) -> None:
@@ -251,11 +253,19 @@ class ActivePack:
                 self.wait_durable(max(end for end, _ in waiters))
             except BaseException as exc:
                 error = exc
+            # One wake-up per loop for all its waiters: each call_soon_threadsafe wakes
+            # the loop, which would then run a writer's next step alone (and its index
+            # commit as a batch of one) before the others are even told.
+            answers: dict[
+                asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None], Failure]]
+            ] = {}
             for end, waiter in waiters:
                 # A failure of a later group leaves the records synced before it durable.
                 failed = error if error is not None and self._durable < end else None
+                answers.setdefault(waiter.get_loop(), []).append((waiter, failed))
+            for loop, answer in answers.items():
                 with suppress(RuntimeError):  # that loop is closed: no one is waiting
-                    waiter.get_loop().call_soon_threadsafe(_settle, waiter, failed)
+                    loop.call_soon_threadsafe(_settle_all, answer)
 
     def close(self) -> None:
         """Release the pack (and its lock: it is sealed from now on), once what was

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from tfstorage.blobs.pack_format import HEADER_SIZE, Record
 
@@ -129,29 +129,36 @@ class PackIndex:
         `found`: the records were found by a scan, not appended just now, so a blob the
         index already places elsewhere keeps that place unless the record is newer (a
         compaction's copy, which keeps its original time, never wins over its source).
+
+        A handful of statements for the whole group, not three per record: this runs in
+        the thread that syncs a pack, and each statement takes the GIL back from the
+        event loop, which serves requests meanwhile.
         """
         with self._connection() as conn, _writing(conn):
             conn.execute("INSERT OR IGNORE INTO packs (name) VALUES (?)", (pack,))
+            where = _placed(conn, [record.blob_id for record in records])
+            rows: list[tuple[str, str, int, int, float]] = []
+            counts: list[list[Any]] = []  # [live, dead, pack] in the order they apply
             for record in records:
-                old = conn.execute(
-                    "SELECT pack, offset, length, modified FROM blobs WHERE blob_id = ?",
-                    (record.blob_id,),
-                ).fetchone()
+                old = where.get(record.blob_id)
                 if old is not None:
                     old_pack, old_offset, old_length, old_modified = old
                     if (old_pack, old_offset) == (pack, record.offset):
                         continue  # indexed already (by its writer, or an earlier scan)
                     if found and old_modified >= record.modified:
-                        _count(conn, pack, dead=record.size)
+                        _add_count(counts, pack, dead=record.size)
                         continue
                     replaced = HEADER_SIZE + old_length
-                    _count(conn, old_pack, live=-replaced, dead=replaced)
-                conn.execute(
-                    "INSERT OR REPLACE INTO blobs (blob_id, pack, offset, length, modified)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (record.blob_id, pack, record.offset, record.length, record.modified),
-                )
-                _count(conn, pack, live=record.size)
+                    _add_count(counts, old_pack, live=-replaced, dead=replaced)
+                rows.append((record.blob_id, pack, record.offset, record.length, record.modified))
+                where[record.blob_id] = (pack, record.offset, record.length, record.modified)
+                _add_count(counts, pack, live=record.size)
+            conn.executemany(
+                "INSERT OR REPLACE INTO blobs (blob_id, pack, offset, length, modified)"
+                " VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+            conn.executemany(_COUNT, counts)
             conn.execute(
                 "UPDATE packs SET indexed_through = max(indexed_through, ?) WHERE name = ?",
                 (through, pack),
@@ -223,11 +230,42 @@ class PackIndex:
             )
 
 
+# Blob ids per SELECT ... IN: well under SQLite's limit on bound parameters.
+_LOOKUP_BATCH: Final = 500
+_COUNT: Final = "UPDATE packs SET live = max(live + ?, 0), dead = dead + ? WHERE name = ?"
+
+
 def _count(conn: sqlite3.Connection, pack: str, *, live: int = 0, dead: int = 0) -> None:
-    conn.execute(
-        "UPDATE packs SET live = max(live + ?, 0), dead = dead + ? WHERE name = ?",
-        (live, dead, pack),
-    )
+    conn.execute(_COUNT, (live, dead, pack))
+
+
+def _add_count(counts: list[list[Any]], pack: str, *, live: int = 0, dead: int = 0) -> None:
+    """Queue a `_count`, merged into the one before when that is exact: `live` never
+    drops below 0, so two gains on one pack in a row add up (a loss may be clipped)."""
+    last = counts[-1] if counts else None
+    if last is not None and last[2] == pack and live >= 0 and last[0] >= 0:
+        last[0] += live
+        last[1] += dead
+    else:
+        counts.append([live, dead, pack])
+
+
+def _placed(
+    conn: sqlite3.Connection, blob_ids: list[str]
+) -> dict[str, tuple[str, int, int, float]]:
+    """Where the index places each of `blob_ids` that it has: (pack, offset, length,
+    modified) by blob id."""
+    found: dict[str, tuple[str, int, int, float]] = {}
+    for start in range(0, len(blob_ids), _LOOKUP_BATCH):
+        chunk = blob_ids[start : start + _LOOKUP_BATCH]
+        marks = ", ".join("?" * len(chunk))  # only placeholders go into the text
+        rows = conn.execute(
+            f"SELECT blob_id, pack, offset, length, modified FROM blobs WHERE blob_id IN ({marks})",  # noqa: S608
+            chunk,
+        )
+        for blob_id, pack, offset, length, modified in rows:
+            found[blob_id] = (pack, offset, length, modified)
+    return found
 
 
 @contextmanager

@@ -284,20 +284,26 @@ def _all_at_once(conn: Connection, batch: list[_Pending[Any]]) -> bool:
     """The batch under one SAVEPOINT: True when every work succeeded. Else nothing of
     it stays (the first failure rolls it all back) and the caller runs it again one
     by one: failures are rare, and two statements per work, a SAVEPOINT and its
-    RELEASE, were a fifth of a batch's statements."""
-    savepoint = conn.begin_nested()
+    RELEASE, were a fifth of a batch's statements.
+
+    The SAVEPOINT is sent on the sqlite3 connection itself: SQLAlchemy's compiles its
+    RELEASE anew each time (2-3% of the event loop's time under small uploads)."""
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, sqlite3.Connection)
+    raw.execute("SAVEPOINT tfs_batch")
     _inside.work = True
     try:
         for item in batch:
             item.result = item.work(conn)
     except Exception:
-        savepoint.rollback()
+        raw.execute("ROLLBACK TO tfs_batch")
+        raw.execute("RELEASE tfs_batch")
         for item in batch:
             item.result = None
         return False
     finally:
         _inside.work = False
-    savepoint.commit()
+    raw.execute("RELEASE tfs_batch")
     return True
 
 

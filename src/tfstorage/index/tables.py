@@ -138,9 +138,10 @@ object_keys = Table(
     metadata,
     Column("bucket_id", Integer, ForeignKey("buckets.id"), primary_key=True),
     Column("key", key_type(), primary_key=True),
-    # Indexed: deleting a version makes PostgreSQL look up rows referencing it.
-    Column("current_id", seq_type(), ForeignKey("versions.id"), nullable=False, index=True),
-    Column("deleted_at", UTCDateTime(), nullable=True, index=True),
+    # Deleting a version makes PostgreSQL look up rows referencing it:
+    # ix_object_keys_current_id_deleted_at starts with this column and serves that.
+    Column("current_id", seq_type(), ForeignKey("versions.id"), nullable=False),
+    Column("deleted_at", UTCDateTime(), nullable=True),
 )
 
 tags = Table(
@@ -299,7 +300,14 @@ leases = Table(
 blobs.append_column(Column("damage", String(16), nullable=True))
 blobs.append_column(Column("damage_found_at", UTCDateTime(), nullable=True))
 blobs.append_column(Column("verified_at", UTCDateTime(), nullable=True))
-Index("ix_blobs_damage", blobs.c.damage)
+# Only damaged blobs are in it (revision 0021): a new blob, healthy, is written to
+# one index fewer. Every query on it asks for damage IS NOT NULL.
+Index(
+    "ix_blobs_damage",
+    blobs.c.damage,
+    sqlite_where=blobs.c.damage.is_not(None),
+    postgresql_where=blobs.c.damage.is_not(None),
+)
 
 # The scrub's resumable state, one row: the cursor of the pass under way (NULL when
 # none is), its counts so far, the last finished pass's report, and the lease that lets
@@ -347,6 +355,14 @@ Index(
     versions.c.size,
 )
 Index("ix_object_keys_current_id_deleted_at", object_keys.c.current_id, object_keys.c.deleted_at)
+# The trash by deletion time (purges, trash figures): only trashed keys are in it, so
+# writing a live key, which every upload does, does not touch it (revision 0021).
+Index(
+    "ix_object_keys_deleted_at",
+    object_keys.c.deleted_at,
+    sqlite_where=object_keys.c.deleted_at.is_not(None),
+    postgresql_where=object_keys.c.deleted_at.is_not(None),
+)
 # The largest objects are found by walking this index from the top.
 Index("ix_versions_size", versions.c.size)
 
