@@ -1,4 +1,5 @@
-"""A deadline on request headers, added to uvicorn's two HTTP/1.1 protocols.
+"""A deadline on request headers, added to uvicorn's two HTTP/1.1 protocols (which also
+send each response in one piece: api/coalesced_writes.py).
 
 uvicorn bounds the idle time between requests (`timeout_keep_alive`, which stops counting
 at the next request's first byte) and, with h11, the header size
@@ -19,6 +20,8 @@ from typing import Any, ClassVar
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from tfstorage.api.coalesced_writes import CoalescingTransport
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +97,11 @@ class _HeaderDeadline:
 
 
 class H11WithHeaderDeadline(_HeaderDeadline, H11Protocol):
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # Flow control (set up above) keeps the real transport; writes go through this.
+        self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
+
     def data_received(self, data: bytes) -> None:
         # IDLE: between requests, so these are the first bytes of the next one.
         if data and self.conn.their_state is h11.IDLE:
@@ -114,6 +122,11 @@ except ImportError:  # pragma: no cover - uvicorn[standard] installs httptools
 else:
 
     class HttpToolsWithHeaderDeadline(_HeaderDeadline, HttpToolsProtocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            # Flow control (set up above) keeps the real transport; writes go through this.
+            self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
+
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._start_header_deadline()
