@@ -16,6 +16,7 @@ from tfstorage.api.app import create_app
 from tfstorage.api.body_deadline import BodyDeadlineMiddleware
 from tfstorage.api.forwarded import ForwardedHeadersMiddleware
 from tfstorage.api.middleware import RequestIdMiddleware
+from tfstorage.collector import tune_collector
 from tfstorage.config import Settings
 from tfstorage.malloc import keep_big_buffers_out_of_the_heap
 from tfstorage.s3api.app import S3App
@@ -62,7 +63,9 @@ def create_server_app(settings: Settings) -> FrontDoors:
         opened: Storage = rest.state.storage
         return opened
 
-    return FrontDoors(rest, S3App(settings, storage), settings)
+    doors = FrontDoors(rest, S3App(settings, storage), settings)
+    tune_collector()  # what exists now lives as long as the process (collector.py)
+    return doors
 
 
 def app_from_environment() -> FrontDoors:
