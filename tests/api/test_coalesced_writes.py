@@ -89,7 +89,7 @@ async def test_big_writes_go_straight_through_after_what_is_held(
     assert await received(theirs, 4 + len(big)) == b"head" + big
 
 
-async def test_close_sends_what_is_held_and_abort_drops_it(
+async def test_close_sends_what_is_held_and_later_writes_are_dropped(
     pair: tuple[CoalescingTransport, socket.socket, list[bytes]],
 ) -> None:
     wrapper, theirs, writes = pair
