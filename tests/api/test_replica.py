@@ -242,6 +242,46 @@ async def test_a_new_upload_heals_a_missing_blob(tmp_path: Path, size: int) -> N
         assert (await c.get("/api/v1/download/models/b.bin")).content == data
 
 
+async def test_a_check_that_read_the_bytes_before_a_heal_leaves_the_healed_blob_clean(
+    tmp_path: Path,
+) -> None:
+    # A background check (the one a failed read starts, or the scrub) reads damaged
+    # bytes; before it records its verdict, a new upload of the same content rewrites
+    # them. The stale verdict must not mark the healed blob: reads would refuse it.
+    settings = make_settings(tmp_path)
+    data = os.urandom(100_000)  # a file blob: truncated in place below
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), await client_for(app) as c:
+        storage = app.state.storage
+        r = await c.put("/api/v1/objects/models/a.bin", content=data)
+        blob_id = storage.ctx.index.get_version(r.json()["file_id"]).blob_id
+        StoredBlobs(settings).write(blob_id, data[:50_000])
+        stored = storage.ctx.integrity.stored_blob(blob_id)
+        read, go_on = anyio.Event(), anyio.Event()
+
+        async def gate(_: int) -> None:  # the check has read the bytes: hold its verdict
+            read.set()
+            await go_on.wait()
+
+        statuses: list[str] = []
+
+        async def check() -> None:
+            statuses.append(
+                (await storage.integrity.verify_blob(stored, throttle=gate)).primary.status
+            )
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(check)
+                await read.wait()
+                r = await c.put("/api/v1/objects/models/b.bin", content=data)
+                assert r.status_code == 200 and r.json()["deduplicated"] is True
+                go_on.set()
+        assert statuses == ["truncated"]  # what the check saw
+        assert storage.ctx.integrity.damage_of(blob_id) is None
+        assert (await c.get("/api/v1/download/models/a.bin")).content == data
+
+
 async def test_a_missing_bucket_is_not_recreated_when_the_index_has_blobs(
     tmp_path: Path, seaweedfs: SeaweedFS, s3_prefix: str
 ) -> None:

@@ -57,6 +57,20 @@ def test_marks_are_seen_by_reads_and_cleared_by_good_bytes(index: ObjectIndex) -
     assert integrity.damaged_blobs() == []
 
 
+def test_damage_read_before_a_later_verification_is_not_recorded(index: ObjectIndex) -> None:
+    integrity = _integrity(index)
+    index.create_bucket("models")
+    _commit(index, "a", 1)
+    blob = f"{1:032x}"
+    read_at = utcnow()
+    assert integrity.mark_verified(blob) is False  # rewritten and verified after that read
+    assert integrity.mark_damaged(blob, "missing", read_since=read_at) is False
+    assert integrity.damage_of(blob) is None
+    # Bytes read after the last verification: the damage is recorded.
+    assert integrity.mark_damaged(blob, "missing", read_since=utcnow()) is True
+    assert integrity.damage_of(blob) == "missing"
+
+
 def test_pages_in_blob_id_order(index: ObjectIndex) -> None:
     integrity = _integrity(index)
     index.create_bucket("models")

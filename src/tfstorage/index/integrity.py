@@ -63,8 +63,14 @@ class IntegrityIndex(IndexStore):
     """Which blobs are known damaged, and where the scrub is."""
 
     # damage marks --------------------------------------------------------------------
-    def mark_damaged(self, blob_id: str, damage: Damage) -> bool:
-        """Record damage found in a blob's bytes; True if the blob was not marked so yet."""
+    def mark_damaged(
+        self, blob_id: str, damage: Damage, *, read_since: datetime | None = None
+    ) -> bool:
+        """Record damage found in a blob's bytes; True if the blob was not marked so yet.
+
+        `read_since`: when the read that found it began. A blob verified good after
+        that (a new upload of the same content rewrote it meanwhile) keeps its clean
+        state: the damage seen was in bytes that are gone."""
 
         def run(conn: Connection) -> bool:
             stmt = (
@@ -73,6 +79,10 @@ class IntegrityIndex(IndexStore):
                 .where(blobs.c.damage.is_(None) | (blobs.c.damage != damage))
                 .values(damage=damage, damage_found_at=utcnow())
             )
+            if read_since is not None:
+                stmt = stmt.where(
+                    blobs.c.verified_at.is_(None) | (blobs.c.verified_at < read_since)
+                )
             return conn.execute(stmt).rowcount == 1
 
         return self._write(run)

@@ -19,6 +19,7 @@ import hashlib
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import anyio
@@ -30,6 +31,7 @@ from tfstorage.domain.blocks import BlockChecksums, BlockHasher, DamagedBlock
 from tfstorage.domain.records import ObjectVersion
 from tfstorage.errors import StorageError
 from tfstorage.index.integrity import DAMAGES, Damage, StoredBlob
+from tfstorage.index.reads import utcnow
 from tfstorage.service.context import StorageContext
 
 log = logging.getLogger(__name__)
@@ -202,6 +204,7 @@ class IntegrityChecker:
     ) -> Verdict:
         primary_store, replica_store = self._stores
         metered = self._metered(throttle)
+        began = utcnow()
         # Blocks of the size recorded, or, for a blob recorded without them, of the size
         # new blobs get: then they can be filled in from this same read.
         block_size = blob.blocks.block_size if blob.blocks else self._ctx.settings.block_size
@@ -246,7 +249,7 @@ class IntegrityChecker:
             damaged_block_count=len(damaged),
             blocks_recorded=recorded,
         )
-        await self._record(verdict)
+        await self._record(verdict, began)
         return verdict
 
     def _metered(self, throttle: Throttle | None) -> Throttle:
@@ -259,7 +262,7 @@ class IntegrityChecker:
 
         return metered
 
-    async def _record(self, verdict: Verdict) -> None:
+    async def _record(self, verdict: Verdict, began: datetime) -> None:
         metrics = self._ctx.metrics
         integrity = self._ctx.integrity
         blob_id = verdict.blob.blob_id
@@ -283,7 +286,9 @@ class IntegrityChecker:
             await self._ctx.db(integrity.mark_verified, blob_id)
         else:
             damage: Damage = verdict.primary.status  # type: ignore[assignment]
-            await self._ctx.db(integrity.mark_damaged, blob_id, damage)
+            # Only if no rewrite verified the blob since this check read it: a new
+            # upload of the same content may have healed it meanwhile.
+            await self._ctx.db(integrity.mark_damaged, blob_id, damage, read_since=began)
         await self.refresh_gauges()
 
     async def mark(self, blob_id: str, damage: Damage) -> None:
