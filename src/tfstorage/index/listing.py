@@ -72,7 +72,7 @@ def list_entries(
         # fixed by the index; PostgreSQL's depends on statistics (a small table was seen
         # hash-joined and sorted), so it keeps the two statements whose plans hold.
         entries, truncated = _scan(conn, bucket_id, prefix, delimiter, marker, limit, ENTRY_COLUMNS)
-        objects = [ListEntry(key, *row) for key, row in entries if row is not None]
+        objects = [ListEntry._make(row) for _, row in entries if row is not None]
     else:
         entries, truncated = _scan(conn, bucket_id, prefix, delimiter, marker, limit)
         heads = [seq for _, seq in entries if seq is not None]
@@ -115,7 +115,7 @@ def _scan(
 ) -> tuple[list[tuple[str, Any]], bool]:
     """One page's entries in key order, (key, row) for objects and (common prefix, None)
     for groups, and whether more follow; `row` is the head's seq, or with `columns` the
-    tuple of them. Reads ix_object_keys_live (and each head by primary key for
+    row of the key and them. Reads ix_object_keys_live (and each head by primary key for
     `columns`): the live keys of the bucket in key order, never the table's rows."""
     entries: list[tuple[str, Any]] = []
     lower, inclusive = (marker, False) if marker >= prefix else (prefix, True)
@@ -130,7 +130,7 @@ def _scan(
             key = row[0]
             group = group_of(key, prefix, delimiter)
             if group is None:
-                entries.append((key, tuple(row)[1:] if columns else row[1]))
+                entries.append((key, row if columns else row[1]))
             elif group > marker and (not entries or entries[-1][0] != group):
                 entries.append((group, None))
             if len(entries) > limit:

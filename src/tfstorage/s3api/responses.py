@@ -57,7 +57,11 @@ def iso_time(when: datetime) -> str:
     """S3's timestamps in XML: ISO 8601 in UTC with milliseconds."""
     if when.tzinfo is not UTC:  # the index's times are UTC already
         when = when.astimezone(UTC)
-    return when.isoformat(timespec="milliseconds")[:-6] + "Z"
+    # One %-format, not isoformat() and a slice: half the time, a thousand a page.
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031 (an f-string is slower)
+        when.year, when.month, when.day, when.hour, when.minute, when.second,
+        when.microsecond // 1000,
+    )  # fmt: skip
 
 
 def http_date(when: datetime) -> str:
