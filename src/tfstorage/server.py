@@ -18,7 +18,7 @@ from tfstorage.api.forwarded import ForwardedHeadersMiddleware
 from tfstorage.api.middleware import RequestIdMiddleware
 from tfstorage.collector import tune_collector
 from tfstorage.config import Settings
-from tfstorage.malloc import keep_big_buffers_out_of_the_heap
+from tfstorage.malloc import tune_allocator
 from tfstorage.s3api.app import S3App
 from tfstorage.service.storage import Storage
 
@@ -56,7 +56,7 @@ class FrontDoors:
 
 
 def create_server_app(settings: Settings) -> FrontDoors:
-    keep_big_buffers_out_of_the_heap()  # in every worker process, before any transfer
+    tune_allocator()  # in every worker process, before any transfer (malloc.py)
     rest = create_app(settings)
 
     def storage() -> Storage:
