@@ -147,6 +147,71 @@ async def test_concurrent_puts_share_syncs(root: Path, monkeypatch: pytest.Monke
 
 
 @pytest.mark.anyio
+async def test_concurrent_deletes_share_a_transaction(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deletes asked for while a removal runs are removed together in the next one (the
+    duplicates of uploads of one content are deleted as fast as they come)."""
+    store = PackedBlobStore(root)
+    kept = {new_blob_id(): os.urandom(300)}
+    blobs = {new_blob_id(): os.urandom(100 + n) for n in range(64)}
+    await put_all(store, blobs | kept)
+    groups: list[int] = []
+    real = PackIndex.remove_all
+
+    def remove_all(index: PackIndex, blob_ids: list[str]) -> None:
+        groups.append(len(blob_ids))
+        time.sleep(0.01)  # a busy index: the deletes arriving meanwhile wait for the next
+        real(index, blob_ids)
+
+    monkeypatch.setattr(PackIndex, "remove_all", remove_all)
+    async with anyio.create_task_group() as tg:
+        for blob_id in [*blobs, *list(blobs)[:5]]:  # a blob deleted twice at once too
+            tg.start_soon(store.delete, blob_id)
+    assert sum(groups) == 69 and len(groups) <= 16, groups
+    for blob_id in blobs:
+        with pytest.raises(BlobNotFound):
+            await store.stat(blob_id)
+    await assert_intact(store, kept)
+    [state] = PackIndex(str(root / ".packs" / "index.sqlite")).packs().values()
+    assert state.live == HEADER_SIZE + 300
+    assert state.dead == sum(HEADER_SIZE + len(data) for data in blobs.values())
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_a_failed_group_removal_fails_each_of_its_deletes(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = PackedBlobStore(root)
+    blobs = {new_blob_id(): os.urandom(100) for _ in range(8)}
+    await put_all(store, blobs)
+
+    def remove_all(index: PackIndex, blob_ids: list[str]) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(PackIndex, "remove_all", remove_all)
+    failures: list[BaseException] = []
+
+    async def delete(blob_id: str) -> None:
+        try:
+            await store.delete(blob_id)
+        except BlobStoreUnavailable as exc:
+            failures.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for blob_id in blobs:
+            tg.start_soon(delete, blob_id)
+    assert len(failures) == len(blobs)
+    monkeypatch.undo()
+    await assert_intact(store, blobs)  # nothing was removed
+    await store.delete(next(iter(blobs)))  # and the next group goes through
+    with pytest.raises(BlobNotFound):
+        await store.stat(next(iter(blobs)))
+    await store.close()
+
+
+@pytest.mark.anyio
 async def test_puts_on_a_loop_await_their_sync_without_blocking_it(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -134,7 +134,7 @@ def pread_cached(fd: int, size: int, offset: int) -> bytes:
     return bytes(buf)
 
 
-def _settle_all(answers: list[tuple[asyncio.Future[None], Failure]]) -> None:
+def settle_all(answers: list[tuple[asyncio.Future[None], Failure]]) -> None:
     for waiter, error in answers:
         if waiter.done():  # its caller was cancelled
             continue
@@ -265,7 +265,7 @@ class ActivePack:
                 answers.setdefault(waiter.get_loop(), []).append((waiter, failed))
             for loop, answer in answers.items():
                 with suppress(RuntimeError):  # that loop is closed: no one is waiting
-                    loop.call_soon_threadsafe(_settle_all, answer)
+                    loop.call_soon_threadsafe(settle_all, answer)
 
     def close(self) -> None:
         """Release the pack (and its lock: it is sealed from now on), once what was

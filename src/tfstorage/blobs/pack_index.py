@@ -176,6 +176,17 @@ class PackIndex:
             size = HEADER_SIZE + row[2]
             _count(conn, row[0], live=-size, dead=size)
 
+    def remove_all(self, blob_ids: Sequence[str]) -> None:
+        """Forget every one of `blob_ids` the index has, in one transaction."""
+        with self._connection() as conn, _writing(conn):
+            where = _placed(conn, list(blob_ids))
+            conn.executemany("DELETE FROM blobs WHERE blob_id = ?", [(b,) for b in where])
+            counts: list[list[Any]] = []
+            for pack, _, length, _ in where.values():
+                size = HEADER_SIZE + length
+                _add_count(counts, pack, live=-size, dead=size)
+            conn.executemany(_COUNT, counts)
+
     def reserve(self, pack: str, through: int) -> None:
         """Record a compaction's new pack before it is written, as indexed through its
         end: if the compaction dies before its switch, no scan indexes the copies."""

@@ -58,6 +58,7 @@ from tfstorage.blobs.pack_maintenance import (
     recover,
     sweep_temp_packs,
 )
+from tfstorage.blobs.pack_removals import GroupedRemovals
 from tfstorage.config import MAX_PACK_THRESHOLD
 from tfstorage.domain.blocks import DEFAULT_BLOCK_SIZE
 from tfstorage.errors import InsufficientStorage
@@ -103,6 +104,7 @@ class PackedBlobStore:
         self._dir = os.path.join(os.path.abspath(root), PACKS_DIR)
         self._append_lock = threading.Lock()
         self._active: ActivePack | None = None
+        self._removals = GroupedRemovals(self._remove_all)
         with _errors("opening the pack index"):
             os.makedirs(self._dir, mode=0o750, exist_ok=True)
             self._index = PackIndex(os.path.join(self._dir, INDEX_FILE))
@@ -209,13 +211,13 @@ class PackedBlobStore:
 
     async def delete(self, blob_id: str) -> None:
         _check_id(blob_id)
+        await self._removals.remove(blob_id)  # with the deletes asked for meanwhile
 
-        def delete() -> None:
-            with _errors("deleting"):
-                self._index.remove(blob_id)
+    def _remove_all(self, blob_ids: list[str]) -> None:
+        with _errors("deleting"):
+            self._index.remove_all(blob_ids)
+            for blob_id in blob_ids:
                 self._local_path_unlink(blob_id)
-
-        await anyio.to_thread.run_sync(delete)
 
     # Reading ------------------------------------------------------------------------
     async def open(self, blob_id: str, start: int = 0, end: int | None = None) -> ByteStream:
@@ -258,12 +260,10 @@ class PackedBlobStore:
 
     async def stat(self, blob_id: str) -> BlobInfo:
         _check_id(blob_id)
-
-        def locate() -> Location | None:
-            with _errors("reading metadata"):
-                return self._index.locate(blob_id)
-
-        location = await anyio.to_thread.run_sync(locate)
+        # Here on the loop, as `open` locates a blob: one point read of the index (WAL,
+        # so it never waits for a writer) costs less than a hop to a thread.
+        with _errors("reading metadata"):
+            location = self._index.locate(blob_id)
         if location is None:
             return await self._local.stat(blob_id)
         return BlobInfo(blob_id, location.length, location.modified)

@@ -220,7 +220,7 @@ class ObjectWriter:
         out = []
         for target, result in zip(targets, results, strict=True):
             if result.duplicate_blob_id is not None:
-                await self._heal(result.version.blob_id, target.staged)
+                await self._heal(result.version, target.staged)
                 await self.discard(result.duplicate_blob_id)
             self._ctx.metrics.uploads.labels(bucket=target.bucket).inc()
             out.append(WriteResult(result.version, result.duplicate_blob_id is not None))
@@ -255,21 +255,21 @@ class ObjectWriter:
                 out.append(result)
                 continue
             if result.duplicate_blob_id is not None:
-                await self._heal(result.version.blob_id, target.staged)
+                await self._heal(result.version, target.staged)
                 await self.discard(result.duplicate_blob_id)
             self._ctx.metrics.uploads.labels(bucket=target.bucket).inc()
             out.append(WriteResult(result.version, result.duplicate_blob_id is not None))
         return out
 
-    async def _heal(self, stored_id: str, fresh: StagedBlob) -> None:
-        """Dedup pointed a new version at stored bytes: if those are missing, of the
+    async def _heal(self, version: ObjectVersion, fresh: StagedBlob) -> None:
+        """Dedup pointed a new `version` at stored bytes: if those are missing, of the
         wrong size, or failed a checksum on read, rewrite them from the fresh copy
         (same SHA-256, so readers see the same content either way), and clear the
-        blob's damage mark."""
+        blob's damage mark. The version's damage was read in its commit."""
         blobs = self._ctx.blobs
+        stored_id = version.blob_id
         try:
-            damage = await self._ctx.db(self._ctx.integrity.damage_of, stored_id)
-            healthy = damage is None and (await blobs.stat(stored_id)).size == fresh.size
+            healthy = version.damage is None and (await blobs.stat(stored_id)).size == fresh.size
         except BlobNotFound:
             healthy = False
         if healthy:
