@@ -212,6 +212,38 @@ async def test_a_failed_group_removal_fails_each_of_its_deletes(
 
 
 @pytest.mark.anyio
+async def test_a_file_that_cannot_be_removed_fails_only_its_own_delete(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = PackedBlobStore(root)
+    blobs = {new_blob_id(): os.urandom(100) for _ in range(8)}
+    await put_all(store, blobs)
+    stuck = next(iter(blobs))
+    real = PackedBlobStore._local_path_unlink
+
+    def unlink(self: PackedBlobStore, blob_id: str) -> None:
+        if blob_id == stuck:
+            raise PermissionError(errno.EACCES, "Permission denied")
+        real(self, blob_id)
+
+    monkeypatch.setattr(PackedBlobStore, "_local_path_unlink", unlink)
+    outcomes: dict[str, str] = {}
+
+    async def delete(blob_id: str) -> None:
+        try:
+            await store.delete(blob_id)
+            outcomes[blob_id] = "deleted"
+        except BlobStoreUnavailable:
+            outcomes[blob_id] = "failed"
+
+    async with anyio.create_task_group() as tg:
+        for blob_id in blobs:
+            tg.start_soon(delete, blob_id)
+    assert outcomes == {b: "failed" if b == stuck else "deleted" for b in blobs}
+    await store.close()
+
+
+@pytest.mark.anyio
 async def test_puts_on_a_loop_await_their_sync_without_blocking_it(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

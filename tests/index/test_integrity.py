@@ -71,6 +71,26 @@ def test_damage_read_before_a_later_verification_is_not_recorded(index: ObjectIn
     assert integrity.damage_of(blob) == "missing"
 
 
+def test_the_verdict_on_the_later_read_bytes_wins(index: ObjectIndex) -> None:
+    integrity = _integrity(index)
+    index.create_bucket("models")
+    _commit(index, "a", 1)
+    blob = f"{1:032x}"
+    slow_check_began = utcnow()  # a long check reads good bytes from here ...
+    damage_read_at = slow_check_began + timedelta(seconds=1)
+    # ... a quicker one reads the bytes after it, finds them damaged, records it first,
+    assert integrity.mark_damaged(blob, "corrupt", read_since=damage_read_at) is True
+    # and the long check's "good" comes last: it must not clear the newer finding.
+    assert integrity.mark_verified(blob, read_since=slow_check_began) is False
+    assert integrity.damage_of(blob) == "corrupt"
+    # A check that began reading after the damage was found does clear it.
+    assert integrity.mark_verified(blob, read_since=damage_read_at + timedelta(seconds=1))
+    assert integrity.damage_of(blob) is None
+    # And damage read after that good verdict's read is recorded, though it comes later.
+    later = damage_read_at + timedelta(seconds=2)
+    assert integrity.mark_damaged(blob, "truncated", read_since=later) is True
+
+
 def test_pages_in_blob_id_order(index: ObjectIndex) -> None:
     integrity = _integrity(index)
     index.create_bucket("models")

@@ -20,8 +20,9 @@ from tfstorage.blobs.pack_files import Failure, settle_all
 
 
 class GroupedRemovals:
-    def __init__(self, remove_all: Callable[[list[str]], None]) -> None:
-        self._remove_all = remove_all  # blocking; raises for the whole group
+    def __init__(self, remove_all: Callable[[list[str]], dict[str, BaseException]]) -> None:
+        # Blocking; returns the ids it could not remove with why, or raises for them all.
+        self._remove_all = remove_all
         self._lock = threading.Lock()
         self._queued: list[tuple[str, asyncio.Future[None]]] = []
         self._draining = False
@@ -54,14 +55,16 @@ class GroupedRemovals:
                     self._draining = False
                     return
             error: Failure = None
+            failed: dict[str, BaseException] = {}
             try:
-                self._remove_all([blob_id for blob_id, _ in group])
+                failed = self._remove_all([blob_id for blob_id, _ in group])
             except BaseException as exc:
                 error = exc
             answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None], Failure]]]
             answers = {}
-            for _, done in group:
-                answers.setdefault(done.get_loop(), []).append((done, error))
+            for blob_id, done in group:
+                result = (done, error or failed.get(blob_id))
+                answers.setdefault(done.get_loop(), []).append(result)
             for loop, answer in answers.items():
                 with suppress(RuntimeError):  # that loop is closed: no one is waiting
                     loop.call_soon_threadsafe(settle_all, answer)

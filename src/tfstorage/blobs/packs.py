@@ -213,11 +213,19 @@ class PackedBlobStore:
         _check_id(blob_id)
         await self._removals.remove(blob_id)  # with the deletes asked for meanwhile
 
-    def _remove_all(self, blob_ids: list[str]) -> None:
+    def _remove_all(self, blob_ids: list[str]) -> dict[str, BaseException]:
+        """Remove the group from the index, then any file copy of each: a file that
+        cannot be removed fails its own delete only."""
         with _errors("deleting"):
             self._index.remove_all(blob_ids)
-            for blob_id in blob_ids:
-                self._local_path_unlink(blob_id)
+        failed: dict[str, BaseException] = {}
+        for blob_id in blob_ids:
+            try:
+                with _errors("deleting"):
+                    self._local_path_unlink(blob_id)
+            except Exception as exc:
+                failed[blob_id] = exc
+        return failed
 
     # Reading ------------------------------------------------------------------------
     async def open(self, blob_id: str, start: int = 0, end: int | None = None) -> ByteStream:

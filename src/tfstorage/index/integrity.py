@@ -68,16 +68,16 @@ class IntegrityIndex(IndexStore):
     ) -> bool:
         """Record damage found in a blob's bytes; True if the blob was not marked so yet.
 
-        `read_since`: when the read that found it began. A blob verified good after
-        that (a new upload of the same content rewrote it meanwhile) keeps its clean
-        state: the damage seen was in bytes that are gone."""
+        `read_since`: when the check that found it began reading. A blob verified good
+        in bytes read later (a new upload of the same content rewrote it, a later check)
+        keeps its clean state: the damage seen was in bytes that are gone."""
 
         def run(conn: Connection) -> bool:
             stmt = (
                 update(blobs)
                 .where(blobs.c.blob_id == blob_id)
                 .where(blobs.c.damage.is_(None) | (blobs.c.damage != damage))
-                .values(damage=damage, damage_found_at=utcnow())
+                .values(damage=damage, damage_found_at=read_since or utcnow())
             )
             if read_since is not None:
                 stmt = stmt.where(
@@ -87,19 +87,28 @@ class IntegrityIndex(IndexStore):
 
         return self._write(run)
 
-    def mark_verified(self, blob_id: str) -> bool:
-        """The blob's bytes matched its checksums: clear any mark. True if one was set."""
+    def mark_verified(self, blob_id: str, *, read_since: datetime | None = None) -> bool:
+        """The blob's bytes matched its checksums: clear any mark. True if one was set.
+
+        `read_since`: when the check began reading them. Damage found in bytes read
+        after that stands (a check that took long must not clear a newer finding);
+        without it, the bytes are good as of now (a rewrite that was just verified)."""
 
         def run(conn: Connection) -> bool:
-            was = conn.execute(
-                select(blobs.c.damage).where(blobs.c.blob_id == blob_id)
-            ).scalar_one_or_none()
+            row = conn.execute(
+                select(blobs.c.damage, blobs.c.damage_found_at).where(blobs.c.blob_id == blob_id)
+            ).first()
+            if row is None:
+                return False
+            damage, found_at = row
+            if read_since is not None and found_at is not None and found_at > read_since:
+                return False  # damage found in bytes read after these
             conn.execute(
                 update(blobs)
                 .where(blobs.c.blob_id == blob_id)
-                .values(damage=None, damage_found_at=None, verified_at=utcnow())
+                .values(damage=None, damage_found_at=None, verified_at=read_since or utcnow())
             )
-            return was is not None
+            return damage is not None
 
         return self._write(run)
 

@@ -282,12 +282,14 @@ class IntegrityChecker:
                 "integrity: repaired the %s copy of blob %s",
                 "primary" if verdict.repaired else "replica", blob_id,
             )  # fmt: skip
+        # Each verdict is about the bytes as this check read them, from `began`: a
+        # newer finding (or a rewrite by a new upload of the same content) wins.
         if verdict.ok:
-            await self._ctx.db(integrity.mark_verified, blob_id)
+            # A primary repaired from the replica is good as of now, not as read.
+            read = None if verdict.repaired else began
+            await self._ctx.db(integrity.mark_verified, blob_id, read_since=read)
         else:
             damage: Damage = verdict.primary.status  # type: ignore[assignment]
-            # Only if no rewrite verified the blob since this check read it: a new
-            # upload of the same content may have healed it meanwhile.
             await self._ctx.db(integrity.mark_damaged, blob_id, damage, read_since=began)
         await self.refresh_gauges()
 
