@@ -115,6 +115,23 @@ async def assert_intact(store: BlobStore, blobs: dict[str, bytes]) -> None:
         assert (await store.stat(blob_id)).size == len(data)
 
 
+async def delete_each(store: BlobStore, blob_ids: list[str]) -> dict[str, str]:
+    """Delete all at once; "deleted" or "failed" (BlobStoreUnavailable) by blob id."""
+    outcomes: dict[str, str] = {}
+
+    async def delete(blob_id: str) -> None:
+        try:
+            await store.delete(blob_id)
+            outcomes[blob_id] = "deleted"
+        except BlobStoreUnavailable:
+            outcomes[blob_id] = "failed"
+
+    async with anyio.create_task_group() as tg:
+        for blob_id in blob_ids:
+            tg.start_soon(delete, blob_id)
+    return outcomes
+
+
 def small_blobs(count: int, seed: int = 0) -> dict[str, bytes]:
     rng = random.Random(seed)
     return {rng.randbytes(16).hex(): rng.randbytes(rng.randrange(0, 6000)) for _ in range(count)}
@@ -191,18 +208,7 @@ async def test_a_failed_group_removal_fails_each_of_its_deletes(
         raise sqlite3.OperationalError("disk I/O error")
 
     monkeypatch.setattr(PackIndex, "remove_all", remove_all)
-    failures: list[BaseException] = []
-
-    async def delete(blob_id: str) -> None:
-        try:
-            await store.delete(blob_id)
-        except BlobStoreUnavailable as exc:
-            failures.append(exc)
-
-    async with anyio.create_task_group() as tg:
-        for blob_id in blobs:
-            tg.start_soon(delete, blob_id)
-    assert len(failures) == len(blobs)
+    assert await delete_each(store, list(blobs)) == dict.fromkeys(blobs, "failed")
     monkeypatch.undo()
     await assert_intact(store, blobs)  # nothing was removed
     await store.delete(next(iter(blobs)))  # and the next group goes through
@@ -227,18 +233,7 @@ async def test_a_file_that_cannot_be_removed_fails_only_its_own_delete(
         real(self, blob_id)
 
     monkeypatch.setattr(PackedBlobStore, "_local_path_unlink", unlink)
-    outcomes: dict[str, str] = {}
-
-    async def delete(blob_id: str) -> None:
-        try:
-            await store.delete(blob_id)
-            outcomes[blob_id] = "deleted"
-        except BlobStoreUnavailable:
-            outcomes[blob_id] = "failed"
-
-    async with anyio.create_task_group() as tg:
-        for blob_id in blobs:
-            tg.start_soon(delete, blob_id)
+    outcomes = await delete_each(store, list(blobs))
     assert outcomes == {b: "failed" if b == stuck else "deleted" for b in blobs}
     await store.close()
 

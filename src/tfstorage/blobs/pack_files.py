@@ -17,7 +17,7 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
 from typing import Final
 
@@ -134,7 +134,7 @@ def pread_cached(fd: int, size: int, offset: int) -> bytes:
     return bytes(buf)
 
 
-def settle_all(answers: list[tuple[asyncio.Future[None], Failure]]) -> None:
+def _settle(answers: list[tuple[asyncio.Future[None], Failure]]) -> None:
     for waiter, error in answers:
         if waiter.done():  # its caller was cancelled
             continue
@@ -142,6 +142,19 @@ def settle_all(answers: list[tuple[asyncio.Future[None], Failure]]) -> None:
             waiter.set_result(None)
         else:
             waiter.set_exception(error)
+
+
+def settle_from_a_thread(answers: Iterable[tuple[asyncio.Future[None], Failure]]) -> None:
+    """Settle futures of any event loops from a worker thread, with one wake-up per
+    loop for all of its futures: each call_soon_threadsafe wakes its loop, which would
+    then run one caller's next step alone (an index commit as a batch of one, say)
+    before the others are even told."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None], Failure]]] = {}
+    for waiter, error in answers:
+        by_loop.setdefault(waiter.get_loop(), []).append((waiter, error))
+    for loop, answer in by_loop.items():
+        with suppress(RuntimeError):  # that loop is closed: no one is waiting
+            loop.call_soon_threadsafe(_settle, answer)
 
 
 def pwrite_all(fd: int, data: bytes, offset: int) -> None:
@@ -253,19 +266,11 @@ class ActivePack:
                 self.wait_durable(max(end for end, _ in waiters))
             except BaseException as exc:
                 error = exc
-            # One wake-up per loop for all its waiters: each call_soon_threadsafe wakes
-            # the loop, which would then run a writer's next step alone (and its index
-            # commit as a batch of one) before the others are even told.
-            answers: dict[
-                asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None], Failure]]
-            ] = {}
-            for end, waiter in waiters:
-                # A failure of a later group leaves the records synced before it durable.
-                failed = error if error is not None and self._durable < end else None
-                answers.setdefault(waiter.get_loop(), []).append((waiter, failed))
-            for loop, answer in answers.items():
-                with suppress(RuntimeError):  # that loop is closed: no one is waiting
-                    loop.call_soon_threadsafe(settle_all, answer)
+            # A failure of a later group leaves the records synced before it durable.
+            settle_from_a_thread(
+                (waiter, error if error is not None and self._durable < end else None)
+                for end, waiter in waiters
+            )
 
     def close(self) -> None:
         """Release the pack (and its lock: it is sealed from now on), once what was

@@ -14,9 +14,8 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from contextlib import suppress
 
-from tfstorage.blobs.pack_files import Failure, settle_all
+from tfstorage.blobs.pack_files import Failure, settle_from_a_thread
 
 
 class GroupedRemovals:
@@ -60,11 +59,4 @@ class GroupedRemovals:
                 failed = self._remove_all([blob_id for blob_id, _ in group])
             except BaseException as exc:
                 error = exc
-            answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None], Failure]]]
-            answers = {}
-            for blob_id, done in group:
-                result = (done, error or failed.get(blob_id))
-                answers.setdefault(done.get_loop(), []).append(result)
-            for loop, answer in answers.items():
-                with suppress(RuntimeError):  # that loop is closed: no one is waiting
-                    loop.call_soon_threadsafe(settle_all, answer)
+            settle_from_a_thread((done, error or failed.get(blob_id)) for blob_id, done in group)
