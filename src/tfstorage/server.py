@@ -16,6 +16,7 @@ from tfstorage.api.app import create_app
 from tfstorage.api.body_deadline import BodyDeadlineMiddleware
 from tfstorage.api.forwarded import ForwardedHeadersMiddleware
 from tfstorage.api.middleware import RequestIdMiddleware
+from tfstorage.api.worker_balance import join_from_environment
 from tfstorage.collector import tune_collector
 from tfstorage.config import Settings
 from tfstorage.malloc import tune_allocator
@@ -72,7 +73,9 @@ def app_from_environment() -> FrontDoors:
     """For `uvicorn --factory` with several worker processes: settings from the env."""
     from tfstorage.config import load_settings
 
-    return create_server_app(load_settings())
+    doors = create_server_app(load_settings())
+    join_from_environment()  # a worker's connections count from here (not the parent's)
+    return doors
 
 
 def bind(host: str, port: int, *, per_worker: bool = False) -> socket.socket:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from http.client import HTTPConnection
 from pathlib import Path
 
 import pytest
@@ -174,6 +175,14 @@ def test_each_worker_listens_on_its_own_socket_and_takes_a_share_of_a_pool(
     # every one on the same worker is 2 in 65,536.
     pool = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(16)]
     try:
+        # Where the kernel placed them, before any request: a worker over its share
+        # then closes one after answering it (test_a_worker_with_more_than_its_share...).
+        ours = {conn.getsockname()[1] for conn in pool}
+        deadline = time.monotonic() + 30
+        while len(owners := _owners(list(listening), server.port, ours)) < 16:
+            assert time.monotonic() < deadline, owners
+            time.sleep(0.05)
+        served = {pid: list(owners.values()).count(pid) for pid in listening}
         request = (
             f"GET /health HTTP/1.1\r\nHost: t\r\nAuthorization: {AUTH['Authorization']}\r\n\r\n"
         )
@@ -181,23 +190,9 @@ def test_each_worker_listens_on_its_own_socket_and_takes_a_share_of_a_pool(
             conn.sendall(request.encode())
         for conn in pool:
             assert conn.recv(64).startswith(b"HTTP/1.1 200")
-        ours = {conn.getsockname()[1] for conn in pool}
-        table = _tcp_sockets()
-        served = {
-            pid: sum(
-                1
-                for i in _socket_inodes(pid)
-                if (entry := table.get(i)) is not None
-                and entry[0] == server.port
-                and entry[1] in ours
-                and entry[2] == ESTABLISHED
-            )
-            for pid in listening
-        }
     finally:
         for conn in pool:
             conn.close()
-    assert sum(served.values()) == 16, served
     assert all(n > 0 for n in served.values()), served
 
 
@@ -222,3 +217,93 @@ def test_a_second_server_on_a_workers_port_is_refused(
     assert "cannot listen" in second.stderr
     with server.client() as client:  # the first one serves on
         assert client.get("/health").status_code == 200
+
+
+def _owners(workers: list[int], port: int, client_ports: set[int]) -> dict[int, int]:
+    """client port -> the worker holding the server side of that connection."""
+    table = _tcp_sockets()
+    owners = {}
+    for pid in workers:
+        for inode in _socket_inodes(pid):
+            entry = table.get(inode)
+            if entry and entry[0] == port and entry[1] in client_ports and entry[2] == ESTABLISHED:
+                owners[entry[1]] = pid
+    return owners
+
+
+def _uneven_pool(port: int, workers: list[int], heavy: int, light: int) -> list[HTTPConnection]:
+    """Keep-alive connections placed `heavy` on one worker and `light` on the other: the
+    kernel places each by a hash, so open them one by one and keep those that fit."""
+    kept: list[HTTPConnection] = []
+    want: dict[int, int] = {}
+    for _ in range(400):
+        if len(kept) == heavy + light:
+            return kept
+        conn = HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.connect()
+        local = conn.sock.getsockname()[1]
+        owner = None
+        for _ in range(100):  # the worker's accept may lag the client's connect a moment
+            owner = _owners(workers, port, {local}).get(local)
+            if owner is not None:
+                break
+            time.sleep(0.01)
+        if owner is not None:
+            if not want:  # the first connection's worker is the heavy one
+                want = {owner: heavy} | {pid: light for pid in workers if pid != owner}
+            if want.get(owner, 0) > 0:
+                want[owner] -= 1
+                kept.append(conn)
+                continue
+        conn.close()
+    raise AssertionError(f"could not place {heavy}/{light} connections: {want}")
+
+
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_a_worker_with_more_than_its_share_of_a_pool_hands_connections_back(
+    make_server: ServerFactory, http: str
+) -> None:
+    """The kernel's hash can leave one worker with most of a client's pool (6 of 8 here,
+    set up on purpose) while the other idles. The busy one answers a request with
+    `Connection: close` until neither holds more than its share; the client's next
+    request opens a new connection, placed afresh. Once even, no connection is closed."""
+    server = make_server({"WORKERS": "2", "HTTP_IMPLEMENTATION": http})
+    assert server.proc is not None
+    deadline = time.monotonic() + 60
+    while len(listening := _listening(server.proc.pid, server.port)) < 2:
+        assert time.monotonic() < deadline, listening
+        time.sleep(0.1)
+    workers = list(listening)
+    pool = _uneven_pool(server.port, workers, heavy=6, light=2)
+    opened = len(pool)
+
+    def sweep() -> None:
+        nonlocal opened
+        for conn in pool:
+            if conn.sock is None:
+                opened += 1  # closed after its last answer: this request reconnects
+            conn.request("GET", "/health", headers=AUTH)
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200
+
+    def spread() -> list[int]:
+        ports = {conn.sock.getsockname()[1] for conn in pool if conn.sock is not None}
+        owners = _owners(workers, server.port, ports)
+        return sorted(list(owners.values()).count(pid) for pid in workers)
+
+    try:
+        assert spread() == [2, 6]
+        deadline = time.monotonic() + 30
+        while spread() != [4, 4]:
+            assert time.monotonic() < deadline, (spread(), opened)
+            sweep()
+            time.sleep(0.02)
+        settled = opened
+        for _ in range(40):  # 1-2 s of requests: longer than a few check intervals
+            sweep()
+            time.sleep(0.03)
+        assert opened == settled and spread() == [4, 4], (spread(), opened - settled)
+    finally:
+        for conn in pool:
+            conn.close()

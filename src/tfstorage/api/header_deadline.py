@@ -7,7 +7,8 @@ at the next request's first byte) and, with h11, the header size
 sending one byte a second holds its connection for ever. These subclasses start a
 timer at a request's first byte; headers not complete within HEADER_TIMEOUT_SECONDS get
 a 408 with `Connection: close` and the connection is closed. They are passed to uvicorn
-as import strings (`http=`), so every worker process of WORKERS>1 loads them too.
+as import strings (`http=`), so every worker process of WORKERS>1 loads them too; there
+they also keep the workers' connections even (api/worker_balance.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tfstorage.api.coalesced_writes import CoalescingTransport
+from tfstorage.api.worker_balance import BalancedConnections
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +98,12 @@ class _HeaderDeadline:
         self.transport.close()
 
 
-class H11WithHeaderDeadline(_HeaderDeadline, H11Protocol):
+class H11WithHeaderDeadline(_HeaderDeadline, BalancedConnections, H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         # Flow control (set up above) keeps the real transport; writes go through this.
         self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
+        self._connections_changed()
 
     def data_received(self, data: bytes) -> None:
         # IDLE: between requests, so these are the first bytes of the next one.
@@ -109,10 +112,12 @@ class H11WithHeaderDeadline(_HeaderDeadline, H11Protocol):
         super().data_received(data)
         if self.conn.their_state is not h11.IDLE:
             self._stop_header_deadline()  # the headers are complete (or refused)
+        self._balance()  # a request's cycle starts its response on a later loop turn
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_header_deadline()
         super().connection_lost(exc)
+        self._connections_changed()
 
 
 try:
@@ -121,11 +126,12 @@ except ImportError:  # pragma: no cover - uvicorn[standard] installs httptools
     pass
 else:
 
-    class HttpToolsWithHeaderDeadline(_HeaderDeadline, HttpToolsProtocol):
+    class HttpToolsWithHeaderDeadline(_HeaderDeadline, BalancedConnections, HttpToolsProtocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             # Flow control (set up above) keeps the real transport; writes go through this.
             self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
+            self._connections_changed()
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -134,7 +140,9 @@ else:
         def on_headers_complete(self) -> None:
             self._stop_header_deadline()
             super().on_headers_complete()
+            self._balance()  # the cycle just made starts its response on a later loop turn
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._stop_header_deadline()
             super().connection_lost(exc)
+            self._connections_changed()

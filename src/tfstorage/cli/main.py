@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 
 import typer
 
@@ -71,6 +72,7 @@ def serve(
     from uvicorn.supervisors import Multiprocess
 
     from tfstorage.api.header_deadline import protocol_for
+    from tfstorage.api.worker_balance import WORKER_LOAD_DIR_ENV
     from tfstorage.server import bind, create_server_app
 
     settings = _settings_or_exit()
@@ -124,6 +126,9 @@ def serve(
         # Workers share their Prometheus metrics through files in a fresh directory.
         metrics_dir, made_here = prepare_multiprocess_dir()
     if settings.workers > 1:
+        # The workers' connection counts, for keeping them even (api/worker_balance.py).
+        load_dir = tempfile.mkdtemp(prefix="tfstorage-workers-")
+        os.environ[WORKER_LOAD_DIR_ENV] = load_dir  # inherited by the workers
         # Each worker process builds its own app from the same environment.
         config = uvicorn.Config(
             "tfstorage.server:app_from_environment",
@@ -138,6 +143,7 @@ def serve(
         try:
             Multiprocess(config, sockets=sockets).run()
         finally:
+            shutil.rmtree(load_dir, ignore_errors=True)
             if made_here:
                 shutil.rmtree(metrics_dir, ignore_errors=True)
     else:
