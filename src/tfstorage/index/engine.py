@@ -177,7 +177,13 @@ def _sqlite_engine(url: URL) -> Engine:
     if not in_memory and not database.startswith("file:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     # A memory database lives in one connection (SingletonThreadPool): no pool sizing.
-    pooling: dict[str, Any] = {} if in_memory else {"pool_size": 10, "max_overflow": 20}
+    # Last in, first out: a connection keeps its page cache only while no other one
+    # writes, so the writes of one thread (the event loop's group commits) go on the
+    # connection they used last. Taken in turn (the default), each commit found its
+    # cache stale and read its pages again: ~5 preads per 4 KiB upload, against 0.3.
+    pooling: dict[str, Any] = (
+        {} if in_memory else {"pool_size": 10, "max_overflow": 20, "pool_use_lifo": True}
+    )
     engine = create_engine(url, json_deserializer=json_codec.loads, **pooling)
     syncer = sqlite_wal_syncer(engine)
     # NORMAL with the WAL syncer: COMMIT releases the write lock without an fsync and

@@ -275,35 +275,37 @@ class GroupCommitter:
             if len(batch) == 1:
                 _run_in(transaction, conn, batch[0])
                 return
-            with transaction:
-                if not _all_at_once(conn, batch):
-                    _one_by_one(conn, batch)
+            if _all_at_once(transaction, conn, batch):
+                return
+            # A work failed and the transaction was rolled back: again, one by one. With
+            # wait=False, another writer may have taken the lock meanwhile (_Busy).
+            with conn.begin() if wait else _begin_at_once(conn):
+                _one_by_one(conn, batch)
 
 
-def _all_at_once(conn: Connection, batch: list[_Pending[Any]]) -> bool:
-    """The batch under one SAVEPOINT: True when every work succeeded. Else nothing of
-    it stays (the first failure rolls it all back) and the caller runs it again one
-    by one: failures are rare, and two statements per work, a SAVEPOINT and its
-    RELEASE, were a fifth of a batch's statements.
+def _all_at_once(
+    transaction: RootTransaction, conn: Connection, batch: list[_Pending[Any]]
+) -> bool:
+    """The batch in one transaction, committed: True when every work succeeded. Else
+    nothing of it stays (the first failure rolls the transaction back) and the caller
+    runs it again one by one: failures are rare.
 
-    The SAVEPOINT is sent on the sqlite3 connection itself: SQLAlchemy's compiles its
-    RELEASE anew each time (2-3% of the event loop's time under small uploads)."""
-    raw = conn.connection.driver_connection
-    assert isinstance(raw, sqlite3.Connection)
-    raw.execute("SAVEPOINT tfs_batch")
+    No SAVEPOINT around the batch: SQLite keeps the original of every page changed
+    under a savepoint in a sub-journal, a temporary file once past 64 KiB, which a
+    batch of a few uploads (~20 pages each) passed: a file created, written page by
+    page and deleted per batch, twice the CPU of the batch's statements themselves."""
     _inside.work = True
     try:
         for item in batch:
             item.result = item.work(conn)
     except Exception:
-        raw.execute("ROLLBACK TO tfs_batch")
-        raw.execute("RELEASE tfs_batch")
+        transaction.rollback()
         for item in batch:
             item.result = None
         return False
     finally:
         _inside.work = False
-    raw.execute("RELEASE tfs_batch")
+    transaction.commit()  # a failure here reaches _lead: nothing of it was written
     return True
 
 
