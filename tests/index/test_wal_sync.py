@@ -298,3 +298,29 @@ def test_a_forked_child_checkpoints_too(index: ObjectIndex, tmp_path: Path) -> N
     child.start()
     child.join(30)
     assert child.exitcode == 0
+
+
+def test_a_wal_under_steady_writes_starts_over_instead_of_growing(tmp_path: Path) -> None:
+    """SQLite writes the WAL from its start again only when a transaction begins with
+    every frame checkpointed: under steady writes one always committed while a
+    checkpoint ran, and the WAL grew for ever. Past RESTART_FRAMES the checkpoint
+    restarts it. A writer here commits and syncs as the index does, its syncs asking
+    the checkpoint thread for checkpoints."""
+    import sqlite3
+
+    path = str(tmp_path / "wal.db")
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)")
+    syncer = wal_sync.WalSyncer(path)
+    try:
+        for _ in range(4 * wal_sync.RESTART_FRAMES):  # 3 pages a commit: 12,000+ frames
+            conn.execute("INSERT INTO t (v) VALUES (randomblob(9000))")
+            syncer.sync()
+        _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    finally:
+        conn.close()
+        syncer.forget()
+    assert frames < 2 * wal_sync.RESTART_FRAMES, frames

@@ -10,24 +10,34 @@ and 906/s in runs where they were evenly loaded).
 
 Each worker writes how many connections it holds to a file of its own in a directory
 the parent process made (WORKER_LOAD_DIR_ENV). A worker holding more than its share of
-all of them (their total over the live workers, rounded up) answers the next request it
-gets with `Connection: close`, at most one every `INTERVAL`: the client sends its next
+all of them (their total over the live workers, rounded up) answers a request with
+`Connection: close`, looking at most once every `INTERVAL`: the client sends its next
 request on a new connection, which the kernel places afresh, until no worker holds more
 than its share. Closing a persistent connection after a complete response is allowed at
 any time (RFC 9112, 9.6) and every HTTP/1.1 client handles it; it costs that client one
-new connection, and only while the load is uneven.
+new connection, and only while the load is uneven. Only a request whose body has all
+arrived when its response starts is answered so: closing with unread bytes in the socket
+sends a reset, which can lose the response on its way (RFC 9112, 9.6 again).
+
+A worker counts from the moment its app is built, a moment before it listens: while a
+new worker starts, the others may close a few connections that come back to them.
+Balancing is an optimisation: a worker that cannot take part serves on without it.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import time
 from typing import Any
 
+log = logging.getLogger(__name__)
+_clock = time.monotonic
+
 WORKER_LOAD_DIR_ENV = "TFSTORAGE_WORKER_LOAD_DIR"
-INTERVAL = 0.2  # seconds between two connections closed by one worker: time to reconnect
+INTERVAL = 0.2  # seconds between two looks at the load: time for a client to reconnect
 
 
 class WorkerLoad:
@@ -44,20 +54,24 @@ class WorkerLoad:
         self.publish(0)  # counted as a worker from the start, idle or not
 
     def publish(self, held: int) -> None:
-        if held != self._held:
+        if held != self._held and self._fd >= 0:
             self._held = held
-            with contextlib.suppress(OSError):  # the parent is gone, shutting down
+            with contextlib.suppress(OSError):  # a full disk: the others read a stale count
                 os.pwrite(self._fd, b"%10d\n" % held, 0)
+
+    def due(self) -> bool:
+        """Whether it is time to look at the load again (cheap: once per request)."""
+        return _clock() >= self._next_check
 
     def over_share(self, held: int) -> bool:
         """Whether this worker, holding `held` connections, should close one now."""
-        now = time.monotonic()
+        now = _clock()
         if held < 2 or now < self._next_check:
             return False
         self._next_check = now + INTERVAL
         try:
             others, workers = self._others()
-        except OSError:  # the directory is gone: the parent is shutting down
+        except OSError:  # the directory is gone (the parent is shutting down)
             return False
         if workers < 2:
             return False
@@ -85,8 +99,9 @@ class WorkerLoad:
         return held, workers
 
     def close(self) -> None:
+        fd, self._fd = self._fd, -1
         with contextlib.suppress(OSError):
-            os.close(self._fd)
+            os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(self._path)
 
@@ -109,17 +124,17 @@ def join_from_environment() -> None:
     global _load
     directory = os.environ.get(WORKER_LOAD_DIR_ENV)
     if directory and _load is None:
-        _load = WorkerLoad(directory)
+        try:
+            _load = WorkerLoad(directory)
+        except OSError as exc:  # the directory was removed (a /tmp cleaner), say
+            log.warning("worker %d serves without connection balancing: %s", os.getpid(), exc)
+            return
         atexit.register(_load.close)
 
 
 def connections_changed(held: int) -> None:
     if _load is not None:
         _load.publish(held)
-
-
-def should_close(held: int) -> bool:
-    return _load is not None and _load.over_share(held)
 
 
 class BalancedConnections:
@@ -134,11 +149,44 @@ class BalancedConnections:
         connections_changed(len(self.connections))
 
     def _balance(self) -> None:
-        """Once per request, when its cycle exists and before its response starts."""
+        """Once per request, when its cycle exists and before its response starts: when
+        a look at the load is due, the decision is taken as the response starts."""
         cycle = self.cycle
         if cycle is None or cycle is self._balanced_cycle:
             return
         self._balanced_cycle = cycle
-        if should_close(len(self.connections)):
-            # uvicorn's protocols close the connection after a response saying so.
-            cycle.default_headers = [*cycle.default_headers, (b"connection", b"close")]
+        if _load is None or not _load.due() or _closes_anyway(cycle):
+            return
+        send = cycle.send
+        connections = self.connections
+
+        async def send_balanced(message: Any) -> None:
+            if (
+                message["type"] == "http.response.start"
+                and not cycle.more_body  # the request's body has all arrived
+                and _over_share(len(connections))
+            ):
+                # uvicorn's protocols close the connection after a response saying so.
+                headers = [*message.get("headers", ()), (b"connection", b"close")]
+                message = {**message, "headers": headers}
+                log.debug("closing a connection after this response: over this worker's share")
+            await send(message)
+
+        # The app is handed `cycle.send` when its task starts, on a later loop turn.
+        cycle.send = send_balanced
+
+
+def _over_share(held: int) -> bool:
+    try:
+        return _load is not None and _load.over_share(held)
+    except Exception:  # never fail a response over an optimisation
+        log.exception("connection balancing failed")
+        return False
+
+
+def _closes_anyway(cycle: Any) -> bool:
+    """HTTP/1.0, or the client asked to close: no connection to hand back."""
+    if not getattr(cycle, "keep_alive", True) or cycle.scope.get("http_version") != "1.1":
+        return True
+    headers = cycle.scope["headers"]
+    return any(name == b"connection" and b"close" in value.lower() for name, value in headers)

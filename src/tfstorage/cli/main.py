@@ -126,9 +126,6 @@ def serve(
         # Workers share their Prometheus metrics through files in a fresh directory.
         metrics_dir, made_here = prepare_multiprocess_dir()
     if settings.workers > 1:
-        # The workers' connection counts, for keeping them even (api/worker_balance.py).
-        load_dir = tempfile.mkdtemp(prefix="tfstorage-workers-")
-        os.environ[WORKER_LOAD_DIR_ENV] = load_dir  # inherited by the workers
         # Each worker process builds its own app from the same environment.
         config = uvicorn.Config(
             "tfstorage.server:app_from_environment",
@@ -140,7 +137,10 @@ def serve(
             timeout_worker_healthcheck=30,
             **options,  # type: ignore[arg-type]
         )
+        # The workers' connection counts, for keeping them even (api/worker_balance.py).
+        load_dir = tempfile.mkdtemp(prefix="tfstorage-workers-")
         try:
+            os.environ[WORKER_LOAD_DIR_ENV] = load_dir  # inherited by the workers
             Multiprocess(config, sockets=sockets).run()
         finally:
             shutil.rmtree(load_dir, ignore_errors=True)

@@ -4,8 +4,8 @@ SQLite admits one writer at a time and each COMMIT waits for an fsync, so N conc
 small uploads would cost N fsyncs in a row. Writers of this process queue here instead;
 whoever finds no batch running becomes the leader and runs everything queued so far in
 one transaction. A failing work (NoSuchBucket, say) is rolled back alone and the
-others still commit together: the batch runs again with each work inside its own
-SAVEPOINT when any of it fails.
+others still commit together: when any of it fails, the batch runs again in a new
+transaction with each work inside its own SAVEPOINT.
 
 The COMMIT itself does not fsync (synchronous=NORMAL, index/wal_sync.py): once the lead
 has passed on, each writer waits for a WAL fsync that began after its COMMIT, so the
@@ -207,7 +207,7 @@ class GroupCommitter:
     def _commit_here(self, batch: list[_Pending[Any]]) -> bool:
         """Commit `batch` on this thread, which leads and holds the turn (both given
         back here), unless SQLite's write lock is held by a writer outside the group
-        committers: then False, and nothing of the batch has run."""
+        committers: then False, and nothing of the batch stays."""
         try:
             self._commit(batch, wait=False)
         except _Busy:
@@ -265,8 +265,9 @@ class GroupCommitter:
                 self._cond.notify_all()
 
     def _commit(self, batch: list[_Pending[Any]], *, wait: bool = True) -> None:
-        """Run `batch` in one transaction. With wait=False the caller holds the turn
-        already, and a write lock held elsewhere raises _Busy instead of waiting."""
+        """Run `batch` in one transaction (a second one when a work fails). With
+        wait=False the caller holds the turn already, and a write lock held elsewhere
+        raises _Busy instead of waiting."""
         turn = self._turns.take() if self._turns and wait else contextlib.nullcontext()
         with turn, self._engine.connect() as conn:
             conn.execution_options(**{WRITE_OPTION: True})
@@ -305,7 +306,7 @@ def _all_at_once(
         return False
     finally:
         _inside.work = False
-    transaction.commit()  # a failure here reaches _lead: nothing of it was written
+    transaction.commit()  # a failure here reaches the leader: nothing of it was written
     return True
 
 
@@ -347,7 +348,7 @@ def _run_in(
         return
     finally:
         _inside.work = False
-    transaction.commit()  # a failure here reaches _lead: nothing of it was written
+    transaction.commit()  # a failure here reaches the leader: nothing of it was written
 
 
 def _give_if_taken(turns: _WriterTurns, taking: asyncio.Future[None]) -> None:
