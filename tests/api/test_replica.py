@@ -109,6 +109,18 @@ async def test_missing_primary_blob_is_read_from_the_replica(
         assert report["replica"] is True and report["replica_only"] == 1
 
 
+async def caught_up(app: FastAPI) -> None:
+    """Wait until the replica holds every blob. The copy made on upload reads the blob
+    back from the primary; on a stalled machine that read can time out, and the upload
+    still succeeds with the copy queued (by design: the primary holds it durably)."""
+    storage = app.state.storage
+    with anyio.fail_after(60):
+        await storage.started_up.wait()  # its catch-up run holds the replication lease
+        while (report := await storage.replicate()) is None or report.busy or report.failed:
+            await anyio.sleep(0.5)
+    assert await storage.ctx.blobs.journal.pending() == 0
+
+
 @pytest.fixture
 def fault_proxy(seaweedfs: SeaweedFS) -> Iterator[FaultProxy]:
     proxy = FaultProxy(seaweedfs.s3_port)
@@ -129,6 +141,7 @@ async def test_s3_primary_down_reads_from_local_replica(
         assert (
             await c.put("/api/v1/objects/models/a.bin", content=b"primary+replica")
         ).status_code == 200
+        await caught_up(app)
         fault_proxy.set("refuse")
         r = await c.get("/api/v1/download/models/a.bin")
         assert r.status_code == 200 and r.content == b"primary+replica"
