@@ -268,6 +268,43 @@ def test_a_loop_write_awaits_another_process_turn_off_the_loop(
     asyncio.run(main())
 
 
+@pytest.fixture
+def bucket_many(index: ObjectIndex) -> str:
+    index.create_bucket("many")  # before another process takes the turn (a fixture after)
+    return "many"
+
+
+def test_loop_writes_queued_while_another_process_has_the_turn_join_the_waiting_batch(
+    index: ObjectIndex, bucket_many: str, other_process_turn: subprocess.Popen[str]
+) -> None:
+    """WORKERS=N: the writes a loop queues while another process holds the turn commit
+    with the one already waiting for it (one transaction, one turn, one WAL fsync),
+    not in a batch of their own after it: that halved the batches with two workers."""
+    begins: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.startswith("BEGIN"):
+            begins.append(statement)
+
+    async def main() -> list[list[CommitResult]]:
+        _, first = await _ticks_while(commit_async(index, bucket_many, "k0"), 0.3)
+        rest = [
+            asyncio.ensure_future(commit_async(index, bucket_many, f"k{i}")) for i in range(1, 5)
+        ]
+        await asyncio.sleep(0.1)
+        assert not any(task.done() for task in rest), "a write did not wait for the turn"
+        other_process_turn.kill()
+        return await asyncio.wait_for(asyncio.gather(first, *rest), 10)
+
+    event.listen(index.engine, "before_cursor_execute", record)
+    try:
+        results = asyncio.run(main())
+    finally:
+        event.remove(index.engine, "before_cursor_execute", record)
+    assert len(begins) == 1, begins
+    assert [r[0].version.key for r in results] == [f"k{i}" for i in range(5)]
+
+
 def test_a_turn_that_cannot_be_taken_fails_its_batch_and_frees_the_lead(
     index: ObjectIndex, monkeypatch: pytest.MonkeyPatch
 ) -> None:
