@@ -171,6 +171,7 @@ def big_objects(server: Server, n: int, size: int, phases: set[str]) -> dict[str
 
 def small_objects(target: Target, prefix: str, seconds: float) -> dict[str, float]:
     """8 clients PUT 4 KiB objects for `seconds`, GET them for `seconds`, DELETE them all."""
+    disk.settle_writeback()
     puts = load.hammer(target, CLIENTS, seconds, load.small_puts(f"{OBJECTS}/{prefix}"))
     if not puts.done:
         raise RuntimeError(f"no 4 KiB PUT succeeded: {puts.first_error}")

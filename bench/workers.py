@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+import disk
 import load
 from service import Server
 
@@ -86,6 +87,7 @@ def run_round(
 
 def _measure(server: Server, prefix: str, seconds: float, index: str, w: int) -> dict[str, float]:
     target = server.target
+    disk.settle_writeback()
     puts = load.hammer(target, CLIENTS, seconds, load.small_puts(f"{OBJECTS}/{prefix}"))
     if not puts.done:
         raise RuntimeError(f"no 4 KiB PUT succeeded ({index}, {w} workers): {puts.first_error}")
