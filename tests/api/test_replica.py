@@ -116,8 +116,9 @@ async def caught_up(app: FastAPI) -> None:
     storage = app.state.storage
     with anyio.fail_after(60):
         await storage.started_up.wait()  # its catch-up run holds the replication lease
-        while (report := await storage.replicate()) is None or report.busy or report.failed:
+        while (report := await storage.replicate()) is not None and (report.busy or report.failed):
             await anyio.sleep(0.5)
+    assert report is not None, "no replica configured"
     assert await storage.ctx.blobs.journal.pending() == 0
 
 
@@ -142,6 +143,7 @@ async def test_s3_primary_down_reads_from_local_replica(
             await c.put("/api/v1/objects/models/a.bin", content=b"primary+replica")
         ).status_code == 200
         await caught_up(app)
+        assert blob_file(settings.replica_data_dir).read_bytes() == b"primary+replica"
         fault_proxy.set("refuse")
         r = await c.get("/api/v1/download/models/a.bin")
         assert r.status_code == 200 and r.content == b"primary+replica"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import sqlite3
 import subprocess
 import sys
@@ -331,6 +332,29 @@ def test_a_turn_that_cannot_be_taken_fails_its_batch_and_frees_the_lead(
         index.resolve_latest("one", "a")
     index.delete_key("one", "b")  # a threaded write: the lead is free
     index.commit_version(new_version("one", "c", b"c"))
+
+
+def test_a_turn_that_cannot_be_unlocked_is_given_up_by_closing_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LOCK_UN failing must neither keep the other processes waiting nor fail the
+    batch that already committed: closing the file releases the lock all the same."""
+    path = str(tmp_path / "writers.lock")
+    mine, other = _WriterTurns(path), _WriterTurns(path)
+    assert mine.try_take() and not other.try_take()
+    real = fcntl.flock
+
+    def unlock_fails(fd: int, operation: int) -> None:
+        if operation == fcntl.LOCK_UN:
+            raise OSError(errno.ENOLCK, "No locks available")
+        real(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", unlock_fails)
+    mine.give()
+    monkeypatch.setattr(fcntl, "flock", real)
+    assert other.try_take()  # the lock was released
+    other.give()
+    assert mine.try_take()  # and the next turn reopens the file
 
 
 def test_an_error_of_the_driver_in_a_loop_write_is_unavailable_not_a_crash(

@@ -392,7 +392,14 @@ class _WriterTurns:
         return True
 
     def give(self) -> None:
-        fcntl.flock(self._file(), fcntl.LOCK_UN)
+        try:
+            fcntl.flock(self._file(), fcntl.LOCK_UN)
+        except OSError:
+            # Closing the file lets go of the lock as surely; the next turn reopens it.
+            # (Raised from here, a batch that did commit would be answered as failed.)
+            fd, self._fd = self._fd, None
+            if fd is not None:
+                os.close(fd)
 
     def _file(self) -> int:
         if self._fd is None:
