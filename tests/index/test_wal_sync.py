@@ -2,9 +2,9 @@
 the COMMIT (index/wal_sync.py): the group committer's writes, any other connection that
 changed rows, and migrations. One fsync covers every commit done before it started.
 
-`os.fsync` is wrapped in-process: the wrapper records which file each call flushed and
-can hold a call until the test releases it, so "not answered before the fsync returned"
-is observed directly, not inferred from timing.
+`os.fsync` and `os.fdatasync` are wrapped in-process: the wrapper records which file
+each call flushed and can hold a call until the test releases it, so "not answered
+before the fsync returned" is observed directly, not inferred from timing.
 """
 
 from __future__ import annotations
@@ -28,24 +28,26 @@ pytestmark = pytest.mark.timeout(60)
 
 
 class Fsyncs:
-    """A stand-in for os.fsync that records the path of each call, and holds the calls
-    on the WAL while `hold` is set, one `release()` each."""
+    """Stand-ins for os.fsync and os.fdatasync (`wrap`) that record the path of each
+    call, and hold the calls on the WAL while `hold` is set, one `release()` each."""
 
-    def __init__(self, real: Callable[[int], None], wal: str) -> None:
-        self._real = real
+    def __init__(self, wal: str) -> None:
         self.wal = wal
         self.paths: list[str] = []
         self.hold = False
         self._gate = threading.Semaphore(0)
         self.waiting = threading.Semaphore(0)  # one release per held call that arrived
 
-    def __call__(self, fd: int) -> None:
-        path = os.readlink(f"/proc/self/fd/{fd}")
-        self.paths.append(path)
-        if path == self.wal and self.hold:
-            self.waiting.release()
-            assert self._gate.acquire(timeout=30), "the test never released this fsync"
-        self._real(fd)
+    def wrap(self, real: Callable[[int], None]) -> Callable[[int], None]:
+        def synced(fd: int) -> None:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            self.paths.append(path)
+            if path == self.wal and self.hold:
+                self.waiting.release()
+                assert self._gate.acquire(timeout=30), "the test never released this fsync"
+            real(fd)
+
+        return synced
 
     def release(self) -> None:
         self._gate.release()
@@ -71,8 +73,9 @@ def index(database: Path) -> Iterator[ObjectIndex]:
 
 @pytest.fixture
 def fsyncs(monkeypatch: pytest.MonkeyPatch, database: Path) -> Fsyncs:
-    recorder = Fsyncs(os.fsync, f"{database}-wal")
-    monkeypatch.setattr(os, "fsync", recorder)
+    recorder = Fsyncs(f"{database}-wal")
+    monkeypatch.setattr(os, "fsync", recorder.wrap(os.fsync))
+    monkeypatch.setattr(os, "fdatasync", recorder.wrap(os.fdatasync))
     return recorder
 
 
@@ -198,15 +201,18 @@ def test_a_new_wal_file_gets_its_directory_synced(database: Path, fsyncs: Fsyncs
 def test_a_failed_wal_fsync_fails_the_write(
     index: ObjectIndex, monkeypatch: pytest.MonkeyPatch, database: Path
 ) -> None:
-    real = os.fsync
     failing = {"on": True}
 
-    def fsync(fd: int) -> None:
-        if failing["on"] and os.readlink(f"/proc/self/fd/{fd}") == f"{database}-wal":
-            raise OSError(5, "Input/output error")
-        real(fd)
+    def failing_on_the_wal(real: Callable[[int], None]) -> Callable[[int], None]:
+        def sync(fd: int) -> None:
+            if failing["on"] and os.readlink(f"/proc/self/fd/{fd}") == f"{database}-wal":
+                raise OSError(5, "Input/output error")
+            real(fd)
 
-    monkeypatch.setattr(os, "fsync", fsync)
+        return sync
+
+    monkeypatch.setattr(os, "fsync", failing_on_the_wal(os.fsync))
+    monkeypatch.setattr(os, "fdatasync", failing_on_the_wal(os.fdatasync))
     with pytest.raises(InternalError):
         index.commit_version(new_version("b", "k", b"data"))
     failing["on"] = False

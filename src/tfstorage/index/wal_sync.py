@@ -173,7 +173,11 @@ class WalSyncer:
         identity = (stat.st_dev, stat.st_ino)
         if identity == self._identity and self._fd is not None:
             os.close(fd)
-            os.fsync(self._fd)
+            # fdatasync: the frames and the file's size, not its timestamps, which an
+            # fsync would journal each time (8 clients' 4 KiB PUTs, interleaved A/B, 7
+            # of 10 rounds faster, the slowest 891 against 698 PUT/s). The pack files
+            # are synced the same way.
+            os.fdatasync(self._fd)
             return
         try:
             os.fsync(fd)
