@@ -164,6 +164,64 @@ async def test_concurrent_puts_share_syncs(root: Path, monkeypatch: pytest.Monke
 
 
 @pytest.mark.anyio
+async def test_puts_run_in_one_loop_iteration_share_one_sync(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sync of a group starts at the end of the loop iteration that asked for it:
+    the other puts that iteration runs append their records first. (Started at once,
+    its thread would sync after the first append while the others were appending.)"""
+    store = PackedBlobStore(root)
+    await store.put(new_blob_id(), chunked(b"first"))  # the pack exists
+    syncs: list[int] = []
+    real_sync, real_pwrite = os.fdatasync, os.pwrite
+
+    def fdatasync(fd: int) -> None:
+        syncs.append(fd)
+        real_sync(fd)
+
+    def slow_pwrite(fd: int, data: Any, offset: int) -> int:
+        time.sleep(0.005)  # the GIL is free meanwhile, as in a real write
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    monkeypatch.setattr(os, "pwrite", slow_pwrite)
+    blobs = {new_blob_id(): os.urandom(4096) for _ in range(8)}
+    await put_all(store, blobs)
+    assert len(syncs) == 1, syncs
+    await assert_intact(store, blobs)
+    await store.close()
+
+
+def test_a_sync_that_cannot_start_fails_its_puts_and_the_next_ones_still_sync(
+    root: Path,
+) -> None:
+    """No executor (the loop is closing): the puts waiting for that group fail instead
+    of hanging, and the next puts start a sync of their own."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = PackedBlobStore(root)
+    blob_id = new_blob_id()
+
+    async def put_without_executor() -> None:
+        executor = ThreadPoolExecutor(1)
+        executor.shutdown()
+        asyncio.get_running_loop().set_default_executor(executor)
+        await store.put(blob_id, chunked(b"lost"))
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(put_without_executor())
+    kept = {new_blob_id(): b"kept"}
+
+    async def put_again() -> None:
+        await put_all(store, kept)
+        await assert_intact(store, kept)
+        await store.close()
+
+    asyncio.run(asyncio.wait_for(put_again(), 10))
+
+
+@pytest.mark.anyio
 async def test_concurrent_deletes_share_a_transaction(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -374,3 +374,69 @@ def test_an_error_of_the_driver_in_a_loop_write_is_unavailable_not_a_crash(
     with pytest.raises(NoSuchKey):
         index.resolve_latest("one", "a")
     assert refcounts(index) == {}
+
+
+def test_batches_share_one_connection_with_statement_journals_in_memory(
+    index: ObjectIndex,
+) -> None:
+    """The committer keeps its connection from batch to batch (no pool checkout per
+    batch), with the sub-journals of its statements kept in memory."""
+    committer = GroupCommitter(index.engine)
+    checkouts: list[object] = []
+    event.listen(index.engine, "checkout", lambda *args: checkouts.append(args))
+
+    def temp_store(conn: Any) -> int:
+        return int(conn.exec_driver_sql("PRAGMA temp_store").scalar())
+
+    async def main() -> list[int]:
+        return await asyncio.gather(*(committer.run_async(temp_store) for _ in range(3)))
+
+    assert asyncio.run(main()) == [2] * 3  # MEMORY
+    assert committer.run(temp_store) == 2  # a thread's batch runs on it too
+    for i in range(3):
+        committer.run(lambda conn, i=i: index_commit(conn, new_version("one", "a", b"%d" % i)))
+    assert len(checkouts) == 1
+    committer.release()
+    # Its driver connection does not go back to the pool with those PRAGMAs set on it.
+    with index.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA temp_store").scalar() == 0
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+
+
+class _Interrupted(BaseException):
+    """Escapes a batch as KeyboardInterrupt would, past the per-work handling."""
+
+
+def test_a_batch_that_breaks_off_leaves_nothing_and_the_next_gets_a_fresh_connection(
+    index: ObjectIndex,
+) -> None:
+    index.create_bucket("many")
+    committer = GroupCommitter(index.engine)
+    committer.run(lambda conn: index_commit(conn, new_version("one", "a", b"a")))
+    closed: list[object] = []
+    event.listen(index.engine, "close", lambda *args: closed.append(args))
+
+    def interrupted(conn: Any) -> None:
+        index_commit(conn, new_version("many", "b", b"b"))
+        raise _Interrupted
+
+    with pytest.raises(_Interrupted):
+        committer.run(interrupted)
+    assert len(closed) == 1  # the connection it broke off on is closed, not pooled
+    with pytest.raises(NoSuchKey):
+        index.resolve_latest("many", "b")  # rolled back with it
+    committer.run(lambda conn: index_commit(conn, new_version("one", "a", b"again")))
+    assert index.resolve_latest("one", "a").size == 5
+
+
+def test_disposing_of_the_engine_closes_the_kept_connection(
+    index: ObjectIndex, tmp_path: Path
+) -> None:
+    """As the pooled ones: the last connection to close deletes the WAL."""
+    index.create_bucket("many")
+    index.commit_version(new_version("one", "a", b"a"))
+    assert (tmp_path / "index.db-wal").exists()
+    index.engine.dispose()
+    assert not (tmp_path / "index.db-wal").exists()
+    index.commit_version(new_version("many", "b", b"b"))  # the next batch opens another
+    assert index.resolve_latest("many", "b").size == 1

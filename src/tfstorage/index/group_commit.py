@@ -33,6 +33,14 @@ tried without a busy timeout), the batch goes to a worker thread and commits the
 any threaded batch does; when another process has the turn, a thread waits for it and
 the batch then commits on the loop. Checkpoints, which fsync, never run in a COMMIT
 (index/wal_sync.py).
+
+Every batch, on the loop or in a thread, runs on one connection that the committer keeps
+from batch to batch (one leader at a time uses it): taking one from the pool and giving
+it back, with the pool's events, and the two `busy_timeout` PRAGMAs that were run
+around each BEGIN cost about a tenth of a batch of one. It keeps
+its statement journals in memory (`temp_store=MEMORY`): a write under a trigger journals
+the pages it changes, and past 64 KiB SQLite spilled that journal to a temporary file,
+created, written page by page and deleted within the batch.
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, Engine, NestedTransaction, RootTransaction
+from sqlalchemy import Connection, Engine, NestedTransaction, RootTransaction, event
 from sqlalchemy.exc import OperationalError
 
 from tfstorage.index.engine import (
@@ -98,6 +106,12 @@ class GroupCommitter:
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopQueue] = (
             weakref.WeakKeyDictionary()
         )
+        # The leader's connection (`_connection`), and whether to close it once the
+        # lead is given back (`release` came while a batch was running).
+        self._kept: Connection | None = None
+        self._release_pending = False
+        self._followed: weakref.WeakSet[Engine] = weakref.WeakSet()
+        self.follow(engine)
 
     def run(self, work: Callable[[Connection], _T]) -> _T:
         if getattr(_inside, "work", False):
@@ -141,9 +155,7 @@ class GroupCommitter:
                 for item in items:
                     self._lead(item)
             finally:
-                with self._cond:
-                    self._leading = False
-                    self._cond.notify_all()
+                self._give_lead()
 
     async def _flush(self, queue: _LoopQueue) -> None:
         loop = asyncio.get_running_loop()
@@ -211,6 +223,58 @@ class GroupCommitter:
         with self._cond:
             self._leading = False
             self._cond.notify_all()
+            closing = None
+            if self._release_pending:
+                closing, self._kept, self._release_pending = self._kept, None, False
+        if closing is not None:
+            _discard(closing)
+
+    def follow(self, engine: Engine) -> None:
+        """Release the kept connection whenever `engine` (this database's) is disposed
+        of, as its pooled ones are closed: a WAL is deleted only by the last connection
+        to close, and a database file replaced meanwhile must not be written through
+        one still open on the old file."""
+        with self._cond:
+            if engine in self._followed:
+                return
+            self._followed.add(engine)
+        event.listen(engine, "engine_disposed", self._on_disposed)
+
+    def _on_disposed(self, _engine: Engine) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Close the kept connection (the index is disposed of); the next batch opens
+        another. One that a batch is using now closes once the lead is given back."""
+        with self._cond:
+            kept = self._kept
+            if kept is None:
+                return
+            if self._leading:
+                self._release_pending = True
+                return
+            self._kept = None
+        _discard(kept)
+
+    def _connection(self) -> Connection:
+        """The leader's connection (the module docstring says why it is kept)."""
+        conn = self._kept
+        if conn is not None and not conn.invalidated:
+            return conn
+        conn = self._engine.connect()
+        try:
+            conn.execution_options(**{WRITE_OPTION: True})
+            # Its writers call the WAL syncer themselves, after the lead has passed on.
+            conn.info[SYNCED_BY_CALLER] = True
+            raw = _driver(conn)
+            # No waiting at BEGIN on the loop (`_begin_at_once`); `_begin_waiting` waits.
+            raw.execute("PRAGMA busy_timeout=0")
+            raw.execute("PRAGMA temp_store=MEMORY")
+        except BaseException:
+            _discard(conn)
+            raise
+        self._kept = conn
+        return conn
 
     def _commit_here(self, batch: list[_Pending[Any]]) -> bool:
         """Commit `batch` on this thread, which leads and holds the turn (both given
@@ -277,19 +341,29 @@ class GroupCommitter:
         wait=False the caller holds the turn already, and a write lock held elsewhere
         raises _Busy instead of waiting."""
         turn = self._turns.take() if self._turns and wait else contextlib.nullcontext()
-        with turn, self._engine.connect() as conn:
-            conn.execution_options(**{WRITE_OPTION: True})
-            conn.info[SYNCED_BY_CALLER] = True  # run() syncs, after the lead passes on
-            transaction = conn.begin() if wait else _begin_at_once(conn)
-            if len(batch) == 1:
-                _run_in(transaction, conn, batch[0])
-                return
-            if _all_at_once(transaction, conn, batch):
-                return
-            # A work failed and the transaction was rolled back: again, one by one. With
-            # wait=False, another writer may have taken the lock meanwhile (_Busy).
-            with conn.begin() if wait else _begin_at_once(conn):
-                _one_by_one(conn, batch)
+        with turn:
+            conn = self._connection()
+            begin = _begin_waiting if wait else _begin_at_once
+            try:
+                transaction = begin(conn)
+                if len(batch) == 1:
+                    _run_in(transaction, conn, batch[0])
+                    return
+                if _all_at_once(transaction, conn, batch):
+                    return
+                # A work failed and the transaction was rolled back: again, one by one.
+                # With wait=False, another writer may have taken the lock meanwhile.
+                with begin(conn):
+                    _one_by_one(conn, batch)
+            except _Busy:
+                raise  # no transaction was begun: the connection is as it was
+            except BaseException:
+                # BEGIN, COMMIT or ROLLBACK failed: whatever state the connection is in,
+                # the next batch gets a fresh one.
+                with self._cond:
+                    self._kept = None
+                _discard(conn)
+                raise
 
 
 def _all_at_once(
@@ -325,11 +399,9 @@ def _one_by_one(conn: Connection, batch: list[_Pending[Any]]) -> None:
 
 
 def _begin_at_once(conn: Connection) -> RootTransaction:
-    """BEGIN IMMEDIATE, or _Busy if another connection holds the write lock. Once it
-    is ours nothing in the transaction waits for a lock again (a WAL COMMIT does not)."""
-    raw = conn.connection.driver_connection
-    assert raw is not None  # a connection just checked out of the pool
-    raw.execute("PRAGMA busy_timeout=0")
+    """BEGIN IMMEDIATE on the kept connection (busy_timeout=0), or _Busy if another
+    connection holds the write lock. Once it is ours nothing in the transaction waits
+    for a lock again (a WAL COMMIT does not)."""
     try:
         return conn.begin()
     except OperationalError as exc:
@@ -337,8 +409,31 @@ def _begin_at_once(conn: Connection) -> RootTransaction:
         if getattr(exc.orig, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY:
             raise _Busy from exc
         raise
+
+
+def _begin_waiting(conn: Connection) -> RootTransaction:
+    """BEGIN IMMEDIATE that waits up to BUSY_TIMEOUT_MS for another writer's lock."""
+    raw = _driver(conn)
+    raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    try:
+        return conn.begin()
     finally:
-        raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        raw.execute("PRAGMA busy_timeout=0")
+
+
+def _driver(conn: Connection) -> sqlite3.Connection:
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, sqlite3.Connection)
+    return raw
+
+
+def _discard(conn: Connection) -> None:
+    """Close `conn` for good: its driver connection, with the PRAGMAs set on it, does
+    not go back to the pool for other uses."""
+    with contextlib.suppress(Exception):
+        conn.invalidate()
+    with contextlib.suppress(Exception):
+        conn.close()
 
 
 def _run_in(

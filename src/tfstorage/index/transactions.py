@@ -265,4 +265,8 @@ _COMMITTERS_GUARD = threading.Lock()
 def _committer(engine: Engine) -> GroupCommitter:
     """One committer per database file, shared by every store of this process."""
     with _COMMITTERS_GUARD:
-        return _COMMITTERS.setdefault(str(engine.url), GroupCommitter(engine))
+        committer = _COMMITTERS.get(str(engine.url))
+        if committer is None:
+            committer = _COMMITTERS[str(engine.url)] = GroupCommitter(engine)
+    committer.follow(engine)
+    return committer
