@@ -37,10 +37,12 @@ the batch then commits on the loop. Checkpoints, which fsync, never run in a COM
 Every batch, on the loop or in a thread, runs on one connection that the committer keeps
 from batch to batch (one leader at a time uses it): taking one from the pool and giving
 it back, with the pool's events, and the two `busy_timeout` PRAGMAs that were run
-around each BEGIN cost about a tenth of a batch of one. It keeps
-its statement journals in memory (`temp_store=MEMORY`): a write under a trigger journals
-the pages it changes, and past 64 KiB SQLite spilled that journal to a temporary file,
-created, written page by page and deleted within the batch.
+around each BEGIN cost about a tenth of a batch of one. The loop's batches (a few
+uploads each) keep their statement journals in memory (`temp_store=MEMORY`): a write
+under a trigger journals the pages it changes, and past 64 KiB SQLite spilled that
+journal to a temporary file, created, written page by page and deleted within the batch.
+Other batches keep the file: one statement of a bucket's deletion may journal the pages
+of a million versions.
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ class GroupCommitter:
         # The leader's connection (`_connection`), and whether to close it once the
         # lead is given back (`release` came while a batch was running).
         self._kept: Connection | None = None
+        self._journals_in_memory = False  # the kept connection's temp_store
         self._release_pending = False
         self._followed: weakref.WeakSet[Engine] = weakref.WeakSet()
         self.follow(engine)
@@ -256,25 +259,37 @@ class GroupCommitter:
             self._kept = None
         _discard(kept)
 
-    def _connection(self) -> Connection:
-        """The leader's connection (the module docstring says why it is kept)."""
+    def _connection(self, *, journals_in_memory: bool) -> Connection:
+        """The leader's connection (the module docstring says why it is kept and where
+        its statement journals go)."""
         conn = self._kept
-        if conn is not None and not conn.invalidated:
-            return conn
-        conn = self._engine.connect()
-        try:
-            conn.execution_options(**{WRITE_OPTION: True})
-            # Its writers call the WAL syncer themselves, after the lead has passed on.
-            conn.info[SYNCED_BY_CALLER] = True
-            raw = _driver(conn)
-            # No waiting at BEGIN on the loop (`_begin_at_once`); `_begin_waiting` waits.
-            raw.execute("PRAGMA busy_timeout=0")
-            raw.execute("PRAGMA temp_store=MEMORY")
-        except BaseException:
-            _discard(conn)
-            raise
-        self._kept = conn
+        if conn is None or conn.invalidated:
+            conn = self._engine.connect()
+            try:
+                conn.execution_options(**{WRITE_OPTION: True})
+                # Its writers call the WAL syncer themselves, after the lead has passed on.
+                conn.info[SYNCED_BY_CALLER] = True
+                # No waiting at BEGIN on the loop (`_begin_at_once`); `_begin_waiting` waits.
+                _driver(conn).execute("PRAGMA busy_timeout=0")
+            except BaseException:
+                _discard(conn)
+                raise
+            self._kept, self._journals_in_memory = conn, False
+        if self._journals_in_memory != journals_in_memory:
+            store = "MEMORY" if journals_in_memory else "DEFAULT"
+            try:
+                _driver(conn).execute(f"PRAGMA temp_store={store}")
+            except BaseException:
+                self._drop(conn)
+                raise
+            self._journals_in_memory = journals_in_memory
         return conn
+
+    def _drop(self, conn: Connection) -> None:
+        with self._cond:
+            if self._kept is conn:
+                self._kept = None
+        _discard(conn)
 
     def _commit_here(self, batch: list[_Pending[Any]]) -> bool:
         """Commit `batch` on this thread, which leads and holds the turn (both given
@@ -342,7 +357,8 @@ class GroupCommitter:
         raises _Busy instead of waiting."""
         turn = self._turns.take() if self._turns and wait else contextlib.nullcontext()
         with turn:
-            conn = self._connection()
+            # wait=False is a batch of the loop's (`_commit_here`): a few uploads.
+            conn = self._connection(journals_in_memory=not wait)
             begin = _begin_waiting if wait else _begin_at_once
             try:
                 transaction = begin(conn)
@@ -360,9 +376,7 @@ class GroupCommitter:
             except BaseException:
                 # BEGIN, COMMIT or ROLLBACK failed: whatever state the connection is in,
                 # the next batch gets a fresh one.
-                with self._cond:
-                    self._kept = None
-                _discard(conn)
+                self._drop(conn)
                 raise
 
 
