@@ -4,6 +4,7 @@ compaction, several processes on one root."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import fcntl
 import os
@@ -14,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,13 @@ from tests.blobs.contract import BlobStoreContract, MultipartContract, chunked, 
 from tests.blobs.pack_worker import content
 from tfstorage.blobs import BlobNotFound, BlobStore, BlobStoreUnavailable, new_blob_id
 from tfstorage.blobs.local import LocalBlobStore
-from tfstorage.blobs.pack_files import ActivePack, NotCached, pread_cached, pread_exact
+from tfstorage.blobs.pack_files import (
+    ActivePack,
+    NotCached,
+    create_pack,
+    pread_cached,
+    pread_exact,
+)
 from tfstorage.blobs.pack_format import HEADER_SIZE, Record, encode_record
 from tfstorage.blobs.pack_index import Location, PackIndex
 from tfstorage.blobs.pack_maintenance import COMPACTION_LOCK, CompactionReport, compact
@@ -167,9 +175,9 @@ async def test_concurrent_puts_share_syncs(root: Path, monkeypatch: pytest.Monke
 async def test_puts_run_in_one_loop_iteration_share_one_sync(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The sync of a group starts at the end of the loop iteration that asked for it:
-    the other puts that iteration runs append their records first. (Started at once,
-    its thread would sync after the first append while the others were appending.)"""
+    """The sync of a group waits for the end of the loop iteration that asked for it:
+    the other puts that iteration runs append their records first. (Not waiting, its
+    thread would sync after the first append while the others were appending.)"""
     store = PackedBlobStore(root)
     await store.put(new_blob_id(), chunked(b"first"))  # the pack exists
     syncs: list[int] = []
@@ -180,7 +188,7 @@ async def test_puts_run_in_one_loop_iteration_share_one_sync(
         real_sync(fd)
 
     def slow_pwrite(fd: int, data: Any, offset: int) -> int:
-        time.sleep(0.005)  # the GIL is free meanwhile, as in a real write
+        time.sleep(0.002)  # the GIL is free meanwhile, as in a real write
         return real_pwrite(fd, data, offset)
 
     monkeypatch.setattr(os, "fdatasync", fdatasync)
@@ -192,25 +200,21 @@ async def test_puts_run_in_one_loop_iteration_share_one_sync(
     await store.close()
 
 
-def test_a_sync_that_cannot_start_fails_its_puts_and_the_next_ones_still_sync(
+def test_a_sync_that_cannot_start_fails_its_put_and_the_next_ones_still_sync(
     root: Path,
 ) -> None:
-    """No executor (the loop is closing): the puts waiting for that group fail instead
-    of hanging, and the next puts start a sync of their own."""
-    import asyncio
-    from concurrent.futures import ThreadPoolExecutor
-
+    """No executor (the loop is closing): that put fails instead of hanging, and the
+    next puts start a sync of their own."""
     store = PackedBlobStore(root)
-    blob_id = new_blob_id()
 
     async def put_without_executor() -> None:
         executor = ThreadPoolExecutor(1)
         executor.shutdown()
         asyncio.get_running_loop().set_default_executor(executor)
-        await store.put(blob_id, chunked(b"lost"))
+        await store.put(new_blob_id(), chunked(b"lost"))
 
     with pytest.raises(RuntimeError):
-        asyncio.run(put_without_executor())
+        asyncio.run(asyncio.wait_for(put_without_executor(), 10))
     kept = {new_blob_id(): b"kept"}
 
     async def put_again() -> None:
@@ -219,6 +223,33 @@ def test_a_sync_that_cannot_start_fails_its_puts_and_the_next_ones_still_sync(
         await store.close()
 
     asyncio.run(asyncio.wait_for(put_again(), 10))
+
+
+def test_a_loop_stopped_before_its_iteration_ended_does_not_stall_the_next_syncs(
+    tmp_path: Path,
+) -> None:
+    """A group's sync waits for the end of the loop iteration that asked for it, but not
+    for ever: a loop stopped within that iteration never ends it."""
+    published: list[Record] = []
+    pack = ActivePack(
+        *create_pack(str(tmp_path)), lambda _name, group, _end: published.extend(group)
+    )
+
+    def append(blob_id: str) -> int:
+        data = encode_record(blob_id, b"x", 0.0)
+        record = Record(pack.size, blob_id, 1, 0.0, 0)
+        pack.append(record, data)
+        return pack.size
+
+    loop = asyncio.new_event_loop()
+    loop.call_soon(loop.stop)  # runs in the same iteration as the wait below
+    abandoned = loop.create_task(pack.durable(append(new_blob_id())))
+    loop.run_forever()
+    assert not abandoned.done()
+    loop.close()
+    asyncio.run(asyncio.wait_for(pack.durable(append(new_blob_id())), 10))
+    assert len(published) == 2
+    pack.close()
 
 
 @pytest.mark.anyio

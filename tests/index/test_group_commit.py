@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
+import os
 import sqlite3
 import subprocess
 import sys
@@ -380,29 +381,59 @@ def test_batches_share_one_connection_with_statement_journals_in_memory(
     index: ObjectIndex,
 ) -> None:
     """The committer keeps its connection from batch to batch (no pool checkout per
-    batch); the loop's batches keep their statement journals in memory, the others
-    (bulk deletions among them) in a temporary file."""
+    batch). The loop's batches do not wait at BEGIN and keep their statement journals in
+    memory; a thread's wait and keep them in a file (bulk deletions among them)."""
     committer = GroupCommitter(index.engine)
     checkouts: list[object] = []
     event.listen(index.engine, "checkout", lambda *args: checkouts.append(args))
 
-    def temp_store(conn: Any) -> int:
-        return int(conn.exec_driver_sql("PRAGMA temp_store").scalar())
+    def settings(conn: Any) -> tuple[int, int]:
+        timeout = conn.exec_driver_sql("PRAGMA busy_timeout").scalar()
+        return int(conn.exec_driver_sql("PRAGMA temp_store").scalar()), int(timeout)
 
-    async def main() -> list[int]:
-        return await asyncio.gather(*(committer.run_async(temp_store) for _ in range(3)))
+    async def main() -> list[tuple[int, int]]:
+        return await asyncio.gather(*(committer.run_async(settings) for _ in range(3)))
 
-    assert asyncio.run(main()) == [2] * 3  # MEMORY
-    assert committer.run(temp_store) == 0  # a thread's batch: DEFAULT (a file)
-    assert asyncio.run(main()) == [2] * 3
+    assert asyncio.run(main()) == [(2, 0)] * 3  # MEMORY, no wait
+    assert committer.run(settings) == (0, 30000)  # a thread's batch: DEFAULT (a file)
     for i in range(3):
         committer.run(lambda conn, i=i: index_commit(conn, new_version("one", "a", b"%d" % i)))
+    assert asyncio.run(main()) == [(2, 0)] * 3
     assert len(checkouts) == 1
     committer.release()
     # Its driver connection does not go back to the pool with those PRAGMAs set on it.
     with index.engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA temp_store").scalar() == 0
-        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+        assert settings(conn) == (0, 30000)
+
+
+def test_an_in_memory_database_gets_a_connection_per_batch() -> None:
+    """Its pool ties each connection to one thread: a kept one could not serve the
+    loop's batches and a thread's both. Each is given back as the pool set it up."""
+    url = f"sqlite:///file:gc-{os.getpid()}-{time.monotonic_ns()}?mode=memory&cache=shared&uri=true"
+    engine = create_index_engine(url)
+    keep_alive = engine.connect()  # the database lives while a connection does
+    try:
+        committer = GroupCommitter(engine)
+        committer.run(lambda conn: conn.exec_driver_sql("CREATE TABLE t (x)"))
+
+        async def insert() -> None:
+            await committer.run_async(lambda conn: conn.exec_driver_sql("INSERT INTO t VALUES (1)"))
+
+        asyncio.run(insert())
+        counted: list[int] = []
+        thread = threading.Thread(
+            target=lambda: counted.append(
+                committer.run(lambda conn: conn.exec_driver_sql("SELECT count(*) FROM t").scalar())
+            )
+        )
+        thread.start()
+        thread.join()
+        assert counted == [1]
+        timeout = keep_alive.exec_driver_sql("PRAGMA busy_timeout").scalar()
+        assert timeout == 30000
+    finally:
+        keep_alive.close()
+        engine.dispose()
 
 
 class _Interrupted(BaseException):

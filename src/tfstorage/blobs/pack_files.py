@@ -107,6 +107,8 @@ class NotCached(Exception):
     """Reading these bytes would wait for the disk (they are not in the page cache)."""
 
 
+# How long a pack's sync waits at most for the loop iteration that asked for it to end.
+_ITERATION_WAIT: Final = 0.05
 # Linux's preadv2 flag: return what the page cache holds instead of waiting for the disk.
 _NOWAIT: Final = getattr(os, "RWF_NOWAIT", None)
 
@@ -235,10 +237,10 @@ class ActivePack:
     async def durable(self, end: int) -> None:
         """`wait_durable` for a caller on an event loop. One worker thread at a time
         serves every such caller (of any loop), one sync for all those waiting: no
-        hop to a thread per caller. The thread starts at the end of this iteration of
-        the loop, so the puts that the same iteration runs append first and share the
-        sync (8 clients' 4 KiB PUTs come in bursts: each answer sent together brings
-        the next requests together)."""
+        hop to a thread per caller. The thread syncs once this iteration of the loop
+        has ended, so the puts the same iteration runs append first and share the sync
+        (8 clients' 4 KiB PUTs come in bursts: the answers sent together bring the next
+        requests together)."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         with self._state:
@@ -248,19 +250,20 @@ class ActivePack:
             serve = not self._serving
             self._serving = True
         if serve:
-            loop.call_soon(self._start_serving, loop)
+            iteration_ended = threading.Event()
+            loop.call_soon(iteration_ended.set)
+            try:
+                loop.run_in_executor(None, self._serve_waiters, iteration_ended)
+            except BaseException:  # no executor (the loop is closing): serve nobody
+                with self._state:
+                    self._serving = False
+                    self._waiters.remove((end, waiter))
+                raise
         await waiter
 
-    def _start_serving(self, loop: asyncio.AbstractEventLoop) -> None:
-        try:
-            loop.run_in_executor(None, self._serve_waiters)
-        except Exception as exc:  # no executor (the loop is closing): serve nobody
-            with self._state:
-                self._serving = False
-                waiters, self._waiters = self._waiters, []
-            settle_from_a_thread((waiter, exc) for _, waiter in waiters)
-
-    def _serve_waiters(self) -> None:
+    def _serve_waiters(self, iteration_ended: threading.Event) -> None:
+        # Bounded: a loop stopped before the end of that iteration never says so.
+        iteration_ended.wait(_ITERATION_WAIT)
         while True:
             with self._state:
                 waiters, self._waiters = self._waiters, []

@@ -26,8 +26,8 @@ WRITE_OPTION = "tfstorage_write"
 # statement is then its own read transaction (IndexStore._read_statement).
 SINGLE_STATEMENT_OPTION = "tfstorage_single_statement"
 # Key of a pooled SQLite connection's `info`: set by a writer that calls the WAL syncer
-# itself once the connection is back in the pool (the group committer, after it has
-# passed the lead on); any other connection that changed rows is synced at check-in.
+# itself (the group committer, once it has passed the lead on, on the connection it
+# keeps); any other connection that changed rows is synced at check-in.
 SYNCED_BY_CALLER = "tfstorage_synced_by_caller"
 # How long a SQLite connection waits for another's write lock before SQLITE_BUSY.
 BUSY_TIMEOUT_MS = 30_000

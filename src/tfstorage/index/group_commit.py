@@ -34,15 +34,18 @@ any threaded batch does; when another process has the turn, a thread waits for i
 the batch then commits on the loop. Checkpoints, which fsync, never run in a COMMIT
 (index/wal_sync.py).
 
-Every batch, on the loop or in a thread, runs on one connection that the committer keeps
-from batch to batch (one leader at a time uses it): taking one from the pool and giving
-it back, with the pool's events, and the two `busy_timeout` PRAGMAs that were run
-around each BEGIN cost about a tenth of a batch of one. The loop's batches (a few
-uploads each) keep their statement journals in memory (`temp_store=MEMORY`): a write
-under a trigger journals the pages it changes, and past 64 KiB SQLite spilled that
-journal to a temporary file, created, written page by page and deleted within the batch.
-Other batches keep the file: one statement of a bucket's deletion may journal the pages
-of a million versions.
+Every batch of a database file, on the loop or in a thread, runs on one connection that
+the committer keeps from batch to batch (one leader at a time uses it): taking one from
+the pool and giving it back, with the pool's events, and the two `busy_timeout` PRAGMAs
+that were run around each BEGIN cost about a tenth of a batch of one. Its PRAGMAs change
+only when a batch of the other kind comes. The loop's batches (a few uploads each) do
+not wait at BEGIN (`busy_timeout=0`) and keep their statement journals in memory
+(`temp_store=MEMORY`): a write under a trigger journals the pages it changes, and past
+64 KiB SQLite spilled that journal to a temporary file, created, written page by page
+and deleted within the batch. A thread's batches wait (BUSY_TIMEOUT_MS) and keep the
+file: one statement of a bucket's deletion may journal the pages of a million versions.
+An in-memory database, whose pool ties each connection to a thread, gets a connection
+per batch, given back with the pool's settings.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import os
 import sqlite3
 import threading
@@ -111,7 +115,8 @@ class GroupCommitter:
         # The leader's connection (`_connection`), and whether to close it once the
         # lead is given back (`release` came while a batch was running).
         self._kept: Connection | None = None
-        self._journals_in_memory = False  # the kept connection's temp_store
+        self._keeps_connection = database is not None
+        self._set_for_loop: bool | None = None  # the kept connection's PRAGMAs: for which
         self._release_pending = False
         self._followed: weakref.WeakSet[Engine] = weakref.WeakSet()
         self.follow(engine)
@@ -248,20 +253,19 @@ class GroupCommitter:
 
     def release(self) -> None:
         """Close the kept connection (the index is disposed of); the next batch opens
-        another. One that a batch is using now closes once the lead is given back."""
+        another. One that a leader is using, or opening, now closes once the lead is
+        given back."""
         with self._cond:
-            kept = self._kept
-            if kept is None:
-                return
             if self._leading:
                 self._release_pending = True
                 return
-            self._kept = None
-        _discard(kept)
+            kept, self._kept = self._kept, None
+        if kept is not None:
+            _discard(kept)
 
-    def _connection(self, *, journals_in_memory: bool) -> Connection:
-        """The leader's connection (the module docstring says why it is kept and where
-        its statement journals go)."""
+    def _connection(self, *, loop_batch: bool) -> Connection:
+        """The leader's connection, set for a batch of the loop's or a thread's (the
+        module docstring says why it is kept and what differs)."""
         conn = self._kept
         if conn is None or conn.invalidated:
             conn = self._engine.connect()
@@ -269,27 +273,39 @@ class GroupCommitter:
                 conn.execution_options(**{WRITE_OPTION: True})
                 # Its writers call the WAL syncer themselves, after the lead has passed on.
                 conn.info[SYNCED_BY_CALLER] = True
-                # No waiting at BEGIN on the loop (`_begin_at_once`); `_begin_waiting` waits.
-                _driver(conn).execute("PRAGMA busy_timeout=0")
             except BaseException:
                 _discard(conn)
                 raise
-            self._kept, self._journals_in_memory = conn, False
-        if self._journals_in_memory != journals_in_memory:
-            store = "MEMORY" if journals_in_memory else "DEFAULT"
+            self._set_for_loop = None
+            if self._keeps_connection:
+                self._kept = conn
+        if self._set_for_loop is not loop_batch:
             try:
-                _driver(conn).execute(f"PRAGMA temp_store={store}")
+                _set_for(conn, loop_batch=loop_batch)
             except BaseException:
-                self._drop(conn)
+                self._done_with(conn, broken=True)
                 raise
-            self._journals_in_memory = journals_in_memory
+            self._set_for_loop = loop_batch
         return conn
 
-    def _drop(self, conn: Connection) -> None:
-        with self._cond:
-            if self._kept is conn:
-                self._kept = None
-        _discard(conn)
+    def _done_with(self, conn: Connection, *, broken: bool) -> None:
+        """After a batch. The kept connection stays, unless broken: whatever state it is
+        in then, it is closed for good and the next batch gets a fresh one. One that is
+        not kept goes back to the pool as the pool set it up (closing it rolls back what
+        a failure left)."""
+        if self._keeps_connection:
+            if broken:
+                with self._cond:
+                    if self._kept is conn:
+                        self._kept = None
+                _discard(conn)
+            return
+        try:
+            _set_for(conn, loop_batch=False)  # what engine.py's connect hook set
+        except Exception:
+            with contextlib.suppress(Exception):
+                conn.invalidate()  # not back to the pool with this batch's settings
+        conn.close()
 
     def _commit_here(self, batch: list[_Pending[Any]]) -> bool:
         """Commit `batch` on this thread, which leads and holds the turn (both given
@@ -358,26 +374,24 @@ class GroupCommitter:
         turn = self._turns.take() if self._turns and wait else contextlib.nullcontext()
         with turn:
             # wait=False is a batch of the loop's (`_commit_here`): a few uploads.
-            conn = self._connection(journals_in_memory=not wait)
-            begin = _begin_waiting if wait else _begin_at_once
+            conn = self._connection(loop_batch=not wait)
+            begin = conn.begin if wait else functools.partial(_begin_at_once, conn)
+            broken = True  # unless the batch ends as it should, or BEGIN found it _Busy
             try:
-                transaction = begin(conn)
+                transaction = begin()
                 if len(batch) == 1:
                     _run_in(transaction, conn, batch[0])
-                    return
-                if _all_at_once(transaction, conn, batch):
-                    return
-                # A work failed and the transaction was rolled back: again, one by one.
-                # With wait=False, another writer may have taken the lock meanwhile.
-                with begin(conn):
-                    _one_by_one(conn, batch)
+                elif not _all_at_once(transaction, conn, batch):
+                    # A work failed and the transaction was rolled back: again, one by
+                    # one. With wait=False, another writer may have taken the lock.
+                    with begin():
+                        _one_by_one(conn, batch)
+                broken = False
             except _Busy:
-                raise  # no transaction was begun: the connection is as it was
-            except BaseException:
-                # BEGIN, COMMIT or ROLLBACK failed: whatever state the connection is in,
-                # the next batch gets a fresh one.
-                self._drop(conn)
+                broken = False  # no transaction was begun: the connection is as it was
                 raise
+            finally:
+                self._done_with(conn, broken=broken)
 
 
 def _all_at_once(
@@ -413,9 +427,9 @@ def _one_by_one(conn: Connection, batch: list[_Pending[Any]]) -> None:
 
 
 def _begin_at_once(conn: Connection) -> RootTransaction:
-    """BEGIN IMMEDIATE on the kept connection (busy_timeout=0), or _Busy if another
-    connection holds the write lock. Once it is ours nothing in the transaction waits
-    for a lock again (a WAL COMMIT does not)."""
+    """BEGIN IMMEDIATE on a connection set for the loop (busy_timeout=0), or _Busy if
+    another connection holds the write lock. Once it is ours nothing in the transaction
+    waits for a lock again (a WAL COMMIT does not)."""
     try:
         return conn.begin()
     except OperationalError as exc:
@@ -425,14 +439,10 @@ def _begin_at_once(conn: Connection) -> RootTransaction:
         raise
 
 
-def _begin_waiting(conn: Connection) -> RootTransaction:
-    """BEGIN IMMEDIATE that waits up to BUSY_TIMEOUT_MS for another writer's lock."""
+def _set_for(conn: Connection, *, loop_batch: bool) -> None:
     raw = _driver(conn)
-    raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    try:
-        return conn.begin()
-    finally:
-        raw.execute("PRAGMA busy_timeout=0")
+    raw.execute(f"PRAGMA busy_timeout={0 if loop_batch else BUSY_TIMEOUT_MS}")
+    raw.execute(f"PRAGMA temp_store={'MEMORY' if loop_batch else 'DEFAULT'}")
 
 
 def _driver(conn: Connection) -> sqlite3.Connection:
