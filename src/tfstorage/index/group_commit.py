@@ -116,7 +116,8 @@ class GroupCommitter:
         # lead is given back (`release` came while a batch was running).
         self._kept: Connection | None = None
         self._keeps_connection = database is not None
-        self._set_for_loop: bool | None = None  # the kept connection's PRAGMAs: for which
+        # Which kind of batch the connection's PRAGMAs are set for (None: not yet set).
+        self._set_for_loop: bool | None = None
         self._release_pending = False
         self._followed: weakref.WeakSet[Engine] = weakref.WeakSet()
         self.follow(engine)
