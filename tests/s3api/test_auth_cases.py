@@ -114,9 +114,11 @@ def test_tampered_header_signature(server: ServerProcess, rest: httpx.Client) ->
     answer = httpx.put(url, content=BODY, headers=headers)
     _refused(server, rest, answer, 403, "SignatureDoesNotMatch")
     _nothing_stored(server, rest, "models", "auth/header.bin")
-    # A signed header changed after signing is the same failure.
+    # A signed header changed after signing is the same failure (one second earlier: a
+    # fixed "00" seconds left it unchanged when the signer ran at :00).
     headers = _signed(key_id, secret, url)
-    headers["X-Amz-Date"] = headers["X-Amz-Date"][:-3] + "00Z"
+    signed_at = datetime.datetime.strptime(headers["X-Amz-Date"], "%Y%m%dT%H%M%SZ")
+    headers["X-Amz-Date"] = (signed_at - datetime.timedelta(seconds=1)).strftime("%Y%m%dT%H%M%SZ")
     answer = httpx.put(url, content=BODY, headers=headers)
     assert answer.status_code == 403
     _nothing_stored(server, rest, "models", "auth/header.bin")

@@ -79,6 +79,38 @@ class AccessIndex(IndexStore):
 
         return self._write(run)
 
+    def ensure_token(
+        self, *, name: str, owner: str, secret_hash: str, scopes: Sequence[str]
+    ) -> tuple[Token, bool]:
+        """The token of `secret_hash`, made now (with every bucket, no prefix, no expiry)
+        unless it exists; and whether it was made now. Instances starting at once on one
+        index all succeed, whichever inserts first (ON CONFLICT: a failed INSERT would
+        abort PostgreSQL's transaction and fail the start-up of the others)."""
+        token_id = secrets.token_hex(8)
+
+        def run(conn: Connection) -> tuple[Token, bool]:
+            stmt = (
+                upsert(conn, tokens)
+                .values(
+                    id=token_id,
+                    name=name,
+                    owner=owner,
+                    secret_hash=secret_hash,
+                    scopes=list(scopes),
+                    buckets=["*"],
+                    prefix="",
+                    created_at=utcnow(),
+                    expires_at=None,
+                )
+                .on_conflict_do_nothing(index_elements=[tokens.c.secret_hash])
+                .returning(tokens.c.id)
+            )
+            made = conn.execute(stmt).first() is not None
+            row = conn.execute(select(tokens).where(tokens.c.secret_hash == secret_hash)).one()
+            return _token(row), made
+
+        return self._write(run)
+
     def token_by_hash(self, secret_hash: str) -> Token | None:
         def run(conn: Connection) -> Token | None:
             row = conn.execute(select(tokens).where(tokens.c.secret_hash == secret_hash)).first()
