@@ -161,8 +161,8 @@ async def test_settings_overrides_build_a_working_store(
 @pytest.mark.parametrize(
     ("max_file_size", "part_size", "expected"),
     [
-        ("2GB", None, 8 * MiB),  # the default: 8 MiB parts
-        ("100GB", None, 11 * MiB),  # 10,000 parts of 8 MiB would stop at 80 GiB
+        ("2GB", None, 6 * MiB),  # the default: 6 MiB parts
+        ("100GB", None, 11 * MiB),  # 10,000 parts of 6 MiB would stop at 58 GiB
         ("5TB", None, 525 * MiB),
         ("1GB", "64MB", 64 * MiB),  # S3_PART_SIZE is a floor, never lowered
     ],

@@ -134,7 +134,10 @@ class S3BlobStore:
     async def _put_multipart(
         self, key: str, head: list[bytes], source: AsyncIterator[bytes]
     ) -> int:
-        send, receive = anyio.create_memory_object_stream[bytes](4)
+        # One chunk waits here at most: obstore copies what it reads into its part buffer
+        # at once, and four waiting (up to 4 MiB) only raised a worker's peak RSS, not
+        # its throughput (bench/README.md, stop 26).
+        send, receive = anyio.create_memory_object_stream[bytes](1)
         feed = _Feed(receive)
         upload = asyncio.ensure_future(
             obstore.put_async(

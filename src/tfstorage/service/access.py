@@ -112,12 +112,17 @@ class AccessService:
         settings = self._ctx.settings
         s3_file = settings.data_dir / "admin.s3"
         if settings.admin_token:
+            secret_hash = hash_secret(settings.admin_token)
+            found = await self._ctx.db(self._index.token_by_hash, secret_hash)
+            if found is not None:  # every start but the first: no write
+                await self._refresh_admin_s3(s3_file, found)
+                return
             # Other instances on the same index may be making it at this moment.
             token, made = await self._ctx.db(
                 self._index.ensure_token,
                 name="admin (ADMIN_TOKEN)",
                 owner="admin",
-                secret_hash=hash_secret(settings.admin_token),
+                secret_hash=secret_hash,
                 scopes=list(SCOPES),
             )
             if made:
