@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -155,3 +158,45 @@ async def send_raw(
 
     await app(scope, receive, send)
     return status, headers, b"".join(chunks)
+
+
+async def workers_starting_together(settings: Settings, n: int) -> list[FastAPI]:
+    """`n` apps on one DATA_DIR and index, their start-ups run at once, as uvicorn's
+    worker processes do: each step of one interleaves with the others'."""
+    apps = [create_app(settings) for _ in range(n)]
+    started: list[FastAPI] = []
+    failures: list[Exception] = []
+    stop = anyio.Event()
+
+    async def worker(app: FastAPI) -> None:
+        try:
+            async with app.router.lifespan_context(app):
+                started.append(app)
+                await stop.wait()  # up until every other has started or failed
+        except Exception as exc:  # a failed start-up, asserted on below
+            failures.append(exc)
+
+    async with anyio.create_task_group() as workers:
+        for app in apps:
+            workers.start_soon(worker, app)
+        while len(started) + len(failures) < n:
+            await anyio.sleep(0.01)
+        stop.set()
+    assert failures == [], failures
+    return apps
+
+
+def rendezvous(monkeypatch: pytest.MonkeyPatch, owner: object, name: str, n: int) -> None:
+    """Make `owner.name` (a blocking call, run in a thread) wait until `n` callers are in
+    it, or 1 s: workers starting together then all make the call before any goes on,
+    the interleaving that loses a race, unless something serialises them (the second
+    then waits out the second and goes on alone)."""
+    barrier = threading.Barrier(n, timeout=1.0)
+    original = getattr(owner, name)
+
+    def meeting(*args: object, **kwargs: object) -> object:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, meeting)

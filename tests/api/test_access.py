@@ -18,10 +18,15 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from tests.api.conftest import ADMIN_TOKEN, assert_error, make_settings
+from tests.api.conftest import (
+    ADMIN_TOKEN,
+    assert_error,
+    make_settings,
+    rendezvous,
+    workers_starting_together,
+)
 from tests.api.test_service_routes import api_routes
 from tfstorage.api.app import create_app
-from tfstorage.config import Settings
 from tfstorage.errors import ServiceUnavailable
 from tfstorage.index.access import AccessIndex
 from tfstorage.index.engine import create_index_engine
@@ -786,32 +791,6 @@ async def test_a_second_instance_on_the_index_says_where_the_admin_token_is(
     assert "set ADMIN_TOKEN on every one" in caplog.text
 
 
-async def _workers_starting_together(settings: Settings, n: int) -> list[FastAPI]:
-    """`n` apps on one DATA_DIR and index, their start-ups run at once, as uvicorn's
-    worker processes do: each step of one interleaves with the others'."""
-    apps = [create_app(settings) for _ in range(n)]
-    started: list[FastAPI] = []
-    failures: list[Exception] = []
-    stop = anyio.Event()
-
-    async def worker(app: FastAPI) -> None:
-        try:
-            async with app.router.lifespan_context(app):
-                started.append(app)
-                await stop.wait()  # up until every other has started or failed
-        except Exception as exc:  # a failed start-up, asserted on below
-            failures.append(exc)
-
-    async with anyio.create_task_group() as workers:
-        for app in apps:
-            workers.start_soon(worker, app)
-        while len(started) + len(failures) < n:
-            await anyio.sleep(0.01)
-        stop.set()
-    assert failures == [], failures
-    return apps
-
-
 def _admin_s3_verifies(app: FastAPI, data_dir: Path) -> bool:
     pair = configparser.ConfigParser(interpolation=None)
     pair.read(data_dir / "admin.s3")
@@ -819,11 +798,14 @@ def _admin_s3_verifies(app: FastAPI, data_dir: Path) -> bool:
     return bool(app.state.storage.access.s3.verifies(key_id, secret))
 
 
-async def test_workers_starting_together_with_admin_token_all_start(tmp_path: Path) -> None:
+async def test_workers_starting_together_with_admin_token_all_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each found no ADMIN_TOKEN row and inserted one; all but the first failed their
     start-up on the unique secret hash, and uvicorn's supervisor then stopped the server."""
     settings = make_settings(tmp_path, admin_token=ADMIN_TOKEN)
-    apps = await _workers_starting_together(settings, 3)
+    rendezvous(monkeypatch, AccessIndex, "token_by_hash", 3)
+    apps = await workers_starting_together(settings, 3)
     engine = create_index_engine(settings.index_url)
     tokens = AccessIndex(engine)
     assert [t.name for t in tokens.list_tokens()] == ["admin (ADMIN_TOKEN)"]
@@ -834,10 +816,13 @@ async def test_workers_starting_together_with_admin_token_all_start(tmp_path: Pa
     engine.dispose()
 
 
-async def test_workers_starting_together_make_one_admin_token(tmp_path: Path) -> None:
+async def test_workers_starting_together_make_one_admin_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each found no token and made its own, and wrote it over the others' admin.token."""
     settings = make_settings(tmp_path, admin_token="")
-    apps = await _workers_starting_together(settings, 3)
+    rendezvous(monkeypatch, AccessIndex, "count_tokens", 3)
+    apps = await workers_starting_together(settings, 3)
     engine = create_index_engine(settings.index_url)
     tokens = AccessIndex(engine)
     assert tokens.count_tokens() == 1

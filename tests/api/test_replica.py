@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,12 +13,13 @@ import pytest
 from fastapi import FastAPI
 
 from tests.api.blob_damage import StoredBlobs
-from tests.api.conftest import ADMIN, make_settings
+from tests.api.conftest import ADMIN, make_settings, rendezvous, workers_starting_together
 from tests.s3.fixtures import SeaweedFS, s3_settings_overrides
 from tests.s3.proxy import FaultProxy
 from tests.stored_blobs import blob_file_paths
 from tfstorage.api.app import create_app
 from tfstorage.config import Settings
+from tfstorage.service import replication
 
 pytestmark = pytest.mark.anyio
 
@@ -374,3 +376,24 @@ async def test_one_instance_at_a_time_catches_the_replica_up(
     assert copy.read_bytes() == b"queued"
     assert await storage.replication.journal.pending() == 0
     assert leases.acquire_lease(LEASE, "another-instance", 60)  # released after the run
+
+
+async def test_workers_starting_together_move_an_older_journal_file_in_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each worker read the file and queued its entries, the second after the first had
+    queued them (or failed its start-up when the first deleted the file mid-read)."""
+    settings = make_settings(
+        tmp_path, replica_storage_type="local", replica_data_dir=tmp_path / "replica"
+    )
+    settings.data_dir.mkdir(parents=True)
+    blob_ids = [os.urandom(16).hex() for _ in range(3)]
+    (settings.data_dir / "replica-pending.log").write_text(
+        "".join(f"put {blob_id}\n" for blob_id in blob_ids)
+    )
+    rendezvous(monkeypatch, replication, "_read_file_journal", 3)
+    with caplog.at_level(logging.INFO, logger="tfstorage.service.replication"):
+        await workers_starting_together(settings, 3)
+    moved = [r.getMessage() for r in caplog.records if "moved from" in r.getMessage()]
+    assert moved == ["replication: 3 queued entries moved from replica-pending.log into the index"]
+    assert not list(settings.data_dir.glob("replica-pending.log*"))

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import configparser
-import contextlib
-import fcntl
 import hashlib
 import hmac
 import logging
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
-
-import anyio
 
 from tfstorage.domain.caller import SCOPES, Caller, validate_bucket_pattern
 from tfstorage.domain.names import validate_bucket_name, validate_key
@@ -43,20 +38,6 @@ SIGNATURE_PARAMS = ("X-Tfs-Expires", "X-Tfs-Token", "X-Tfs-Max-Size", "X-Tfs-Sig
 # re-reads it this often, so a rotation through one reaches the others within as long.
 SIGNING_KEY = "presign-signing-key"
 SIGNING_KEY_CACHE_SECONDS = TOKEN_CACHE_SECONDS
-# In DATA_DIR: taken by each worker while it looks for, or makes, the admin token.
-STARTUP_LOCK = ".startup.lock"
-
-
-@contextlib.asynccontextmanager
-async def _data_dir_lock(path: Path) -> AsyncIterator[None]:
-    """An exclusive flock on `path` (made if missing), held for the block; waited for
-    in a thread, so the event loop runs on meanwhile."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        await anyio.to_thread.run_sync(fcntl.flock, fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # lets go of the lock
 
 
 def hash_secret(secret: str) -> str:
@@ -102,14 +83,8 @@ class AccessService:
         if not self.enabled:
             log.warning("AUTH_ENABLED=false: every request has full rights; never expose this port")
             return
-        # Serialised with the other workers of this instance (same DATA_DIR): on a first
-        # start each would otherwise find no admin token and make its own, and write its
-        # own admin.token and admin.s3 over the others'.
-        async with _data_dir_lock(settings.data_dir / STARTUP_LOCK):
-            await self._bootstrap_admin()
-
-    async def _bootstrap_admin(self) -> None:
-        settings = self._ctx.settings
+        # One worker at a time runs what follows (service/startup_lock.py): a later one
+        # finds the token, admin.token and admin.s3 that an earlier one made.
         s3_file = settings.data_dir / "admin.s3"
         if settings.admin_token:
             secret_hash = hash_secret(settings.admin_token)

@@ -31,6 +31,7 @@ from tfstorage.service.objects import ObjectCatalog
 from tfstorage.service.reads import ObjectReader
 from tfstorage.service.replication import Replication
 from tfstorage.service.scrub import Scrubber
+from tfstorage.service.startup_lock import startup_lock
 from tfstorage.service.stats import StatsService
 from tfstorage.service.uploads import UploadService
 from tfstorage.service.writes import ObjectWriter
@@ -136,8 +137,9 @@ async def open_storage(settings: Settings, *, blobs: BlobStore | None = None) ->
         # next successful check creates the bucket.
         log.warning("blob store unavailable at start-up: %s", exc.message)
     await storage.buckets.ensure_standard()
-    await storage.access.bootstrap()
-    await storage.replication.import_file_journal()
+    async with startup_lock(settings.data_dir):  # one worker at a time (its docstring)
+        await storage.access.bootstrap()
+        await storage.replication.import_file_journal()
     return storage
 
 
