@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.s3.fixtures import SeaweedFS, running_seaweedfs, weed_binary
 
 BUCKET = "tfstorage-bench"
-PART_SIZE = 16 * MiB  # boto3's part size for the direct transfers (as in earlier runs)
+PART_SIZE = 16 * MiB  # the bench clients' part size (boto3 and obstore), as in earlier runs
 CONCURRENCY = 2  # boto3 TransferConfig.max_concurrency: one per core here
 
 

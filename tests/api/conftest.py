@@ -176,12 +176,13 @@ async def workers_starting_together(settings: Settings, n: int) -> list[FastAPI]
         except Exception as exc:  # a failed start-up, asserted on below
             failures.append(exc)
 
-    async with anyio.create_task_group() as workers:
-        for app in apps:
-            workers.start_soon(worker, app)
-        while len(started) + len(failures) < n:
-            await anyio.sleep(0.01)
-        stop.set()
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as workers:
+            for app in apps:
+                workers.start_soon(worker, app)
+            while len(started) + len(failures) < n:
+                await anyio.sleep(0.01)
+            stop.set()
     assert failures == [], failures
     return apps
 
@@ -189,8 +190,9 @@ async def workers_starting_together(settings: Settings, n: int) -> list[FastAPI]
 def rendezvous(monkeypatch: pytest.MonkeyPatch, owner: object, name: str, n: int) -> None:
     """Make `owner.name` (a blocking call, run in a thread) wait until `n` callers are in
     it, or 1 s: workers starting together then all make the call before any goes on,
-    the interleaving that loses a race, unless something serialises them (the second
-    then waits out the second and goes on alone)."""
+    the interleaving that loses a race. Unless something serialises them: then the
+    first waits out the second and goes on alone, and the later callers find the
+    barrier broken and do not wait."""
     barrier = threading.Barrier(n, timeout=1.0)
     original = getattr(owner, name)
 

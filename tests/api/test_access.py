@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import anyio
@@ -27,6 +28,7 @@ from tests.api.conftest import (
 )
 from tests.api.test_service_routes import api_routes
 from tfstorage.api.app import create_app
+from tfstorage.domain.records import Token
 from tfstorage.errors import ServiceUnavailable
 from tfstorage.index.access import AccessIndex
 from tfstorage.index.engine import create_index_engine
@@ -805,7 +807,18 @@ async def test_workers_starting_together_with_admin_token_all_start(
     start-up on the unique secret hash, and uvicorn's supervisor then stopped the server."""
     settings = make_settings(tmp_path, admin_token=ADMIN_TOKEN)
     rendezvous(monkeypatch, AccessIndex, "token_by_hash", 3)
+    ensured: list[bool] = []
+    ensure = AccessIndex.ensure_token
+
+    def counted(self: AccessIndex, **kwargs: Any) -> tuple[Token, bool]:
+        found = ensure(self, **kwargs)
+        ensured.append(found[1])
+        return found
+
+    monkeypatch.setattr(AccessIndex, "ensure_token", counted)
     apps = await workers_starting_together(settings, 3)
+    # One at a time: the first made it, the others found it before trying to.
+    assert ensured == [True]
     engine = create_index_engine(settings.index_url)
     tokens = AccessIndex(engine)
     assert [t.name for t in tokens.list_tokens()] == ["admin (ADMIN_TOKEN)"]
