@@ -37,6 +37,29 @@ def _token(row: Row[Any]) -> Token:
     )
 
 
+def _new_token_row(
+    token_id: str,
+    name: str,
+    owner: str,
+    secret_hash: str,
+    scopes: Sequence[str],
+    buckets: Sequence[str],
+    prefix: str,
+    expires_at: datetime | None,
+) -> dict[str, Any]:
+    return {
+        "id": token_id,
+        "name": name,
+        "owner": owner,
+        "secret_hash": secret_hash,
+        "scopes": list(scopes),
+        "buckets": list(buckets),
+        "prefix": prefix,
+        "created_at": utcnow(),
+        "expires_at": expires_at,
+    }
+
+
 class AccessIndex(IndexStore):
     # tokens ------------------------------------------------------------------------
     def create_token(
@@ -56,19 +79,10 @@ class AccessIndex(IndexStore):
         token_id = secrets.token_hex(8)
 
         def run(conn: Connection) -> Token:
-            conn.execute(
-                insert(tokens).values(
-                    id=token_id,
-                    name=name,
-                    owner=owner,
-                    secret_hash=secret_hash,
-                    scopes=list(scopes),
-                    buckets=list(buckets),
-                    prefix=prefix,
-                    created_at=utcnow(),
-                    expires_at=expires_at,
-                )
+            row = _new_token_row(
+                token_id, name, owner, secret_hash, scopes, buckets, prefix, expires_at
             )
+            conn.execute(insert(tokens).values(row))
             if s3_key_id is not None:
                 conn.execute(
                     insert(s3_keys).values(
@@ -89,25 +103,16 @@ class AccessIndex(IndexStore):
         token_id = secrets.token_hex(8)
 
         def run(conn: Connection) -> tuple[Token, bool]:
+            row = _new_token_row(token_id, name, owner, secret_hash, scopes, ["*"], "", None)
             stmt = (
                 upsert(conn, tokens)
-                .values(
-                    id=token_id,
-                    name=name,
-                    owner=owner,
-                    secret_hash=secret_hash,
-                    scopes=list(scopes),
-                    buckets=["*"],
-                    prefix="",
-                    created_at=utcnow(),
-                    expires_at=None,
-                )
+                .values(row)
                 .on_conflict_do_nothing(index_elements=[tokens.c.secret_hash])
                 .returning(tokens.c.id)
             )
             made = conn.execute(stmt).first() is not None
-            row = conn.execute(select(tokens).where(tokens.c.secret_hash == secret_hash)).one()
-            return _token(row), made
+            found = conn.execute(select(tokens).where(tokens.c.secret_hash == secret_hash)).one()
+            return _token(found), made
 
         return self._write(run)
 
