@@ -789,3 +789,49 @@ def test_index_records_a_group_in_a_few_statements_with_each_record_judged(
     index.record("b.pack", [*fresh, moved], moved.end, found=False)
     assert index.packs() == packs
     index.close()
+
+
+def test_a_group_of_new_blobs_is_recorded_without_a_lookup(tmp_path: Path) -> None:
+    """The sync thread's common case, a group of blob ids the index has never seen, is
+    written without looking them up first: no SELECT, one INSERT for all the rows, one
+    UPDATE of the pack's row (its live bytes and indexed-through offset together). Each statement there waits for the
+    GIL, which the event loop holds; a group with a known id still goes the general way
+    (the test above)."""
+    index = PackIndex(str(tmp_path / "index.sqlite"))
+    index.close()  # the pooled connection: the next ones are traced
+    statements: list[str] = []
+    connect = index._connect
+
+    def traced() -> sqlite3.Connection:
+        conn = connect()
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    index._connect = traced  # type: ignore[method-assign]
+    size = HEADER_SIZE + 10
+    groups = [
+        [
+            Record(
+                offset=(g * 3 + i) * size,
+                blob_id=f"{g * 3 + i:032x}",
+                length=10,
+                modified=1.0,
+                data_crc=0,
+            )
+            for i in range(3)
+        ]
+        for g in range(2)
+    ]
+    index.record("a.pack", groups[0], groups[0][-1].end, found=False)
+    statements.clear()
+    index.record("a.pack", groups[1], groups[1][-1].end, found=False)
+    kinds = [s.split()[0] for s in statements]
+    assert kinds == ["BEGIN", "INSERT", "UPDATE", "COMMIT"], statements
+    [state] = index.packs().values()
+    assert (state.live, state.dead, state.indexed_through) == (6 * size, 0, 6 * size)
+    assert all(
+        index.locate(r.blob_id) == Location("a.pack", r.offset, 10, 1.0)
+        for group in groups
+        for r in group
+    )
+    index.close()

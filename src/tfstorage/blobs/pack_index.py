@@ -132,8 +132,16 @@ class PackIndex:
 
         A handful of statements for the whole group, not three per record: this runs in
         the thread that syncs a pack, and each statement takes the GIL back from the
-        event loop, which serves requests meanwhile.
+        event loop, which serves requests meanwhile. A writer's group of new blob ids
+        (nearly every one) takes two (`_record_new`).
         """
+        if not found:
+            try:
+                with self._connection() as conn, _writing(conn):
+                    _record_new(conn, pack, records, through)
+                return
+            except _Indexed:
+                pass  # a blob id the index has already: rolled back, the general way
         with self._connection() as conn, _writing(conn):
             conn.execute("INSERT OR IGNORE INTO packs (name) VALUES (?)", (pack,))
             where = _placed(conn, [record.blob_id for record in records])
@@ -241,8 +249,47 @@ class PackIndex:
             )
 
 
+class _Indexed(Exception):
+    """A record of the group names a blob id the index already places."""
+
+
+def _record_new(
+    conn: sqlite3.Connection, pack: str, records: Sequence[Record], through: int
+) -> None:
+    """`record` of records none of whose blob ids is indexed, in two statements (three
+    for a pack's first group; the general way takes five, executemany steps once per
+    row, and each waits for the GIL, which the event loop holds): the rows, then the
+    pack's live bytes and indexed-through offset at once. Raises _Indexed, its insert
+    left for the caller to roll back, if an id is there already."""
+    before = conn.total_changes
+    for start in range(0, len(records), _INSERT_BATCH):
+        # One statement for many rows: executemany would take the GIL back per row.
+        chunk = records[start : start + _INSERT_BATCH]
+        values = [v for r in chunk for v in (r.blob_id, pack, r.offset, r.length, r.modified)]
+        rows = ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))  # only placeholders in the text
+        conn.execute(
+            f"INSERT INTO blobs (blob_id, pack, offset, length, modified) VALUES {rows}"  # noqa: S608
+            " ON CONFLICT (blob_id) DO NOTHING",
+            values,
+        )
+    if conn.total_changes - before != len(records):
+        raise _Indexed
+    live = sum(record.size for record in records)
+    updated = conn.execute(
+        "UPDATE packs SET live = live + ?, indexed_through = max(indexed_through, ?)"
+        " WHERE name = ?",
+        (live, through, pack),
+    )
+    if not updated.rowcount:  # the pack's first group
+        conn.execute(
+            "INSERT INTO packs (name, live, indexed_through) VALUES (?, ?, ?)",
+            (pack, live, through),
+        )
+
+
 # Blob ids per SELECT ... IN: well under SQLite's limit on bound parameters.
 _LOOKUP_BATCH: Final = 500
+_INSERT_BATCH: Final = 100  # rows per INSERT: five parameters each
 _COUNT: Final = "UPDATE packs SET live = max(live + ?, 0), dead = dead + ? WHERE name = ?"
 
 
