@@ -128,6 +128,14 @@ def insert_returning(conn: Connection, statement: Insert, values: dict[str, Any]
     return _driver_write(statement, conn.dialect).run(driver, values)[0][0]
 
 
+def insert_returning_row(conn: Connection, statement: Insert, values: dict[str, Any]) -> Any:
+    """`insert_returning` for a statement returning several columns: its one row."""
+    driver = driver_of(conn)
+    if driver is None:
+        return conn.execute(statement, values).one()
+    return _driver_write(statement, conn.dialect).run(driver, values)[0]
+
+
 def run_write(conn: Connection, statement: Insert, values: dict[str, Any]) -> None:
     """`insert_returning` for a statement that returns nothing."""
     driver = driver_of(conn)

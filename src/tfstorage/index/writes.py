@@ -31,6 +31,7 @@ from sqlalchemy.sql.dml import ReturningInsert
 
 from tfstorage.domain.categories import key_category
 from tfstorage.domain.conditions import WriteCondition
+from tfstorage.domain.content_headers import known_content_headers
 from tfstorage.domain.object_lock import ObjectLockConfig, VersionLock
 from tfstorage.domain.records import CommitResult, NewVersion, ObjectVersion
 from tfstorage.domain.uploads import PartLayout
@@ -42,8 +43,15 @@ from tfstorage.errors import (
     NoSuchVersion,
     QuotaExceeded,
 )
+from tfstorage.index import json_codec
 from tfstorage.index.conditions import check_head, place_head
-from tfstorage.index.driver import first_row, insert_returning, run_write, scalars
+from tfstorage.index.driver import (
+    first_row,
+    insert_returning,
+    insert_returning_row,
+    run_write,
+    scalars,
+)
 from tfstorage.index.latest import read_version
 from tfstorage.index.locks import db_now, is_locked, refuse_locked
 from tfstorage.index.reads import (
@@ -88,13 +96,15 @@ def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
         "created_at": now,
         **block_columns(new.blocks),
     }
-    stored: str = insert_returning(conn, _blob_upsert(conn.dialect.name), row)
+    # With the stored blob's damage mark: a reused blob may carry one (_as_written).
+    stored, damage = insert_returning_row(conn, _blob_upsert(conn.dialect.name), row)
     condition = new.condition
     # Judged before the version takes its seq, with the head locked (index/conditions.py).
     head = None if condition is None else check_head(conn, bid, new.key, condition)
     if limited:  # after the precondition: a 412 comes first
         _check_quota(conn, bid, new.bucket, new.key, new.size, settings)
     unversioned = not settings.versioning
+    written: dict[str, Any] = {}
     seq = _insert_version(
         conn,
         bucket_id=bid,
@@ -113,6 +123,7 @@ def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
         content_headers=new.content_headers,
         unversioned=unversioned,
         object_lock=settings.object_lock,
+        written=written,
     )
     if condition is None:
         _advance_head(conn, bid, new.key, seq)
@@ -128,7 +139,47 @@ def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
             refuse_locked(conn, older, "overwrite")  # rolls the new version back too
             remove_versions(conn, older, heads=false())  # the head is the new version: kept
     duplicate = None if stored == new.blob_id else new.blob_id
-    return CommitResult(version=_by_seq(conn, seq), duplicate_blob_id=duplicate)
+    if conn.dialect.name == "sqlite":
+        version = _as_written(new, seq, stored, damage, written)
+    else:
+        version = _by_seq(conn, seq)
+    return CommitResult(version=version, duplicate_blob_id=duplicate)
+
+
+def _as_written(
+    new: NewVersion, seq: int, blob_id: str, damage: str | None, row: Mapping[str, Any]
+) -> ObjectVersion:
+    """The version just committed, from what was written rather than read back (one
+    statement, its row decoded, per upload). On SQLite only, whose one writer at a time
+    makes `seq` the key's head: on PostgreSQL a newer seq of the key may have committed
+    first. tests/index/test_written_version.py compares it with the read, field by
+    field."""
+    metadata = row["user_metadata"]
+    return ObjectVersion(
+        file_id=row["file_id"],
+        seq=seq,
+        bucket=new.bucket,
+        key=new.key,
+        blob_id=blob_id,
+        size=new.size,
+        etag=new.md5,
+        sha256=new.sha256,
+        content_type=new.content_type,
+        # As the index's JSON gives it back (keys sorted, a tuple become a list).
+        metadata=json_codec.loads(json_codec.dumps(metadata)) if metadata else {},
+        tags=dict(new.tags),
+        created_at=row["created_at"],
+        created_by=new.created_by,
+        is_latest=True,
+        deleted_at=None,
+        damage=damage,
+        parts_etag=row["parts_etag"],
+        retain_until=row.get("retain_until"),
+        retention_mode=row.get("retention_mode"),
+        legal_hold=bool(row.get("legal_hold", False)),
+        content_headers=known_content_headers(row["content_headers"]),
+        unversioned=bool(row["unversioned"]),
+    )
 
 
 def null_versions(bid: int, key: str) -> ColumnElement[bool]:
@@ -404,9 +455,11 @@ def _insert_version(
     content_headers: Mapping[str, str] | None = None,
     unversioned: bool = False,
     object_lock: Any = _UNREAD,
+    written: dict[str, Any] | None = None,
 ) -> int:
     """Insert the version (and its tags and lock); `object_lock` is the bucket's stored
-    lock configuration when the caller already read it in this transaction."""
+    lock configuration when the caller already read it in this transaction. `written`,
+    if given, receives the inserted row and the lock columns set."""
     row = {
         "file_id": uuid4().hex,
         "bucket_id": bucket_id,
@@ -428,7 +481,9 @@ def _insert_version(
     # One statement object for every insert; the row goes as parameters (see _blob_upsert).
     seq = int(insert_returning(conn, _VERSION_INSERT, row))
     _insert_tags(conn, seq, tag_map)
-    _lock_new_version(conn, bucket_id, seq, lock, now, object_lock)
+    locked = _lock_new_version(conn, bucket_id, seq, lock, now, object_lock)
+    if written is not None:
+        written.update(row, **locked)
     return seq
 
 
@@ -439,9 +494,10 @@ def _lock_new_version(
     lock: VersionLock | None,
     now: datetime,
     stored: Any = _UNREAD,
-) -> None:
+) -> dict[str, Any]:
     """The lock asked for, else the bucket's default retention: in the version's own
-    transaction, so no new version of a locked bucket is ever visible unlocked."""
+    transaction, so no new version of a locked bucket is ever visible unlocked. Returns
+    the lock columns it set."""
     if stored is _UNREAD:
         stored = conn.execute(select(buckets.c.object_lock).where(buckets.c.id == bid)).scalar()
     config = ObjectLockConfig.from_json(stored)
@@ -457,6 +513,7 @@ def _lock_new_version(
         values["legal_hold"] = lock.legal_hold
     if values:
         conn.execute(update(versions).where(versions.c.id == seq).values(**values))
+    return values
 
 
 def _insert_tags(conn: Connection, seq: int, tag_map: Mapping[str, str]) -> None:
@@ -513,7 +570,7 @@ def _blob_upsert(dialect: str) -> ReturningInsert[Any]:
         index_elements=[blobs.c.sha256],
         set_={"refcount": blobs.c.refcount + 1, **keep_block_columns(stmt)},
     )
-    return stmt.returning(blobs.c.blob_id)
+    return stmt.returning(blobs.c.blob_id, blobs.c.damage)
 
 
 @functools.cache
