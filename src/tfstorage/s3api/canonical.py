@@ -8,7 +8,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -39,9 +39,17 @@ class SignedRequest:
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
         )
 
+    @cached_property
+    def _by_name(self) -> dict[str, list[str]]:
+        """Every value of each header, by lowercase name, in the order sent: built once,
+        as a signature check asks for each signed header and a few more."""
+        found: dict[str, list[str]] = {}
+        for name, value in self.headers:
+            found.setdefault(name.lower(), []).append(value)
+        return found
+
     def header_values(self, name: str) -> list[str]:
-        lowered = name.lower()
-        return [v for k, v in self.headers if k.lower() == lowered]
+        return self._by_name.get(name.lower(), [])
 
     def header(self, name: str) -> str | None:
         values = self.header_values(name)

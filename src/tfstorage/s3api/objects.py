@@ -61,9 +61,9 @@ _OVERRIDES = {
 def user_metadata(req: S3Request) -> dict[str, Any]:
     """`x-amz-meta-*` headers: the object's user metadata, names lowercase as S3 keeps them."""
     found = {
-        name.lower()[len(META_PREFIX) :]: value
-        for name, value in req.http.headers.items()
-        if name.lower().startswith(META_PREFIX)
+        name[len(META_PREFIX) :]: value
+        for name, value in req.lower_headers.items()
+        if name.startswith(META_PREFIX)
     }
     return validate_metadata(found)
 

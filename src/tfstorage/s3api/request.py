@@ -25,6 +25,7 @@ class S3Request:
     request_id: str
     query: dict[str, str] = field(default_factory=dict)  # decoded; the first of repeats
     _headers: dict[str, str] | None = field(default=None, init=False, repr=False)
+    _lower: dict[str, str] | None = field(default=None, init=False, repr=False)
 
     @property
     def method(self) -> str:
@@ -43,7 +44,15 @@ class S3Request:
 
     @property
     def lower_headers(self) -> dict[str, str]:
-        return {k.lower(): v for k, v in self.http.headers.items()}
+        """Every header by lowercase name, the last value of a repeated one (read only:
+        built once per request)."""
+        lower = self._lower
+        if lower is None:
+            lower = self._lower = {
+                key.decode("latin-1").lower(): value.decode("latin-1")
+                for key, value in self.http.scope["headers"]
+            }
+        return lower
 
     @property
     def client(self) -> str | None:

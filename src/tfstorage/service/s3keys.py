@@ -49,12 +49,13 @@ class S3Keys:
         self._ctx = ctx
         self._index = index
         self._server_key: bytes | None = None
-        self._tokens: dict[str, tuple[float, Token | None]] = {}
+        self._tokens: dict[str, tuple[float, Token | None, str]] = {}
 
     def load_server_key(self) -> None:
         """Read (or on first start make) the server key; called by the bootstrap, so a
         data directory gets its key file at first start, like admin.token."""
         self._server_key = server_key(self._ctx.settings)
+        self._tokens.clear()  # no secret derived from another key stays cached
 
     def _derive(self, access_key_id: str) -> str:
         key = self._server_key
@@ -90,17 +91,19 @@ class S3Keys:
         now = time.monotonic()
         cached = self._tokens.get(access_key_id)
         if cached is not None and now - cached[0] < _CACHE_SECONDS:
-            token = cached[1]
+            _, token, secret = cached
         else:
             token = self._index.token_by_s3_key(access_key_id)
+            # Derived with the lookup, not per request: an HMAC and a base64 each time.
+            secret = self._derive(access_key_id)
             if len(self._tokens) > 10_000:  # bounded, whatever key ids clients send
                 self._tokens.clear()
-            self._tokens[access_key_id] = (now, token)
+            self._tokens[access_key_id] = (now, token, secret)
         if token is None or token.revoked_at is not None:
             return None
         if token.expires_at is not None and token.expires_at <= datetime.now(UTC):
             return None
-        return token, self._derive(access_key_id)
+        return token, secret
 
     def forget(self) -> None:
         """Drop cached lookups (a token was revoked through this instance)."""
