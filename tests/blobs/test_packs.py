@@ -834,4 +834,15 @@ def test_a_group_of_new_blobs_is_recorded_without_a_lookup(tmp_path: Path) -> No
         for group in groups
         for r in group
     )
+    # One id twice in a group: the general way, the earlier record's bytes dead.
+    twice = [
+        Record(offset=(6 + i) * size, blob_id=f"{99:032x}", length=10, modified=2.0, data_crc=0)
+        for i in range(2)
+    ]
+    statements.clear()
+    index.record("a.pack", twice, twice[-1].end, found=False)
+    assert "SELECT" in [s.split()[0] for s in statements]
+    assert index.locate(twice[1].blob_id) == Location("a.pack", twice[1].offset, 10, 2.0)
+    [state] = index.packs().values()
+    assert (state.live, state.dead, state.indexed_through) == (7 * size, size, 8 * size)
     index.close()

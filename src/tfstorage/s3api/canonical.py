@@ -49,7 +49,7 @@ class SignedRequest:
         return found
 
     def header_values(self, name: str) -> list[str]:
-        return self._by_name.get(name.lower(), [])
+        return list(self._by_name.get(name.lower(), ()))  # a copy: the index stays as sent
 
     def header(self, name: str) -> str | None:
         values = self.header_values(name)

@@ -94,8 +94,9 @@ class S3Keys:
             _, token, secret = cached
         else:
             token = self._index.token_by_s3_key(access_key_id)
-            # Derived with the lookup, not per request: an HMAC and a base64 each time.
-            secret = self._derive(access_key_id)
+            # Derived with the lookup, not per request (an HMAC and a base64 each time);
+            # only for a key that names a token: a made-up key id costs no derivation.
+            secret = "" if token is None else self._derive(access_key_id)
             if len(self._tokens) > 10_000:  # bounded, whatever key ids clients send
                 self._tokens.clear()
             self._tokens[access_key_id] = (now, token, secret)
