@@ -178,6 +178,15 @@ class ServerProcess:
                     last = f"{response.status_code} {response.text[:300]}"
                 except httpx.TransportError as exc:
                     last = f"{type(exc).__name__}: {exc}"
+                if "address already in use" in self.log_tail().lower():
+                    # With WORKERS=N the parent lives on while its workers fail to bind:
+                    # another test's server took the port after the parent had checked
+                    # it (ports.py). Another port, as when the parent itself fails; the
+                    # whole session, so that no worker of this one lingers.
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(self.proc.pid, signal.SIGKILL)
+                    self.proc.wait(timeout=10)
+                    return False
                 time.sleep(0.05)
         self.kill()
         pytest.fail(
