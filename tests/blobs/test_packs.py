@@ -802,9 +802,12 @@ def test_a_group_of_new_blobs_is_recorded_without_a_lookup(tmp_path: Path) -> No
     statements: list[str] = []
     connect = index._connect
 
+    opened: list[sqlite3.Connection] = []
+
     def traced() -> sqlite3.Connection:
         conn = connect()
         conn.set_trace_callback(statements.append)
+        opened.append(conn)
         return conn
 
     index._connect = traced  # type: ignore[method-assign]
@@ -842,6 +845,7 @@ def test_a_group_of_new_blobs_is_recorded_without_a_lookup(tmp_path: Path) -> No
     statements.clear()
     index.record("a.pack", twice, twice[-1].end, found=False)
     assert "SELECT" in [s.split()[0] for s in statements]
+    assert len(opened) == 1  # the rolled-back attempt's connection, pooled and reused
     assert index.locate(twice[1].blob_id) == Location("a.pack", twice[1].offset, 10, 2.0)
     [state] = index.packs().values()
     assert (state.live, state.dead, state.indexed_through) == (7 * size, size, 8 * size)

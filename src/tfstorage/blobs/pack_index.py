@@ -136,12 +136,15 @@ class PackIndex:
         (nearly every one) takes two (`_record_new`).
         """
         if not found:
-            try:
-                with self._connection() as conn, _writing(conn):
-                    _record_new(conn, pack, records, through)
-                return
-            except _Indexed:
-                pass  # a blob id the index has already: rolled back, the general way
+            with self._connection() as conn:
+                try:
+                    with _writing(conn):
+                        _record_new(conn, pack, records, through)
+                    return
+                except _Indexed:
+                    # A blob id the index has already: rolled back (the connection is
+                    # sound, back to the pool), then the general way.
+                    pass
         with self._connection() as conn, _writing(conn):
             conn.execute("INSERT OR IGNORE INTO packs (name) VALUES (?)", (pack,))
             where = _placed(conn, [record.blob_id for record in records])

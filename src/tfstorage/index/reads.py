@@ -178,8 +178,9 @@ def _build(conn: Connection, rows: Sequence[Row[Any]]) -> list[ObjectVersion]:
     return [version_of(row, tag_map.get(row.id, {})) for row in rows]
 
 
-def version_of(row: Row[Any], tag_map: dict[str, str]) -> ObjectVersion:
-    """A row of `version_columns()` as a record."""
+def version_of(row: Any, tag_map: dict[str, str]) -> ObjectVersion:
+    """A row of `version_columns()` as a record (or anything with its attributes: a
+    commit's answer from what it wrote, index/writes.py `_as_written`)."""
     return ObjectVersion(
         file_id=row.file_id,
         seq=row.id,

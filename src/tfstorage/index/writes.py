@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 from uuid import uuid4
 
@@ -31,7 +32,6 @@ from sqlalchemy.sql.dml import ReturningInsert
 
 from tfstorage.domain.categories import key_category
 from tfstorage.domain.conditions import WriteCondition
-from tfstorage.domain.content_headers import known_content_headers
 from tfstorage.domain.object_lock import ObjectLockConfig, VersionLock
 from tfstorage.domain.records import CommitResult, NewVersion, ObjectVersion
 from tfstorage.domain.uploads import PartLayout
@@ -60,6 +60,7 @@ from tfstorage.index.reads import (
     chunks,
     keep_block_columns,
     utcnow,
+    version_of,
 )
 from tfstorage.index.tables import blobs, buckets, object_keys, tags, versions
 from tfstorage.index.usage import bucket_live
@@ -140,46 +141,39 @@ def commit_version(conn: Connection, new: NewVersion) -> CommitResult:
             remove_versions(conn, older, heads=false())  # the head is the new version: kept
     duplicate = None if stored == new.blob_id else new.blob_id
     if conn.dialect.name == "sqlite":
-        version = _as_written(new, seq, stored, damage, written)
+        version = _as_written(new, seq, damage, written)
     else:
         version = _by_seq(conn, seq)
     return CommitResult(version=version, duplicate_blob_id=duplicate)
 
 
 def _as_written(
-    new: NewVersion, seq: int, blob_id: str, damage: str | None, row: Mapping[str, Any]
+    new: NewVersion, seq: int, damage: str | None, row: Mapping[str, Any]
 ) -> ObjectVersion:
     """The version just committed, from what was written rather than read back (one
-    statement, its row decoded, per upload). On SQLite only, whose one writer at a time
-    makes `seq` the key's head: on PostgreSQL a newer seq of the key may have committed
-    first. tests/index/test_written_version.py compares it with the read, field by
-    field."""
+    statement, its row decoded, per upload), made by the same `version_of` as a read.
+    On SQLite only, whose one writer at a time makes `seq` the key's head: on
+    PostgreSQL a newer seq of the key may have committed first.
+    tests/index/test_written_version.py compares it with the read, field by field."""
     metadata = row["user_metadata"]
-    return ObjectVersion(
-        file_id=row["file_id"],
-        seq=seq,
-        bucket=new.bucket,
-        key=new.key,
-        blob_id=blob_id,
-        size=new.size,
-        etag=new.md5,
-        sha256=new.sha256,
-        content_type=new.content_type,
-        # As the index's JSON gives it back (keys sorted, a tuple become a list).
-        metadata=json_codec.loads(json_codec.dumps(metadata)) if metadata else {},
-        tags=dict(new.tags),
-        created_at=row["created_at"],
-        created_by=new.created_by,
-        is_latest=True,
-        deleted_at=None,
-        damage=damage,
-        parts_etag=row["parts_etag"],
-        retain_until=row.get("retain_until"),
-        retention_mode=row.get("retention_mode"),
-        legal_hold=bool(row.get("legal_hold", False)),
-        content_headers=known_content_headers(row["content_headers"]),
-        unversioned=bool(row["unversioned"]),
+    as_read = SimpleNamespace(
+        **_NO_LOCK
+        | dict(row)
+        | {
+            "id": seq,
+            "bucket_name": new.bucket,
+            # As the index's JSON gives it back (keys sorted, a tuple become a list).
+            "user_metadata": json_codec.loads(json_codec.dumps(metadata)) if metadata else {},
+            "current_id": seq,  # the key's head: no newer seq exists
+            "deleted_at": None,
+            "damage": damage,
+        }
     )
+    return version_of(as_read, dict(new.tags))
+
+
+# The lock columns of a version that took no lock, as a read gives them.
+_NO_LOCK: dict[str, Any] = {"retain_until": None, "retention_mode": None, "legal_hold": False}
 
 
 def null_versions(bid: int, key: str) -> ColumnElement[bool]:
