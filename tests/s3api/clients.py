@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -150,7 +150,7 @@ async def pieces(data: bytes, size: int) -> AsyncIterator[bytes]:
         yield data[start : start + size]
 
 
-async def collect(stream: AsyncIterator[bytes]) -> bytes:
+async def collect(stream: AsyncIterable[bytes]) -> bytes:
     return b"".join([piece async for piece in stream])
 
 

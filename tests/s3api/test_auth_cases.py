@@ -8,6 +8,7 @@ what the signer produced, a clock-skew case runs the signer with its clock moved
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
 import hashlib
@@ -65,9 +66,15 @@ def scoped(rest: httpx.Client) -> dict[str, Any]:
     return keys
 
 
-def _signed(key_id: str, secret: str, url: str, body: bytes = BODY) -> dict[str, str]:
+def _signed(
+    key_id: str, secret: str, url: str, body: bytes = BODY, content_md5: bytes | None = None
+) -> dict[str, str]:
     request = AWSRequest(method="PUT", url=url, data=body)
     request.headers["x-amz-content-sha256"] = hashlib.sha256(body).hexdigest()
+    if content_md5 is not None:  # signed with the rest
+        request.headers["Content-MD5"] = base64.b64encode(
+            hashlib.md5(content_md5).digest()
+        ).decode()
     S3SigV4Auth(Credentials(key_id, secret), "s3", REGION).add_auth(request)
     return dict(request.headers.items())
 
@@ -203,6 +210,38 @@ def test_payload_hash_mismatch(server: ServerProcess, rest: httpx.Client) -> Non
     answer = httpx.put(url, content=BODY[::-1], headers=headers)
     _refused(server, rest, answer, 400, "XAmzContentSHA256Mismatch")
     _nothing_stored(server, rest, "models", "auth/sha.bin")
+
+
+def test_a_parts_payload_hash_and_content_md5_are_checked_in_order(
+    server: ServerProcess, rest: httpx.Client
+) -> None:
+    """The write path checks a signed part with its own digests (no second SHA-256 of
+    the bytes): the payload hash first, then Content-MD5, and a refused part is never
+    recorded."""
+    key_id, secret = admin_keys(server)
+    s3 = s3_client(server, key_id, secret)
+    key = "auth/part-hash.bin"
+    upload = s3.create_multipart_upload(Bucket="models", Key=key)["UploadId"]
+    url = f"{server.s3_url}/models/{key}?partNumber=1&uploadId={upload}"
+    other = BODY[::-1]
+    # Both promises broken: the payload hash is the one reported.
+    headers = _signed(key_id, secret, url, BODY, content_md5=BODY)
+    answer = httpx.put(url, content=other, headers=headers)
+    _refused(server, rest, answer, 400, "XAmzContentSHA256Mismatch")
+    # The payload hash kept and Content-MD5 broken.
+    headers = _signed(key_id, secret, url, other, content_md5=BODY)
+    _refused(server, rest, httpx.put(url, content=other, headers=headers), 400, "BadDigest")
+    assert "Parts" not in s3.list_parts(Bucket="models", Key=key, UploadId=upload)
+    # Both kept: the part is stored, its ETag the MD5 of its bytes.
+    headers = _signed(key_id, secret, url, BODY, content_md5=BODY)
+    answer = httpx.put(url, content=BODY, headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["etag"] == f'"{hashlib.md5(BODY).hexdigest()}"'
+    parts = [{"PartNumber": 1, "ETag": answer.headers["etag"]}]
+    s3.complete_multipart_upload(
+        Bucket="models", Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
+    )
+    assert rest.get(f"/api/v1/download/models/{key}").content == BODY
 
 
 @pytest.mark.usefixtures("blobs_unchanged")

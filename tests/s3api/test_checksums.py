@@ -117,10 +117,55 @@ async def test_verify_stream_passes_good_data_and_refuses_bad_at_the_end(algorit
     assert b"".join(received) == data + b"!"  # the error comes before a clean end
 
 
-async def test_content_sha256_mismatch() -> None:
+def _verified(
+    data: bytes, signed_for: bytes, md5_for: bytes | None = None
+) -> checksums.VerifiedBody:
+    expected = []
+    if md5_for is not None:
+        value = base64.b64encode(hashlib.md5(md5_for).digest()).decode()
+        expected.append(checksums.parse_checksum("md5", value, header="Content-MD5"))
+    signed = hashlib.sha256(signed_for).hexdigest()
+    return checksums.VerifiedBody(pieces(data, 2), signed_sha256=signed, expected=expected)
+
+
+async def test_a_signed_payload_checks_itself() -> None:
     data = b"payload"
-    good = hashlib.sha256(data).hexdigest()
-    assert await collect(checksums.verify_content_sha256(pieces(data, 2), good)) == data
+    assert await collect(_verified(data, data, md5_for=data)) == data
     with pytest.raises(XAmzContentSHA256Mismatch) as caught:
-        await collect(checksums.verify_content_sha256(pieces(data + b"x", 2), good))
+        await collect(_verified(data + b"x", data))
     assert caught.value.status == 400
+    with pytest.raises(BadDigest):
+        await collect(_verified(data + b"x", data + b"x", md5_for=data))
+    # Both promises broken: the payload hash is reported, as S3 does.
+    with pytest.raises(XAmzContentSHA256Mismatch):
+        await collect(_verified(data + b"x", data, md5_for=data))
+
+
+async def test_deferred_checks_use_the_consumers_digests() -> None:
+    data, other = b"payload", b"another payload"
+    body = _verified(data, data, md5_for=data)
+    body.defer_checks()
+    assert await collect(body) == data  # no check at the end: the consumer has them
+    body.check(hashlib.md5(data).digest(), hashlib.sha256(data).digest())
+    for md5, sha256, error in [
+        (data, other, XAmzContentSHA256Mismatch),
+        (other, data, BadDigest),
+        (other, other, XAmzContentSHA256Mismatch),
+    ]:
+        with pytest.raises(error):
+            body.check(hashlib.md5(md5).digest(), hashlib.sha256(sha256).digest())
+    # What the body checks is the consumer's word, not bytes it hashed itself.
+    fooled = _verified(other, data, md5_for=data)
+    fooled.defer_checks()
+    assert await collect(fooled) == other
+    fooled.check(hashlib.md5(data).digest(), hashlib.sha256(data).digest())
+
+
+async def test_checks_are_deferred_before_the_first_byte_or_not_at_all() -> None:
+    body = _verified(b"abc", b"abc")
+    stream = aiter(body)
+    await anext(stream)
+    with pytest.raises(RuntimeError):
+        body.defer_checks()
+    with pytest.raises(RuntimeError):  # it did not defer: it checks itself
+        body.check(hashlib.md5(b"abc").digest(), hashlib.sha256(b"abc").digest())

@@ -1,14 +1,16 @@
 """The one place that picks how a request body is read, from what its signature promised.
 
-The readers stack like versitygw's: the raw body, then the payload check (signed
-hash, or the aws-chunked decoder with its chunk signatures and trailer), then the
-checksums the headers promised. Whatever the stack, the consumer gets plain object
-bytes, and an iterator that ends cleanly only if every promise held.
+The readers stack like versitygw's: the raw body, then the aws-chunked decoder with its
+chunk signatures and trailer if the payload is streamed, then the signed payload hash
+and the checksums the headers promised (`checksums.VerifiedBody`, whose MD5 and
+SHA-256 checks the write path runs with the digests it computes anyway). Whatever the
+stack, the consumer gets plain object bytes, and an iterator that ends cleanly only if
+every promise held.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 
 from tfstorage.errors import InvalidArgument, LengthRequired
 from tfstorage.s3api import checksums, chunked, sigv4
@@ -21,7 +23,7 @@ def object_body(
     auth: sigv4.Authenticated | None,
     *,
     max_chunk_size: int = chunked.DEFAULT_MAX_CHUNK_SIZE,
-) -> AsyncIterator[bytes]:
+) -> AsyncIterable[bytes]:
     """The object's bytes, verified as they stream; `headers` keyed in lowercase.
 
     Raises at once (before any byte is read) for headers that are wrong on their face.
@@ -47,9 +49,8 @@ def object_body(
             else None,
             max_chunk_size=max_chunk_size,
         )
-    elif auth is not None and len(mode) == 64:
-        stream = checksums.verify_content_sha256(source, mode)
+    payload_hash = mode if auth is not None and len(mode) == 64 else None  # a signed payload
     expected = checksums.expected_from_headers(headers)
-    if expected:
-        stream = checksums.verify_stream(stream, checksums.ChecksumVerifier(expected))
-    return stream
+    if payload_hash is None and not expected:
+        return stream
+    return checksums.VerifiedBody(stream, signed_sha256=payload_hash, expected=expected)

@@ -166,13 +166,59 @@ async def verify_stream(
     verifier.verify()
 
 
-async def verify_content_sha256(
-    source: AsyncIterator[bytes], expected_hex: str
-) -> AsyncIterator[bytes]:
-    """A signed payload: the body must hash to the signed `x-amz-content-sha256`."""
-    digest = hashlib.sha256()
-    async for piece in source:
-        digest.update(piece)
-        yield piece
-    if digest.hexdigest() != expected_hex:
-        raise XAmzContentSHA256Mismatch()
+class VerifiedBody:
+    """The object's bytes, checked at their end against what the request promised: the
+    signed payload hash (`x-amz-content-sha256`) first, as S3 does, then Content-MD5 and
+    x-amz-checksum-*. It is the write path's `DeferredChecks` (service/hashing.py): a
+    consumer that computes MD5 and SHA-256 of every byte anyway runs the checks with
+    those, and the body then hashes only for the digests they are not (a CRC, SHA-1)."""
+
+    _CONSUMERS = frozenset({"md5", "sha256"})  # the digests a deferring consumer hands back
+
+    def __init__(
+        self, source: AsyncIterator[bytes], *, signed_sha256: str | None, expected: list[Expected]
+    ) -> None:
+        self._source = source
+        self._signed = signed_sha256
+        self._expected = expected
+        self._deferred = False
+        self._hashers: dict[str, Hasher] | None = None  # set once the bytes start
+
+    def defer_checks(self) -> None:
+        if self._hashers is not None:
+            raise RuntimeError("the checks of a body must be deferred before it is read")
+        self._deferred = True
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._stream()
+
+    async def _stream(self) -> AsyncIterator[bytes]:
+        needed = {e.algorithm for e in self._expected}
+        if self._signed is not None:
+            needed.add("sha256")
+        if self._deferred:
+            needed -= self._CONSUMERS
+        self._hashers = {algorithm: new_hasher(algorithm) for algorithm in sorted(needed)}
+        updates = [hasher.update for hasher in self._hashers.values()]
+        async for piece in self._source:
+            for update in updates:
+                update(piece)
+            yield piece
+        if not self._deferred:
+            self._verify({})
+
+    def check(self, md5: bytes, sha256: bytes) -> None:
+        """The deferred checks, with the consumer's digests of the whole body."""
+        if not self._deferred or self._hashers is None:
+            raise RuntimeError("check() is for a consumer that deferred the checks, at the end")
+        self._verify({"md5": md5, "sha256": sha256})
+
+    def _verify(self, handed: dict[str, bytes]) -> None:
+        assert self._hashers is not None
+        digests = {algorithm: hasher.digest() for algorithm, hasher in self._hashers.items()}
+        digests |= handed
+        if self._signed is not None and digests["sha256"].hex() != self._signed:
+            raise XAmzContentSHA256Mismatch()
+        for expected in self._expected:
+            if digests[expected.algorithm] != expected.digest:
+                raise _mismatch(expected)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
@@ -63,7 +63,7 @@ class S3Request:
         the REST one, cuts off a body that stalls or trickles (RequestTimeout)."""
         return _chunks(self.http)
 
-    def body(self) -> AsyncIterator[bytes]:
+    def body(self) -> AsyncIterable[bytes]:
         """The object bytes: aws-chunked decoded, signatures and checksums verified."""
         return object_body(self.raw_body(), self.lower_headers, self.auth)
 

@@ -8,7 +8,7 @@ namespace is optional on input, as clients differ in sending it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
 from xml.etree.ElementTree import Element  # the type only: parsing goes through defusedxml
 
@@ -25,7 +25,7 @@ MAX_DELETE_KEYS = 1000
 MAX_PART_NUMBER = 10000
 
 
-async def read_capped(source: AsyncIterator[bytes], limit: int = MAX_XML_BODY) -> bytes:
+async def read_capped(source: AsyncIterable[bytes], limit: int = MAX_XML_BODY) -> bytes:
     """The whole body, refused as soon as it passes `limit` bytes."""
     body = bytearray()
     async for piece in source:
