@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable
@@ -20,7 +21,12 @@ from tests.blobs.contract import (
 )
 from tests.s3.fixtures import SeaweedFS, multipart_uploads, object_keys
 from tfstorage.blobs import BlobNotFound, BlobStore, BlobStoreUnavailable, new_blob_id
+from tfstorage.blobs.base import StoredPart
 from tfstorage.blobs.s3 import S3BlobStore, S3Config
+from tfstorage.errors import InvalidPart
+from tfstorage.s3api import checksums
+from tfstorage.s3api.errors import XAmzContentSHA256Mismatch
+from tfstorage.service.hashing import HashingStream
 
 MiB = 1024 * 1024
 
@@ -267,3 +273,25 @@ async def test_describe_names_the_engine_not_the_secret(
         "prefix": s3_prefix,
     }
     assert seaweedfs.secret_key not in str(store.describe())
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("size", [100_000, MiB + 12_345, 2 * MiB])
+async def test_a_part_that_fails_its_checks_never_reaches_the_engine(
+    store: S3BlobStore, size: int
+) -> None:
+    """The write path runs a signed part's checks at its end, on its own digests: the
+    engine, which gets the bytes as they come, must not get a whole part before them
+    (it would keep it, under that part number, whatever the index says)."""
+    blob_id = new_blob_id()
+    upload = await store.begin_multipart(blob_id)
+    bad = random_bytes(size, seed=7)
+    body = checksums.VerifiedBody(chunked(bad), signed_sha256="0" * 64, expected=[])
+    stream = HashingStream(body, limit=4 * MiB, expected_size=size)
+    with pytest.raises(XAmzContentSHA256Mismatch):
+        await store.put_part(blob_id, upload, 1, stream, size=size)
+    # Completing with that part's ETag: the engine has no such part.
+    etag = hashlib.md5(bad).hexdigest()
+    with pytest.raises(InvalidPart):
+        await store.complete_multipart(blob_id, upload, [StoredPart(1, size, etag)])
+    await store.abort_multipart(blob_id, upload)

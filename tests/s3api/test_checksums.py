@@ -118,12 +118,15 @@ async def test_verify_stream_passes_good_data_and_refuses_bad_at_the_end(algorit
 
 
 def _verified(
-    data: bytes, signed_for: bytes, md5_for: bytes | None = None
+    data: bytes, signed_for: bytes, md5_for: bytes | None = None, crc32_for: bytes | None = None
 ) -> checksums.VerifiedBody:
     expected = []
     if md5_for is not None:
         value = base64.b64encode(hashlib.md5(md5_for).digest()).decode()
         expected.append(checksums.parse_checksum("md5", value, header="Content-MD5"))
+    if crc32_for is not None:
+        value = _botocore("crc32", crc32_for)
+        expected.append(checksums.parse_checksum("crc32", value, header="x-amz-checksum-crc32"))
     signed = hashlib.sha256(signed_for).hexdigest()
     return checksums.VerifiedBody(pieces(data, 2), signed_sha256=signed, expected=expected)
 
@@ -159,6 +162,37 @@ async def test_deferred_checks_use_the_consumers_digests() -> None:
     fooled.defer_checks()
     assert await collect(fooled) == other
     fooled.check(hashlib.md5(data).digest(), hashlib.sha256(data).digest())
+
+
+async def test_a_deferring_body_does_not_hash_what_its_consumer_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made: list[str] = []
+    real = checksums.new_hasher
+
+    def counting(algorithm: str) -> checksums.Hasher:
+        made.append(algorithm)
+        return real(algorithm)
+
+    monkeypatch.setattr(checksums, "new_hasher", counting)
+    data = b"payload"
+    # A CRC promised too: the consumer computes none, so the body does.
+    body = _verified(data, data, md5_for=data, crc32_for=data)
+    await collect(body)
+    assert sorted(made) == ["crc32", "md5", "sha256"]
+    made.clear()
+    body = _verified(data, data, md5_for=data, crc32_for=data)
+    body.defer_checks()
+    await collect(body)
+    assert made == ["crc32"]  # MD5 and SHA-256 come from the consumer
+    body.check(hashlib.md5(data).digest(), hashlib.sha256(data).digest())
+
+
+async def test_a_body_is_read_once() -> None:
+    body = _verified(b"abc", b"abc")
+    await collect(body)
+    with pytest.raises(RuntimeError):
+        aiter(body)
 
 
 async def test_checks_are_deferred_before_the_first_byte_or_not_at_all() -> None:

@@ -630,7 +630,9 @@ def test_sigkill_mid_s3_put_and_mid_part(tmp_path: Path) -> None:
                 "PartNumber": 2,
             },
         )
-        sockets = [_half_sent_put(put_url, 4 << 20), _half_sent_put(part_url, 4 << 20)]
+        # Half of 8 MiB: a few 1 MiB chunks reach the blob store (the last one it has is
+        # held back until the next comes, service/hashing.py).
+        sockets = [_half_sent_put(put_url, 8 << 20), _half_sent_put(part_url, 8 << 20)]
         deadline = time.monotonic() + 10
         while len(temp_files(proc.data_dir)) < 1 and time.monotonic() < deadline:
             time.sleep(0.02)  # the half body is being written: now the crash

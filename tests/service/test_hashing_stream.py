@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tfstorage.service.hashing import HashingStream
+from tfstorage.errors import IncompleteBody
+from tfstorage.service.hashing import CHUNK_SIZE, HashingStream
 
 pytestmark = pytest.mark.anyio
 
-DATA = b"shard" * 100_000  # big enough for the digests to run in threads
+DATA = b"shard" * 500_000  # 2.5 MB: three chunks, hashed in threads
 
 
 class Refused(Exception):
@@ -56,16 +57,34 @@ async def test_the_checks_run_once_on_the_streams_digests_at_the_end() -> None:
     assert stream.sha256 == hashlib.sha256(DATA).hexdigest()
 
 
-async def test_a_failed_check_ends_the_stream_with_its_error() -> None:
+async def test_a_failed_check_ends_the_stream_before_its_last_chunk() -> None:
+    # A blob store that sends the bytes on (an S3 engine's part upload) must never get
+    # a whole body whose checks failed: the last chunk waits for them.
     body = SelfChecking(DATA, refuse=True)
     stream = HashingStream(body, limit=len(DATA))
     received = bytearray()
     with pytest.raises(Refused):
         async for chunk in stream:
             received += chunk
-    assert bytes(received) == DATA  # every byte went through, then no clean end
+    assert bytes(received) == DATA[: 2 * CHUNK_SIZE]  # the first two of three chunks
     assert not stream.finished
     assert len(body.checked) == 1
+
+
+async def test_a_short_body_is_checked_first_then_refused_whole() -> None:
+    # The check comes first, as where the body checked itself (at its end), then the
+    # length; neither lets the last chunk out.
+    refusing = HashingStream(
+        SelfChecking(DATA, refuse=True), limit=2 * len(DATA), expected_size=len(DATA) + 1
+    )
+    with pytest.raises(Refused):
+        [chunk async for chunk in refusing]
+    short = HashingStream(SelfChecking(DATA), limit=2 * len(DATA), expected_size=len(DATA) + 1)
+    received = bytearray()
+    with pytest.raises(IncompleteBody):
+        async for chunk in short:
+            received += chunk
+    assert len(received) == 2 * CHUNK_SIZE
 
 
 async def test_a_plain_body_is_not_asked_anything() -> None:

@@ -4,8 +4,9 @@ The readers stack like versitygw's: the raw body, then the aws-chunked decoder w
 chunk signatures and trailer if the payload is streamed, then the signed payload hash
 and the checksums the headers promised (`checksums.VerifiedBody`, whose MD5 and
 SHA-256 checks the write path runs with the digests it computes anyway). Whatever the
-stack, the consumer gets plain object bytes, and an iterator that ends cleanly only if
-every promise held.
+stack, the consumer gets plain object bytes, in a stream that ends cleanly only if every
+promise held: the body's own, or, where the write path took the checks over, the write
+path's stream over it.
 """
 
 from __future__ import annotations

@@ -183,6 +183,7 @@ class VerifiedBody:
         self._expected = expected
         self._deferred = False
         self._hashers: dict[str, Hasher] | None = None  # set once the bytes start
+        self._ended = False
 
     def defer_checks(self) -> None:
         if self._hashers is not None:
@@ -190,6 +191,9 @@ class VerifiedBody:
         self._deferred = True
 
     def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._hashers is not None:  # a second pass would check only what is left
+            raise RuntimeError("a request body is read once")
+        self._hashers = {}
         return self._stream()
 
     async def _stream(self) -> AsyncIterator[bytes]:
@@ -204,12 +208,13 @@ class VerifiedBody:
             for update in updates:
                 update(piece)
             yield piece
+        self._ended = True
         if not self._deferred:
             self._verify({})
 
     def check(self, md5: bytes, sha256: bytes) -> None:
         """The deferred checks, with the consumer's digests of the whole body."""
-        if not self._deferred or self._hashers is None:
+        if not (self._deferred and self._ended):
             raise RuntimeError("check() is for a consumer that deferred the checks, at the end")
         self._verify({"md5": md5, "sha256": sha256})
 

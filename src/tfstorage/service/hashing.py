@@ -20,7 +20,7 @@ class DeferredChecks(Protocol):
     """A body that checks itself against digests promised with it (S3's signed payload
     hash, Content-MD5, x-amz-checksum-sha256) and lets a consumer that computes MD5 and
     SHA-256 of every byte anyway run those checks with its own digests: no byte hashed
-    twice (a SHA-256 is ~0.75 s of CPU per GiB).
+    twice.
 
     `defer_checks()`, before the first byte is read, hands the checks over; the consumer
     then calls `check(md5, sha256)` (raw digests) once it has read the body to its end,
@@ -36,9 +36,10 @@ class HashingStream:
     block checksums (a CRC32C per `block_size` bytes).
 
     The digests run in worker threads (hashlib releases the GIL) while the consumer
-    writes the same chunk, so hashing overlaps the disk or network write instead of
+    writes the chunk before, so hashing overlaps the disk or network write instead of
     adding to it. Raises `EntityTooLarge` as soon as more than `limit` bytes arrive.
-    A source with `DeferredChecks` has them run here, on these digests, at its end.
+    A source with `DeferredChecks` has them run here, on these digests, at its end;
+    the last chunk is handed out only after them and the length check.
     """
 
     def __init__(
@@ -86,6 +87,11 @@ class HashingStream:
     async def __aiter__(self) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
         pending: list[asyncio.Future[None]] = []
+        # One chunk is held back: the last one goes out only once the body has passed
+        # every check (its own, deferred here, and its length). A blob store that sends
+        # the bytes on (an S3 engine's part upload) then never receives a whole part
+        # whose checks failed, and never stores it under that part number.
+        held: bytes | None = None
         try:
             async for chunk in self._rechunk():
                 self.size += len(chunk)
@@ -104,13 +110,14 @@ class HashingStream:
                         loop.run_in_executor(None, self._md5.update, chunk),
                         loop.run_in_executor(None, self._sha256_and_blocks, chunk),
                     ]
-                yield chunk
+                if held is not None:
+                    yield held
+                held = chunk
             if pending:
                 await asyncio.gather(*pending)
                 pending = []
             if self._checks is not None:
-                # Where the source would have checked itself: at its end, before the
-                # consumer sees this stream end cleanly.
+                # Where the source would have checked itself: at its end.
                 self._checks.check(self._md5.digest(), self._sha256.digest())
         finally:
             # Never leave a hash thread touching a digest we are about to discard.
@@ -120,6 +127,8 @@ class HashingStream:
             raise IncompleteBody(
                 f"received {self.size} bytes but Content-Length declared {self._expected}"
             )
+        if held is not None:
+            yield held
         self.finished = True
 
     async def _rechunk(self) -> AsyncIterator[bytes]:
