@@ -182,7 +182,7 @@ class VerifiedBody:
         self._signed = signed_sha256
         self._expected = expected
         self._deferred = False
-        self._hashers: dict[str, Hasher] | None = None  # set once the bytes start
+        self._hashers: dict[str, Hasher] | None = None  # set once the body is read
         self._ended = False
 
     def defer_checks(self) -> None:
