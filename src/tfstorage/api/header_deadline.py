@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import secrets
 from typing import Any, ClassVar
 
 import h11
@@ -24,6 +23,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tfstorage.api.coalesced_writes import CoalescingTransport
 from tfstorage.api.worker_balance import BalancedConnections
+from tfstorage.domain.ids import random_hex
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def _configured_timeout() -> float:
 
 
 def _timeout_response(seconds: float) -> bytes:
-    request_id = secrets.token_hex(8)
+    request_id = random_hex(8)
     body = json.dumps(
         {
             "error": f"the request headers were not received within {seconds:g} seconds",

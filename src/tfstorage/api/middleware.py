@@ -13,12 +13,12 @@ import json
 import logging
 import os
 import re
-import secrets
 import time
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tfstorage.domain.ids import random_hex
 from tfstorage.errors import RequestTooLarge
 
 log = logging.getLogger("tfstorage.access")
@@ -36,7 +36,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = secrets.token_hex(8)
+        request_id = random_hex(8)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         start = time.perf_counter()

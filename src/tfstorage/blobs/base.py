@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from tfstorage.domain.blocks import DEFAULT_BLOCK_SIZE, BlockChecksums
+from tfstorage.domain.ids import random_hex
 from tfstorage.errors import BadDigest, ServiceUnavailable
 
 
@@ -23,7 +23,7 @@ class ByteStream(Protocol):
 
 def new_blob_id() -> str:
     """A fresh opaque blob id: 32 lowercase hex characters, never derived from a name."""
-    return secrets.token_hex(16)
+    return random_hex(16)
 
 
 def is_blob_id(value: str) -> bool:

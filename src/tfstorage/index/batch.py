@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from uuid import uuid4
 
 from sqlalchemy import Connection, insert, select
 
 from tfstorage.domain.categories import key_category
 from tfstorage.domain.conditions import ANY, WriteCondition
+from tfstorage.domain.ids import uuid4_hex
 from tfstorage.domain.object_lock import VersionLock
 from tfstorage.domain.records import CommitResult, NewVersion, ObjectVersion
 from tfstorage.errors import NoSuchKey, PreconditionFailed, StorageError
@@ -124,7 +124,7 @@ def _commit_bulk(conn: Connection, news: Sequence[NewVersion]) -> list[CommitRes
     for batch in chunks(sorted(per_sha)):
         found = select(blobs.c.sha256, blobs.c.blob_id).where(blobs.c.sha256.in_(batch))
         stored.update({sha: blob_id for sha, blob_id in conn.execute(found)})
-    file_ids = [uuid4().hex for _ in news]
+    file_ids = [uuid4_hex() for _ in news]
     conn.execute(
         insert(versions),
         [

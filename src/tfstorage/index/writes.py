@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
-from uuid import uuid4
 
 from sqlalchemy import (
     ColumnElement,
@@ -32,6 +31,7 @@ from sqlalchemy.sql.dml import ReturningInsert
 
 from tfstorage.domain.categories import key_category
 from tfstorage.domain.conditions import WriteCondition
+from tfstorage.domain.ids import uuid4_hex
 from tfstorage.domain.object_lock import ObjectLockConfig, VersionLock
 from tfstorage.domain.records import CommitResult, NewVersion, ObjectVersion
 from tfstorage.domain.uploads import PartLayout
@@ -455,7 +455,7 @@ def _insert_version(
     lock configuration when the caller already read it in this transaction. `written`,
     if given, receives the inserted row and the lock columns set."""
     row = {
-        "file_id": uuid4().hex,
+        "file_id": uuid4_hex(),
         "bucket_id": bucket_id,
         "key": key,
         "blob_id": blob_id,
