@@ -53,6 +53,8 @@ class HashingStream:
     ) -> None:
         self._source = source
         self._checks: DeferredChecks | None = None
+        # Duck-typed, not isinstance of a runtime-checkable Protocol: that checks every
+        # member by hand on each upload, and the service layer knows no body class.
         if callable(getattr(source, "defer_checks", None)):
             self._checks = cast(DeferredChecks, source)
             self._checks.defer_checks()
